@@ -1,0 +1,79 @@
+"""The contract every dimension plugin fulfils.
+
+A dimension is one module in this package holding a frozen config dataclass and a
+:class:`DimensionPlugin` subclass, plus one line in ``imageprism.dimensions.REGISTRY``.
+``ImagePrism`` does everything else: decoding, caching by pixel content, batching
+across images, blending scores.
+"""
+
+from __future__ import annotations
+
+import abc
+import dataclasses
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
+
+import numpy as np
+from PIL import Image
+
+if TYPE_CHECKING:
+    from imageprism._runtime import ModelRuntime
+
+__all__ = ["DimensionPlugin", "ImageRequest"]
+
+
+@dataclasses.dataclass(frozen=True)
+class ImageRequest:
+    """Which pixels a dimension consumes.
+
+    ``mode`` is ``"RGB"`` or ``"L"`` (grayscale). ``min_side`` allows reduced-size
+    decoding (JPEG DCT scaling) as long as both sides stay at least that many
+    pixels; ``None`` means full resolution. Dimensions asking for the same request
+    share one decode of each image.
+    """
+
+    mode: Literal["RGB", "L"] = "RGB"
+    min_side: int | None = None
+
+
+class DimensionPlugin(abc.ABC):
+    """Base class of the dimension plugins.
+
+    Subclasses set ``name`` (the :class:`~imageprism.Dimension` value, also the
+    module name and the profile key) and ``config_type``, and implement
+    :meth:`embed_batch` and :meth:`score`. Construction must be cheap: no download,
+    no model session; load models lazily on first :meth:`embed_batch`.
+    """
+
+    name: ClassVar[str]
+    config_type: ClassVar[type[Any]]
+
+    def __init__(self, config: Any, runtime: ModelRuntime) -> None:
+        self.config = config
+        self.runtime = runtime
+
+    @property
+    def image_request(self) -> ImageRequest:
+        """The pixels this dimension needs (default: full-resolution RGB)."""
+        return ImageRequest()
+
+    @property
+    def cache_token(self) -> str:
+        """Everything that can change this dimension's output for given pixels.
+
+        Part of every cache key, so two configurations never share an entry. The
+        default covers the dimension name and its config's ``repr``; model-backed
+        dimensions add the model identity (repo, revision, file hash).
+        """
+        return f"{self.name}:{self.config!r}"
+
+    @abc.abstractmethod
+    def embed_batch(self, images: Sequence[Image.Image]) -> list[np.ndarray | None]:
+        """Embed decoded images (as described by :attr:`image_request`), in order.
+
+        ``None`` means the dimension cannot describe that image (e.g. no face).
+        """
+
+    @abc.abstractmethod
+    def score(self, a: np.ndarray | None, b: np.ndarray | None) -> float | None:
+        """Similarity of two embeddings from :meth:`embed_batch`; ``None`` if unscorable."""

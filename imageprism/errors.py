@@ -1,0 +1,81 @@
+"""The exception tree of imageprism.
+
+Every error raised on purpose by imageprism derives from :class:`ImagePrismError`.
+Errors caused by the caller (a bad argument, an unreadable image, a malformed
+profile) also derive from :class:`ValueError`, so ``except ValueError`` keeps
+working in code that does not know about imageprism::
+
+    ImagePrismError
+    ├── InputError (ValueError)              the caller passed something unusable
+    │   ├── ImageLoadError                   an input could not be read as an image
+    │   │   └── DecompressionBombError       declared pixel count above the limit
+    │   ├── ConfigError                      unknown dimension, bad weights, bad config
+    │   │   └── ProfileError                 a profile (YAML) is missing or malformed
+    │   └── DimensionUnavailableError        a dimension this build does not provide
+    └── ModelError                           a model could not be obtained or run
+        ├── ModelDownloadError               download failed or checksum mismatch
+        ├── ModelNotCachedError              offline and the file is not in the cache
+        └── ModelLoadError                   the file is not a usable ONNX model
+
+Messages name the bad value, what is allowed, and how to fix it.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "ConfigError",
+    "DecompressionBombError",
+    "DimensionUnavailableError",
+    "ImageLoadError",
+    "ImagePrismError",
+    "InputError",
+    "ModelDownloadError",
+    "ModelError",
+    "ModelLoadError",
+    "ModelNotCachedError",
+    "ProfileError",
+]
+
+
+class ImagePrismError(Exception):
+    """Root of every error imageprism raises on purpose."""
+
+
+class InputError(ImagePrismError, ValueError):
+    """The caller passed a value imageprism cannot use."""
+
+
+class ImageLoadError(InputError):
+    """An input could not be read as an image. The message names the input."""
+
+
+class DecompressionBombError(ImageLoadError):
+    """An image declares more pixels than the configured ``max_pixels`` limit."""
+
+
+class ConfigError(InputError):
+    """Unknown dimension or profile, bad weights, or a config of the wrong type."""
+
+
+class ProfileError(ConfigError):
+    """A profile is missing or malformed. The message names the file and the key."""
+
+
+class DimensionUnavailableError(InputError):
+    """The requested dimension is not provided by this installation."""
+
+
+class ModelError(ImagePrismError):
+    """A model file could not be obtained or run."""
+
+
+class ModelDownloadError(ModelError):
+    """A model download failed, or the downloaded file has the wrong checksum."""
+
+
+class ModelNotCachedError(ModelError):
+    """Offline mode is on and the model file is not in the local cache."""
+
+
+class ModelLoadError(ModelError):
+    """A model file exists but is not a usable ONNX model for its dimension."""
