@@ -1,0 +1,5 @@
+import sys
+
+from imageprism.cli import main
+
+sys.exit(main())

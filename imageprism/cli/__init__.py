@@ -1,0 +1,55 @@
+"""The ``imageprism`` command line.
+
+Each command lives in its own module in this package, exposing
+``register(subparsers)``, which adds its parser and sets ``func`` to a function
+taking the parsed arguments and returning the exit code. Adding a command is one
+module plus one entry in :data:`COMMANDS`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Sequence
+
+from imageprism._version import __version__
+from imageprism.errors import ImagePrismError
+
+__all__ = ["main"]
+
+#: modules of this package that each register one command (or command group)
+COMMANDS: list[str] = ["compare", "embed"]
+
+EXIT_USAGE = 2
+EXIT_ERROR = 1
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="imageprism",
+        description="How similar are these images? Compare, embed, deduplicate and search.",
+    )
+    parser.add_argument("--version", action="version", version=f"imageprism {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in COMMANDS:
+        importlib.import_module(f"imageprism.cli.{name}").register(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; returns the process exit code."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help(sys.stderr)
+        return EXIT_USAGE
+    try:
+        code: int = args.func(args)
+    except ImagePrismError as exc:
+        sys.stderr.write(f"imageprism {args.command}: error: {exc}\n")
+        return EXIT_ERROR
+    except KeyboardInterrupt:
+        sys.stderr.write("interrupted\n")
+        return 130
+    return code
