@@ -29,12 +29,15 @@ def cosine(a: np.ndarray, b: np.ndarray) -> float:
 _POPCOUNT = np.array([bin(i).count("1") for i in range(256)], dtype=np.uint8)
 
 
-def hamming_similarity(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Fraction of equal bits per row of two packed-bit ``uint8`` arrays of shape (k, nbytes)."""
+def hamming_similarity(a: np.ndarray, b: np.ndarray, nbits: int | None = None) -> np.ndarray:
+    """Fraction of equal bits per row of two packed-bit ``uint8`` arrays of shape (..., nbytes).
+
+    ``nbits`` is the number of meaningful bits per row (default: all ``8 * nbytes``);
+    padding bits are zero in both arrays, so they never count as differences.
+    """
     a = np.asarray(a, dtype=np.uint8)
     b = np.asarray(b, dtype=np.uint8)
     if a.shape != b.shape:
         raise ValueError(f"hash shapes differ: {a.shape} vs {b.shape}")
     diff = _POPCOUNT[np.bitwise_xor(a, b)].sum(axis=-1, dtype=np.int64)
-    nbits = a.shape[-1] * 8
-    return 1.0 - diff / nbits
+    return 1.0 - diff / (nbits or a.shape[-1] * 8)

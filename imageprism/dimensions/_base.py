@@ -74,6 +74,10 @@ class DimensionPlugin(abc.ABC):
         ``None`` means the dimension cannot describe that image (e.g. no face).
         """
 
+    def to_json(self, embedding: np.ndarray | None) -> object:
+        """A JSON-friendly form of an embedding (vectors as lists of floats)."""
+        return None if embedding is None else np.asarray(embedding).tolist()
+
     @abc.abstractmethod
     def score(self, a: np.ndarray | None, b: np.ndarray | None) -> float | None:
         """Similarity of two embeddings from :meth:`embed_batch`; ``None`` if unscorable."""

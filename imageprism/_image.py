@@ -1,0 +1,317 @@
+"""Image loading: every input kind in, normalised pixels and a pixel-content key out.
+
+Inputs: a path (``str`` or ``os.PathLike``), ``bytes``, a binary file object, a
+``PIL.Image.Image``, or a numpy ``uint8`` array (HxW gray, HxWx3 RGB, HxWx4 RGBA).
+
+What every dimension sees, whatever the container:
+
+* **Orientation**: the EXIF orientation tag is applied (a corrupt EXIF block is
+  ignored, as if the tag were 1).
+* **Frames**: animated images (GIF, APNG, WebP, multi-page TIFF) use their first frame.
+* **Alpha**: transparent pixels are composited onto **white** (LA, RGBA, PA, P with a
+  transparency entry). The colour stored under a fully transparent pixel is
+  invisible, so two images that look the same compare as the same. Note that
+  imagehash ignores alpha instead; for images without transparency the hash
+  dimension is bit-exact with imagehash.
+* **Modes**: 1 (bilevel) and L stay grayscale; P, CMYK, YCbCr, LAB and HSV become
+  RGB through Pillow's conversions. High-bit-depth grayscale is scaled to 8 bits:
+  ``I;16*`` by ``/257`` (full 16-bit range); ``I`` (32-bit int) likewise, unless
+  all values already fit in 0..255; ``F`` (float) as 0..1 when all values are
+  within 0..1, else as 0..255; values outside the range are clipped.
+* **Size limit**: the declared size is checked *before* decoding. More than
+  ``max_pixels`` (default :data:`DEFAULT_MAX_PIXELS`) raises
+  :class:`~imageprism.errors.DecompressionBombError`.
+
+The pixel key is a BLAKE2b digest of the normalised pixels (mode, size, bytes):
+the same pixels give the same key whether they came from PNG, TIFF, lossless
+WebP, numpy or PIL; any pixel change gives a different key.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import io
+import os
+import threading
+import warnings
+from pathlib import Path
+from typing import IO, TYPE_CHECKING, Any, Union
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from imageprism.errors import DecompressionBombError, ImageLoadError
+
+if TYPE_CHECKING:
+    from imageprism.dimensions._base import ImageRequest
+
+__all__ = ["DEFAULT_MAX_PIXELS", "ImageInput", "Pixels", "SourceImage", "describe_input", "open_image"]
+
+#: Default pixel limit (width x height), Pillow's own warning threshold (~89.5 MP):
+#: a 12 MP photo uses an eighth of it; raise it with ``ImagePrism(max_pixels=...)``.
+DEFAULT_MAX_PIXELS = 89_478_485
+
+ImageInput = Union[str, os.PathLike, bytes, bytearray, memoryview, IO[bytes], Image.Image, np.ndarray]
+
+_ALPHA_MODES = {"LA", "La", "RGBA", "RGBa", "PA"}
+_GRAY_MODES = {"1", "L"}
+_HIGH_DEPTH_GRAY = {"I", "F"}
+
+
+def describe_input(source: object) -> str:
+    """A short, readable name of an input for error messages."""
+    if isinstance(source, (str, os.PathLike)):
+        return repr(os.fspath(source))
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        return f"<{type(source).__name__} of {len(source)} bytes>"
+    if isinstance(source, np.ndarray):
+        return f"<numpy array shape={source.shape} dtype={source.dtype}>"
+    if isinstance(source, Image.Image):
+        return f"<PIL image mode={source.mode} size={source.size[0]}x{source.size[1]}>"
+    name = getattr(source, "name", None)
+    if isinstance(name, str):
+        return f"<file object {name!r}>"
+    return f"<{type(source).__name__} object>"
+
+
+@dataclasses.dataclass(frozen=True)
+class Pixels:
+    """Decoded, normalised pixels (mode ``RGB`` or ``L``) and their content key."""
+
+    image: Image.Image
+    key: str
+
+
+def pixel_key(image: Image.Image) -> str:
+    """BLAKE2b-128 of mode, size and raw bytes of a normalised image."""
+    digest = hashlib.blake2b(digest_size=16)
+    digest.update(f"{image.mode}:{image.size[0]}x{image.size[1]}:".encode())
+    digest.update(image.tobytes())
+    return digest.hexdigest()
+
+
+class SourceImage:
+    """One input, opened (header read, size checked) but decoded only on demand.
+
+    :meth:`pixels` returns the pixels a dimension asked for; requests that need the
+    same decode share it, so an image is decoded once however many dimensions use it.
+    """
+
+    def __init__(self, label: str, *, data: bytes | None = None, image: Image.Image | None = None,
+                 max_pixels: int = DEFAULT_MAX_PIXELS) -> None:
+        self.label = label
+        self._data = data
+        self._image = image
+        self._max_pixels = max_pixels
+        self._memo: dict[tuple[str, int | None], Pixels] = {}
+        self._lock = threading.Lock()
+        self._format: str | None = None
+        if data is not None:
+            self._format = self._open_checked().format
+
+    def pixels(self, request: ImageRequest) -> Pixels:
+        """The normalised pixels for ``request`` (memoised)."""
+        draft_side = request.min_side if self._format == "JPEG" else None
+        memo_key = (request.mode, draft_side)
+        with self._lock:
+            found = self._memo.get(memo_key)
+            if found is None:
+                if draft_side is not None:
+                    image = self._decode(draft=(request.mode, draft_side))
+                    image = _convert(image, request.mode)
+                else:
+                    image = _convert(self._full(), request.mode)
+                found = Pixels(image, pixel_key(image))
+                self._memo[memo_key] = found
+            return found
+
+    # -- decoding -----------------------------------------------------------------
+
+    def _full(self) -> Image.Image:
+        """Full-resolution image, normalised to L or RGB (memoised)."""
+        found = self._memo.get(("full", None))
+        if found is None:
+            found = Pixels(self._decode(draft=None), "")
+            self._memo[("full", None)] = found
+        return found.image
+
+    def _open_checked(self) -> Image.Image:
+        assert self._data is not None
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+                image = Image.open(io.BytesIO(self._data))
+        except UnidentifiedImageError:
+            raise ImageLoadError(f"{self.label} is not an image in a format Pillow can read") from None
+        except Image.DecompressionBombError:
+            raise self._bomb_error(None) from None
+        except Exception as exc:  # decoders raise many types on malformed headers
+            raise ImageLoadError(f"{self.label} could not be opened as an image: {exc}") from exc
+        width, height = image.size
+        if width <= 0 or height <= 0:
+            raise ImageLoadError(f"{self.label} declares an empty image ({width}x{height})")
+        if width * height > self._max_pixels:
+            raise self._bomb_error((width, height))
+        return image
+
+    def _bomb_error(self, size: tuple[int, int] | None) -> DecompressionBombError:
+        declared = f"{size[0]}x{size[1]} = {size[0] * size[1]:,} pixels" if size else "a size beyond Pillow's hard limit"
+        return DecompressionBombError(
+            f"{self.label} declares {declared}, above the limit of {self._max_pixels:,} pixels; "
+            "if the image is trusted, raise the limit with ImagePrism(max_pixels=...)"
+        )
+
+    def _decode(self, draft: tuple[str, int] | None) -> Image.Image:
+        if self._image is not None:
+            image = self._image
+        else:
+            image = self._open_checked()
+            try:
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+                    if draft is not None:
+                        _apply_draft(image, *draft)
+                    image.load()
+            except Exception as exc:  # truncated data, corrupt entropy, decoder errors
+                raise ImageLoadError(f"{self.label} could not be decoded: {exc}") from exc
+        try:
+            return _normalise(_oriented(image))
+        except ImageLoadError:
+            raise
+        except Exception as exc:
+            raise ImageLoadError(f"{self.label} could not be converted to RGB: {exc}") from exc
+
+
+def _apply_draft(image: Image.Image, mode: str, min_side: int) -> None:
+    """Ask the JPEG decoder for a reduced size whose shorter side stays >= ``min_side``."""
+    width, height = image.size
+    shorter = min(width, height)
+    if shorter <= min_side:
+        return
+    scale = min_side / shorter
+    requested = (max(1, int(width * scale + 0.999)), max(1, int(height * scale + 0.999)))
+    image.draft(mode if image.mode in ("RGB", "L", "YCbCr") else None, requested)
+
+
+def _oriented(image: Image.Image) -> Image.Image:
+    try:
+        orientation = image.getexif().get(0x0112, 1)
+    except Exception:  # corrupt EXIF: treat as no orientation
+        return image
+    if orientation in (None, 1) or not isinstance(orientation, int):
+        return image
+    try:
+        return ImageOps.exif_transpose(image)
+    except Exception:
+        return image
+
+
+def _normalise(image: Image.Image) -> Image.Image:
+    """Any Pillow mode to ``L`` (grayscale sources) or ``RGB`` (everything else)."""
+    mode = image.mode
+    if mode in ("RGB", "L"):
+        return image
+    if mode == "1":
+        return image.convert("L")
+    if mode == "P" and "transparency" in image.info:
+        return _composite(image.convert("RGBA"))
+    if mode in _ALPHA_MODES:
+        if mode in ("LA", "La"):
+            return _composite(image.convert("RGBA")).convert("L")
+        return _composite(image.convert("RGBA"))
+    if mode.startswith("I;16") or mode in _HIGH_DEPTH_GRAY:
+        return _high_depth_gray(image)
+    return image.convert("RGB")
+
+
+def _composite(rgba: Image.Image) -> Image.Image:
+    background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+    return Image.alpha_composite(background, rgba).convert("RGB")
+
+
+def _high_depth_gray(image: Image.Image) -> Image.Image:
+    values = np.asarray(image).astype(np.float64)
+    if image.mode == "F":
+        scale = 255.0 if values.size and np.nanmin(values) >= 0.0 and np.nanmax(values) <= 1.0 else 1.0
+    elif image.mode == "I" and values.size and values.min() >= 0 and values.max() <= 255:
+        scale = 1.0
+    else:
+        scale = 1.0 / 257.0
+    values = np.nan_to_num(values * scale, nan=0.0, posinf=255.0, neginf=0.0)
+    return Image.fromarray(np.clip(np.rint(values), 0, 255).astype(np.uint8), mode="L")
+
+
+def _convert(image: Image.Image, mode: str) -> Image.Image:
+    return image if image.mode == mode else image.convert(mode)
+
+
+def _from_array(array: np.ndarray, label: str) -> Image.Image:
+    if array.dtype != np.uint8:
+        raise ImageLoadError(
+            f"{label}: numpy images must have dtype uint8, got {array.dtype}; "
+            "convert first, e.g. np.clip(a * 255, 0, 255).astype(np.uint8) for floats in 0..1"
+        )
+    if array.ndim == 3 and array.shape[2] == 1:
+        array = array[:, :, 0]
+    if array.ndim == 2:
+        mode = "L"
+    elif array.ndim == 3 and array.shape[2] in (3, 4):
+        mode = "RGB" if array.shape[2] == 3 else "RGBA"
+    else:
+        raise ImageLoadError(
+            f"{label}: numpy images must be HxW (gray), HxWx3 (RGB) or HxWx4 (RGBA), got shape {array.shape}"
+        )
+    if array.shape[0] == 0 or array.shape[1] == 0:
+        raise ImageLoadError(f"{label} is empty (shape {array.shape})")
+    return Image.fromarray(np.ascontiguousarray(array), mode=mode)
+
+
+def _read_path(path: Path, label: str) -> bytes:
+    try:
+        if path.is_dir():
+            raise ImageLoadError(f"{label} is a directory, not an image file")
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise ImageLoadError(f"{label} does not exist") from None
+    except PermissionError:
+        raise ImageLoadError(f"{label} is not readable (permission denied)") from None
+    except OSError as exc:
+        raise ImageLoadError(f"{label} could not be read: {exc.strerror or exc}") from exc
+    return data
+
+
+def open_image(source: ImageInput | Any, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> SourceImage:
+    """Open any supported input; raises :class:`ImageLoadError` naming the input on failure."""
+    label = describe_input(source)
+    if isinstance(source, SourceImage):
+        return source
+    if isinstance(source, (str, os.PathLike)):
+        data = _read_path(Path(source), label)
+    elif isinstance(source, (bytes, bytearray, memoryview)):
+        data = bytes(source)
+    elif isinstance(source, Image.Image):
+        width, height = source.size
+        if width * height > max_pixels:
+            raise SourceImage(label, image=source, max_pixels=max_pixels)._bomb_error((width, height))
+        if width == 0 or height == 0:
+            raise ImageLoadError(f"{label} is empty")
+        return SourceImage(label, image=source, max_pixels=max_pixels)
+    elif isinstance(source, np.ndarray):
+        return SourceImage(label, image=_from_array(source, label), max_pixels=max_pixels)
+    elif callable(getattr(source, "read", None)):
+        try:
+            data = source.read()
+        except Exception as exc:
+            raise ImageLoadError(f"{label} could not be read: {exc}") from exc
+        if not isinstance(data, (bytes, bytearray)):
+            raise ImageLoadError(f"{label} is a text-mode file; open it in binary mode ('rb')")
+        data = bytes(data)
+    else:
+        raise ImageLoadError(
+            f"unsupported input {label}; pass a path, bytes, a binary file object, "
+            "a PIL.Image.Image or a numpy uint8 array"
+        )
+    if not data:
+        raise ImageLoadError(f"{label} is empty (0 bytes)")
+    return SourceImage(label, data=data, max_pixels=max_pixels)
