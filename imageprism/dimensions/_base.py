@@ -17,7 +17,7 @@ import numpy as np
 from PIL import Image
 
 if TYPE_CHECKING:
-    from imageprism._runtime import ModelRuntime
+    from imageprism._runtime import ModelRuntime, ModelSpec
 
 __all__ = ["DimensionPlugin", "ImageRequest"]
 
@@ -47,6 +47,8 @@ class DimensionPlugin(abc.ABC):
 
     name: ClassVar[str]
     config_type: ClassVar[type[Any]]
+    #: the default model files this dimension may download (``imageprism models list``)
+    default_models: ClassVar[tuple[ModelSpec, ...]] = ()
 
     def __init__(self, config: Any, runtime: ModelRuntime) -> None:
         self.config = config

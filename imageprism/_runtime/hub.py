@@ -1,0 +1,253 @@
+"""Getting model files: Hugging Face Hub download, local cache, offline mode, checksums.
+
+One file at a time with :func:`huggingface_hub.hf_hub_download`, into the
+imageprism cache directory (Hub cache layout: ``models--org--name/...``).
+
+The order of operations for a Hub :class:`~imageprism._runtime.spec.ModelSpec`:
+
+1. Look in the cache with ``local_files_only=True`` (no network request at all).
+   For a pinned 40-hex revision this finds exactly that commit's file.
+2. If it is missing and offline mode is on: :class:`ModelNotCachedError` naming
+   the file and the one command that fetches it.
+3. Otherwise probe the file with one HEAD request under a short, bounded retry
+   policy of our own. (``hf_hub_download`` itself retries a dead server for about
+   23 s: 1+2+4+8+8 s of back-off.) Unknown repo/revision/file become a
+   :class:`ModelDownloadError` saying which one.
+4. Download with ``hf_hub_download`` and verify size and sha256 when the spec
+   knows them. A mismatch removes the file from the cache and raises.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import hashlib
+import importlib
+import inspect
+import time
+from pathlib import Path
+
+from imageprism._runtime.spec import ModelSpec
+from imageprism.errors import ModelDownloadError, ModelNotCachedError
+
+__all__ = ["HubSettings", "download_command", "fetch", "find_cached", "remove_cached", "sha256_of"]
+
+_CHUNK = 1 << 20
+
+
+@dataclasses.dataclass(frozen=True)
+class HubSettings:
+    """Resolved download settings (see :class:`~imageprism._runtime.ModelRuntime`)."""
+
+    cache_dir: Path
+    endpoint: str
+    offline: bool
+    retries: int = 2
+    timeout: float = 10.0
+    retry_wait: float = 0.5
+    explicit_cache_dir: bool = False
+
+
+def sha256_of(path: Path) -> str:
+    """Hex sha256 of a file, read in 1 MiB chunks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while chunk := fh.read(_CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def download_command(spec: ModelSpec, settings: HubSettings) -> str:
+    """The one shell command that puts ``spec``'s file into the cache."""
+    if spec.dimension:
+        cmd = f"imageprism models download {spec.dimension}"
+    else:
+        cmd = f"imageprism models download --repo {spec.repo} --file {spec.filename}"
+        if spec.revision:
+            cmd += f" --revision {spec.revision}"
+    if settings.explicit_cache_dir:
+        cmd += f" --cache-dir {settings.cache_dir}"
+    return cmd
+
+
+def find_cached(spec: ModelSpec, settings: HubSettings) -> Path | None:
+    """The cached file for a Hub spec, or ``None``. Makes no network request."""
+    from huggingface_hub import hf_hub_download
+    from huggingface_hub.errors import LocalEntryNotFoundError
+
+    try:
+        return Path(
+            hf_hub_download(
+                spec.repo,
+                spec.filename,
+                revision=spec.revision,
+                cache_dir=settings.cache_dir,
+                local_files_only=True,
+            )
+        )
+    except LocalEntryNotFoundError:
+        return None
+
+
+def remove_cached(path: Path) -> None:
+    """Delete a cached file: the snapshot entry and the blob it points to."""
+    blob = path.resolve()
+    for p in {path, blob}:
+        try:
+            p.unlink()
+        except FileNotFoundError:
+            pass
+
+
+def fetch(spec: ModelSpec, settings: HubSettings, *, force: bool = False) -> Path:
+    """The local path of ``spec``'s file, downloading it when needed (see the module doc).
+
+    ``force`` re-downloads even when cached (not allowed offline). A local spec
+    (``spec.path``) is returned as is.
+    """
+    if spec.path is not None:
+        return spec.path
+    if not force:
+        cached = find_cached(spec, settings)
+        if cached is not None:
+            _verify(spec, cached, downloaded=False)
+            return cached
+    if settings.offline:
+        state = "is not in the cache" if not force else "cannot be re-downloaded"
+        raise ModelNotCachedError(
+            f"model file {spec.filename!r} from {spec.repo}@{spec.revision or 'main'} {state} "
+            f"({settings.cache_dir}) and offline mode is on (offline=True or HF_HUB_OFFLINE=1). "
+            f"Fetch it while online with: {download_command(spec, settings)}"
+        )
+    _probe(spec, settings)
+    path = _download(spec, settings, force=force)
+    _verify(spec, path, downloaded=True)
+    return path
+
+
+def _where(spec: ModelSpec, settings: HubSettings) -> str:
+    return f"{spec.filename!r} from {spec.repo}@{spec.revision or 'main'} at {settings.endpoint}"
+
+
+def _probe(spec: ModelSpec, settings: HubSettings) -> None:
+    """One HEAD request (bounded retries) so that errors are typed and a dead server fails fast."""
+    from huggingface_hub import get_hf_file_metadata, hf_hub_url
+    from huggingface_hub.errors import (
+        GatedRepoError,
+        HfHubHTTPError,
+        OfflineModeIsEnabled,
+        RemoteEntryNotFoundError,
+        RepositoryNotFoundError,
+        RevisionNotFoundError,
+    )
+
+    url = hf_hub_url(spec.repo, spec.filename, revision=spec.revision, endpoint=settings.endpoint)
+    attempt = 0
+    while True:
+        attempt += 1
+        try:
+            get_hf_file_metadata(url, timeout=settings.timeout, endpoint=settings.endpoint, **_no_retry_kwargs())
+            return
+        except GatedRepoError as exc:
+            raise ModelDownloadError(
+                f"cannot download {_where(spec, settings)}: the repository is gated; accept its terms on the Hub "
+                "and set HF_TOKEN, or point the dimension's config at another model"
+            ) from exc
+        except RepositoryNotFoundError as exc:
+            raise ModelDownloadError(
+                f"cannot download {_where(spec, settings)}: repository {spec.repo!r} not found (or private: set "
+                "HF_TOKEN). Check the repo id in the dimension's config"
+            ) from exc
+        except RevisionNotFoundError as exc:
+            raise ModelDownloadError(
+                f"cannot download {_where(spec, settings)}: revision {spec.revision!r} not found in {spec.repo}. "
+                "Use an existing commit hash or branch"
+            ) from exc
+        except RemoteEntryNotFoundError as exc:
+            raise ModelDownloadError(
+                f"cannot download {_where(spec, settings)}: file {spec.filename!r} not found in "
+                f"{spec.repo}@{spec.revision or 'main'}. Check the file path in the dimension's config"
+            ) from exc
+        except OfflineModeIsEnabled as exc:
+            raise ModelNotCachedError(
+                f"model file {_where(spec, settings)} is not cached and huggingface_hub is in offline mode "
+                f"(HF_HUB_OFFLINE was set when it was imported). Fetch it while online with: "
+                f"{download_command(spec, settings)}"
+            ) from exc
+        except (*_transport_errors(), HfHubHTTPError, OSError) as exc:
+            status = getattr(getattr(exc, "response", None), "status_code", None)
+            transient = status is None or status in (408, 429) or status >= 500
+            if not transient or attempt > settings.retries:
+                tries = f" after {attempt} attempts" if attempt > 1 else ""
+                reason = f"HTTP {status}" if status is not None else f"{type(exc).__name__}: {exc}"
+                raise ModelDownloadError(
+                    f"cannot download {_where(spec, settings)}{tries} ({reason}). Check the network connection "
+                    "(and HF_ENDPOINT / proxy settings), or run offline with a cached copy"
+                ) from exc
+        time.sleep(settings.retry_wait * 2 ** (attempt - 1))
+
+
+@functools.cache
+def _transport_errors() -> tuple[type[Exception], ...]:
+    """Connection/timeout error classes of the HTTP client huggingface_hub uses (httpx2, httpx or requests)."""
+    found: list[type[Exception]] = []
+    for module, attr in (("httpx2", "TransportError"), ("httpx", "TransportError"), ("requests", "ConnectionError")):
+        try:
+            found.append(getattr(importlib.import_module(module), attr))
+        except (ImportError, AttributeError):
+            continue
+    return tuple(found)
+
+
+@functools.cache
+def _no_retry_kwargs() -> dict[str, bool]:
+    """``retry_on_errors=False`` where ``get_hf_file_metadata`` accepts it (huggingface_hub >= 1.x)."""
+    from huggingface_hub import get_hf_file_metadata
+
+    return {"retry_on_errors": False} if "retry_on_errors" in inspect.signature(get_hf_file_metadata).parameters else {}
+
+
+def _download(spec: ModelSpec, settings: HubSettings, *, force: bool) -> Path:
+    from huggingface_hub import hf_hub_download
+
+    try:
+        return Path(
+            hf_hub_download(
+                spec.repo,
+                spec.filename,
+                revision=spec.revision,
+                cache_dir=settings.cache_dir,
+                endpoint=settings.endpoint,
+                etag_timeout=settings.timeout,
+                force_download=force,
+                library_name="imageprism",
+            )
+        )
+    except Exception as exc:  # the probe succeeded a moment ago: whatever failed here, say so with context
+        raise ModelDownloadError(f"downloading {_where(spec, settings)} failed: {type(exc).__name__}: {exc}") from exc
+
+
+def _verify(spec: ModelSpec, path: Path, *, downloaded: bool) -> None:
+    """Check size and sha256 when known; on mismatch remove the file and raise."""
+    if spec.sha256 is None and spec.size is None:
+        return
+    actual_size = path.stat().st_size
+    problem = None
+    if spec.size is not None and actual_size != spec.size:
+        problem = f"expected {spec.size} bytes, got {actual_size}"
+    elif spec.sha256 is not None:
+        # A Hub blob is named after its etag, which is the sha256 for LFS/Xet files: when it
+        # matches, the cached file was verified when it was stored and needs no re-hashing.
+        if downloaded or path.resolve().name != spec.sha256:
+            actual = sha256_of(path)
+            if actual != spec.sha256:
+                problem = f"expected sha256 {spec.sha256}, got {actual}"
+    if problem is None:
+        return
+    remove_cached(path)
+    origin = "downloaded" if downloaded else "cached"
+    raise ModelDownloadError(
+        f"checksum mismatch for {spec.filename!r} from {spec.repo}@{spec.revision or 'main'}: {problem}. "
+        f"The {origin} file was removed from the cache; download it again, and if this repeats the file "
+        "on the Hub differs from the pinned one (pin another revision/sha256 or report it)"
+    )
