@@ -1,0 +1,61 @@
+"""imageprism: how similar are these two images, along several dimensions at once.
+
+>>> from imageprism import ImagePrism
+>>> prism = ImagePrism()                 # hash only: no downloads
+>>> prism.dimensions
+('hash',)
+
+Everything public is importable from this package; its submodules are private.
+"""
+
+from imageprism._cache import CacheStats, EmbeddingCache
+from imageprism._image import DEFAULT_MAX_PIXELS
+from imageprism._prism import ImagePrism
+from imageprism._profiles import ProfileSpec, list_profiles, load_profile
+from imageprism._results import BatchEmbedding, CompareResult, Failure
+from imageprism._runtime import ModelRuntime
+from imageprism._types import Dimension, Profile
+from imageprism._version import __version__
+from imageprism.dimensions.hash import HashConfig
+from imageprism.errors import (
+    ConfigError,
+    DecompressionBombError,
+    DimensionUnavailableError,
+    ImageLoadError,
+    ImagePrismError,
+    InputError,
+    ModelDownloadError,
+    ModelError,
+    ModelLoadError,
+    ModelNotCachedError,
+    ProfileError,
+)
+
+__all__ = [
+    "DEFAULT_MAX_PIXELS",
+    "BatchEmbedding",
+    "CacheStats",
+    "CompareResult",
+    "ConfigError",
+    "DecompressionBombError",
+    "Dimension",
+    "DimensionUnavailableError",
+    "EmbeddingCache",
+    "Failure",
+    "HashConfig",
+    "ImageLoadError",
+    "ImagePrism",
+    "ImagePrismError",
+    "InputError",
+    "ModelDownloadError",
+    "ModelError",
+    "ModelLoadError",
+    "ModelNotCachedError",
+    "ModelRuntime",
+    "Profile",
+    "ProfileError",
+    "ProfileSpec",
+    "__version__",
+    "list_profiles",
+    "load_profile",
+]

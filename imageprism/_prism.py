@@ -1,0 +1,276 @@
+"""``ImagePrism``: the one entry point that dispatches to the dimension plugins."""
+
+from __future__ import annotations
+
+import concurrent.futures
+import os
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any, Literal, Optional
+
+import numpy as np
+
+from imageprism._cache import EmbeddingCache
+from imageprism._image import DEFAULT_MAX_PIXELS, ImageInput, SourceImage, describe_input, open_image
+from imageprism._profiles import MISSING_POLICIES, blend, load_profile, normalize_weights
+from imageprism._results import BatchEmbedding, CompareResult, Failure
+from imageprism._runtime import ModelRuntime
+from imageprism._types import Dimension, Profile
+from imageprism.dimensions import DimensionPlugin, parse_dimension, plugin_class
+from imageprism.errors import ConfigError, ImageLoadError, InputError
+
+__all__ = ["ImagePrism"]
+
+Embeddings = dict[str, Optional[np.ndarray]]
+OnError = Literal["raise", "skip"]
+
+
+class ImagePrism:
+    """Compare, embed and deduplicate images along one or more similarity dimensions.
+
+    With no arguments, only the ``hash`` dimension is used: nothing is downloaded.
+
+    Args:
+        dimensions: dimensions to use, weighted equally (``Dimension`` members or names).
+        weights: dimension -> relative weight; selects those dimensions. Normalised to sum to 1.
+        config: dimension -> config object (e.g. ``{"hash": HashConfig(hash_size=16)}``).
+        profile: a :class:`Profile`, a built-in profile name, or a path to a YAML profile.
+            ``weights=`` replaces the profile's weights; ``config=`` replaces its settings
+            for the dimensions it names.
+        cache: the embedding cache (default: a new in-memory :class:`EmbeddingCache`).
+        max_pixels: largest image (width x height) accepted; checked before decoding.
+        batch_size: images per inference batch in :meth:`embed_batch`.
+        runtime: model runtime settings; or give ``offline``, ``cache_dir``, ``providers``
+            and ``threads`` directly.
+
+    Constructing an instance downloads nothing and opens no model: models load on
+    first use. One instance may be shared by several threads.
+
+    >>> prism = ImagePrism()
+    >>> prism.dimensions
+    ('hash',)
+    """
+
+    def __init__(
+        self,
+        dimensions: Iterable[Dimension | str] | None = None,
+        *,
+        weights: Mapping[Dimension | str, float] | None = None,
+        config: Mapping[Dimension | str, object] | None = None,
+        profile: Profile | str | os.PathLike[str] | None = None,
+        cache: EmbeddingCache | None = None,
+        max_pixels: int = DEFAULT_MAX_PIXELS,
+        batch_size: int = 16,
+        runtime: ModelRuntime | None = None,
+        offline: bool | None = None,
+        cache_dir: str | Path | None = None,
+        providers: Sequence[str] | None = None,
+        threads: int | None = None,
+    ) -> None:
+        spec = load_profile(profile) if profile is not None else None
+        if isinstance(dimensions, (str, Dimension)):
+            dimensions = [dimensions]
+        if spec is not None and dimensions is not None:
+            raise ConfigError(
+                f"give either profile= or dimensions=, not both (profile {spec.name!r}); "
+                "to change a profile's dimensions, pass weights="
+            )
+        if weights is not None:
+            self._weights = normalize_weights(weights, source="ImagePrism(weights=...)")
+            if dimensions is not None:
+                names = [parse_dimension(d) for d in dimensions]
+                if sorted(set(names)) != sorted(self._weights):
+                    raise ConfigError(
+                        f"dimensions={names} and the keys of weights={sorted(self._weights)} differ; "
+                        "give weights= alone (its keys select the dimensions)"
+                    )
+        elif dimensions is not None:
+            names = list(dict.fromkeys(parse_dimension(d) for d in dimensions))
+            if not names:
+                raise ConfigError("dimensions= is empty; give at least one of: " + ", ".join(d.value for d in Dimension))
+            self._weights = {name: 1.0 / len(names) for name in names}
+        elif spec is not None:
+            self._weights = dict(spec.weights)
+        else:
+            self._weights = {"hash": 1.0}
+
+        self.profile = spec
+        self.missing = spec.missing if spec is not None else MISSING_POLICIES[0]
+        self.threshold = spec.threshold if spec is not None else None
+        configs = self._merge_configs(spec.configs() if spec is not None else {}, config)
+
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+            raise ConfigError(f"batch_size={batch_size!r} is invalid; use a positive integer")
+        if isinstance(max_pixels, bool) or not isinstance(max_pixels, int) or max_pixels < 1:
+            raise ConfigError(f"max_pixels={max_pixels!r} is invalid; use a positive integer")
+        if runtime is not None and any(v is not None for v in (offline, cache_dir, providers, threads)):
+            raise ConfigError("give either runtime= or offline/cache_dir/providers/threads, not both")
+        self.runtime = runtime or ModelRuntime(cache_dir=cache_dir, offline=offline, providers=providers, threads=threads)
+        self.cache = cache if cache is not None else EmbeddingCache()
+        self.max_pixels = max_pixels
+        self.batch_size = batch_size
+        self._plugins: dict[str, DimensionPlugin] = {}
+        for name in self._weights:
+            cls = plugin_class(name)
+            self._plugins[name] = cls(configs.get(name) or cls.config_type(), self.runtime)
+
+    def _merge_configs(
+        self, base: Mapping[str, object], overrides: Mapping[Dimension | str, object] | None
+    ) -> dict[str, object]:
+        merged = dict(base)
+        if overrides is None:
+            return merged
+        if not isinstance(overrides, Mapping):
+            raise ConfigError(f"config= must be a mapping of dimension to config object, got {type(overrides).__name__}")
+        for key, value in overrides.items():
+            name = parse_dimension(key)
+            if name not in self._weights:
+                raise ConfigError(
+                    f"config= has an entry for {name!r}, which is not among the dimensions in use "
+                    f"({', '.join(self._weights)}); add it to dimensions= or weights="
+                )
+            expected = plugin_class(name).config_type
+            if not isinstance(value, expected):
+                raise ConfigError(
+                    f"config[{name!r}] must be a {expected.__name__}, got {type(value).__name__} {value!r}"
+                )
+            merged[name] = value
+        return merged
+
+    # -- introspection ------------------------------------------------------------
+
+    @property
+    def dimensions(self) -> tuple[str, ...]:
+        """The dimensions in use, in the order of their weights."""
+        return tuple(self._weights)
+
+    @property
+    def weights(self) -> Mapping[str, float]:
+        """Normalised weights (they sum to 1)."""
+        return dict(self._weights)
+
+    @property
+    def plugins(self) -> Mapping[str, DimensionPlugin]:
+        """The dimension plugins in use, by name."""
+        return dict(self._plugins)
+
+    def __repr__(self) -> str:
+        weights = ", ".join(f"{k}={v:.3g}" for k, v in self._weights.items())
+        origin = f"profile={self.profile.name!r}, " if self.profile is not None else ""
+        return f"ImagePrism({origin}weights={{{weights}}})"
+
+    # -- compare ------------------------------------------------------------------
+
+    def compare(self, a: ImageInput, b: ImageInput) -> CompareResult:
+        """Score two images on every dimension and blend the scores.
+
+        >>> prism = ImagePrism()
+        >>> import numpy as np
+        >>> img = np.zeros((64, 64), dtype=np.uint8); img[:, 32:] = 255
+        >>> prism.compare(img, img).scores["hash"]
+        1.0
+        """
+        first, second = self._embed_sources([self._open(a), self._open(b)])
+        return self.compare_embeddings(first, second)
+
+    def compare_embeddings(self, a: Mapping[str, np.ndarray | None], b: Mapping[str, np.ndarray | None]) -> CompareResult:
+        """Score two precomputed embeddings (from :meth:`embed`), e.g. kept in your own store."""
+        scores = {name: plugin.score(_pick(a, name, "first"), _pick(b, name, "second"))
+                  for name, plugin in self._plugins.items()}
+        return CompareResult(
+            scores=scores,
+            weighted_score=blend(scores, self._weights, self.missing),
+            weights=self._weights,
+            threshold=self.threshold,
+        )
+
+    # -- embed --------------------------------------------------------------------
+
+    def embed(self, image: ImageInput) -> Embeddings:
+        """Embed one image: ``{dimension: numpy array}`` (``None`` where a dimension cannot describe it)."""
+        return self._embed_sources([self._open(image)])[0]
+
+    def embed_batch(self, images: Iterable[ImageInput], *, on_error: OnError = "raise") -> BatchEmbedding:
+        """Embed many images in batches; decoding of the next batch overlaps inference of this one.
+
+        With ``on_error="skip"``, inputs that cannot be loaded are reported in
+        ``failures`` and their slot in ``embeddings`` is ``None``; every input is
+        accounted for. With ``"raise"`` (default) the first bad input raises.
+        """
+        if on_error not in ("raise", "skip"):
+            raise InputError(f"on_error={on_error!r} is invalid; use 'raise' or 'skip'")
+        items = list(images)
+        embeddings: list[Embeddings | None] = [None] * len(items)
+        failures: list[Failure] = []
+        for chunk in self._decoded_chunks(items):
+            ok = [(i, src) for i, src in chunk if isinstance(src, SourceImage)]
+            for failure in (f for _, f in chunk if isinstance(f, Failure)):
+                if on_error == "raise":
+                    raise failure.error
+                failures.append(failure)
+            for (i, _), emb in zip(ok, self._embed_sources([src for _, src in ok])):
+                embeddings[i] = emb
+        return BatchEmbedding(tuple(embeddings), tuple(failures))
+
+    def _decoded_chunks(self, items: Sequence[Any]) -> Iterator[list[tuple[int, SourceImage | Failure]]]:
+        """Chunks of opened-and-decoded inputs; the next chunk decodes in a worker thread."""
+        if not items:
+            return
+        starts = range(0, len(items), self.batch_size)
+        with concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="imageprism-decode") as pool:
+            pending = pool.submit(self._decode_chunk, items, starts[0])
+            for next_start in [*starts[1:], None]:
+                chunk = pending.result()
+                if next_start is not None:
+                    pending = pool.submit(self._decode_chunk, items, next_start)
+                yield chunk
+
+    def _decode_chunk(self, items: Sequence[Any], start: int) -> list[tuple[int, SourceImage | Failure]]:
+        chunk: list[tuple[int, SourceImage | Failure]] = []
+        for i in range(start, min(start + self.batch_size, len(items))):
+            try:
+                source = self._open(items[i])
+                for plugin in self._plugins.values():
+                    source.pixels(plugin.image_request)
+                chunk.append((i, source))
+            except ImageLoadError as exc:
+                chunk.append((i, Failure(i, describe_input(items[i]), exc)))
+        return chunk
+
+    def _open(self, image: ImageInput) -> SourceImage:
+        return open_image(image, max_pixels=self.max_pixels)
+
+    def _embed_sources(self, sources: Sequence[SourceImage]) -> list[Embeddings]:
+        """Embed opened images with every plugin, through the cache; identical pixels embed once."""
+        results: list[Embeddings] = [{} for _ in sources]
+        for name, plugin in self._plugins.items():
+            token = plugin.cache_token
+            request = plugin.image_request
+            todo: dict[str, list[int]] = {}
+            pixels = {}
+            for i, source in enumerate(sources):
+                px = source.pixels(request)
+                hit, embedding = self.cache.lookup((px.key, token))
+                if hit:
+                    results[i][name] = embedding
+                else:
+                    todo.setdefault(px.key, []).append(i)
+                    pixels[px.key] = px.image
+            if not todo:
+                continue
+            keys = list(todo)
+            computed = plugin.embed_batch([pixels[k] for k in keys])
+            if len(computed) != len(keys):
+                raise RuntimeError(f"dimension {name!r} returned {len(computed)} embeddings for {len(keys)} images")
+            for key, embedding in zip(keys, computed):
+                embedding = self.cache.put((key, token), embedding)
+                for i in todo[key]:
+                    results[i][name] = embedding
+        return results
+
+
+def _pick(embeddings: Mapping[str, np.ndarray | None], name: str, which: str) -> np.ndarray | None:
+    if not isinstance(embeddings, Mapping) or name not in embeddings:
+        have = ", ".join(embeddings) if isinstance(embeddings, Mapping) else type(embeddings).__name__
+        raise InputError(f"the {which} embedding has no {name!r} entry (it has: {have}); embed it with this ImagePrism")
+    return embeddings[name]

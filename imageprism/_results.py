@@ -1,0 +1,90 @@
+"""Immutable result objects returned by :class:`~imageprism.ImagePrism`."""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+from collections.abc import Mapping
+from typing import Optional
+
+import numpy as np
+
+from imageprism.errors import ImagePrismError
+
+__all__ = ["BatchEmbedding", "CompareResult", "Failure"]
+
+Embeddings = Mapping[str, Optional[np.ndarray]]
+
+
+def _frozen(mapping: Mapping[str, object]) -> Mapping[str, object]:
+    return types.MappingProxyType(dict(mapping))
+
+
+@dataclasses.dataclass(frozen=True)
+class CompareResult:
+    """How similar two images are, per dimension and blended.
+
+    ``scores`` maps each dimension to its score (``None`` when the dimension cannot
+    score the pair, e.g. no face). ``weighted_score`` blends them with ``weights``
+    (which sum to 1). ``threshold`` comes from the profile, if it sets one, and
+    makes :attr:`is_match` meaningful.
+    """
+
+    scores: Mapping[str, float | None]
+    weighted_score: float
+    weights: Mapping[str, float]
+    threshold: float | None = None
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "scores", _frozen(self.scores))
+        object.__setattr__(self, "weights", _frozen(self.weights))
+
+    @property
+    def is_match(self) -> bool | None:
+        """``weighted_score >= threshold``; ``None`` when no threshold is set."""
+        return None if self.threshold is None else self.weighted_score >= self.threshold
+
+    def to_dict(self) -> dict[str, object]:
+        """A JSON-ready dictionary."""
+        return {
+            "scores": dict(self.scores),
+            "weighted_score": self.weighted_score,
+            "weights": dict(self.weights),
+            "threshold": self.threshold,
+            "is_match": self.is_match,
+        }
+
+    def __repr__(self) -> str:
+        scores = ", ".join(f"{k}={'None' if v is None else f'{v:.4f}'}" for k, v in self.scores.items())
+        extra = "" if self.threshold is None else f", is_match={self.is_match}"
+        return f"CompareResult(weighted_score={self.weighted_score:.4f}, {scores}{extra})"
+
+
+@dataclasses.dataclass(frozen=True)
+class Failure:
+    """An input that could not be processed: its position, a readable name and the error."""
+
+    index: int
+    input: str
+    error: ImagePrismError
+
+    def __repr__(self) -> str:
+        return f"Failure(index={self.index}, input={self.input}, error={type(self.error).__name__}: {self.error})"
+
+
+@dataclasses.dataclass(frozen=True)
+class BatchEmbedding:
+    """Embeddings of many inputs, aligned with them.
+
+    ``embeddings[i]`` is the mapping dimension -> array for input ``i``, or ``None``
+    when input ``i`` failed; every failed input is in ``failures`` with its error.
+    """
+
+    embeddings: tuple[Optional[Embeddings], ...]
+    failures: tuple[Failure, ...]
+
+    def __len__(self) -> int:
+        return len(self.embeddings)
+
+    def __repr__(self) -> str:
+        return f"BatchEmbedding({len(self.embeddings)} inputs, {len(self.failures)} failures)"
