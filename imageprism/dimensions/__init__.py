@@ -18,6 +18,10 @@ __all__ = ["REGISTRY", "DimensionPlugin", "ImageRequest", "available", "parse_di
 #: dimension name -> "module:PluginClass"
 REGISTRY: dict[str, str] = {
     "hash": "imageprism.dimensions.hash:HashDimension",
+    "semantic": "imageprism.dimensions.semantic:SemanticDimension",
+    "instance": "imageprism.dimensions.instance:InstanceDimension",
+    "style": "imageprism.dimensions.style:StyleDimension",
+    "face": "imageprism.dimensions.face:FaceDimension",
 }
 
 
