@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from fakehub import fake_hub  # noqa: F401  (fixture: a loopback Hugging Face Hub, see tests/fakehub.py)
 
 REPO = Path(__file__).resolve().parent.parent
 SHARED = REPO.parent / "shared"

@@ -19,7 +19,7 @@ from imageprism.errors import ImagePrismError
 __all__ = ["main"]
 
 #: modules of this package that each register one command (or command group)
-COMMANDS: list[str] = ["compare", "embed", "profiles"]
+COMMANDS: list[str] = ["compare", "embed", "profiles", "models"]
 
 EXIT_USAGE = 2
 EXIT_ERROR = 1
