@@ -118,3 +118,22 @@ def test_best_mode_embeds_every_face_largest_first(
     assert emb is not None and emb.shape == (3, 512)
     # the best pair of an image with itself is a face with itself
     assert dim.score(emb, emb) == pytest.approx(1.0, abs=1e-6)
+
+
+def test_imageprism_face_end_to_end(shared_models_dir: Path, arcface_path: Path, dev_images_dir: Path, tmp_path: Path) -> None:
+    from imageprism import ImagePrism
+
+    config = FaceConfig(detector_path=shared_models_dir / "version-RFB-320.onnx", embed_path=arcface_path)
+    prism = ImagePrism(dimensions=["face"], config={"face": config}, cache_dir=tmp_path, offline=True)
+    astronaut = dev_images_dir / "skimage_astronaut.png"
+    same = prism.compare(astronaut, astronaut)
+    assert same.scores["face"] == pytest.approx(1.0, abs=1e-6)
+    small = Image.open(astronaut).convert("RGB").resize((300, 300), Image.Resampling.BICUBIC)
+    resized = prism.compare(astronaut, small)
+    assert resized.scores["face"] is not None and 0.5 < resized.scores["face"] < 1.0
+    none = prism.compare(dev_images_dir / "skimage_grass.png", dev_images_dir / "skimage_gravel.png")
+    assert none.scores["face"] is None
+    assert none.weighted_score == 0.0  # a dimension that cannot score contributes 0
+    emb = prism.embed(astronaut)
+    assert emb["face"] is not None and emb["face"].shape == (1, 512)
+    assert prism.embed(dev_images_dir / "skimage_coins.png")["face"] is None
