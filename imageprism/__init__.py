@@ -32,11 +32,11 @@ from imageprism.errors import (
 )
 
 __all__ = [
-    "DEFAULT_MAX_PIXELS",
     "BatchEmbedding",
     "CacheStats",
     "CompareResult",
     "ConfigError",
+    "DEFAULT_MAX_PIXELS",
     "DecompressionBombError",
     "Dimension",
     "DimensionUnavailableError",

@@ -29,12 +29,14 @@ WebP, numpy or PIL; any pixel change gives a different key.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import io
 import os
 import threading
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, Union
 
@@ -139,13 +141,12 @@ class SourceImage:
     def _open_checked(self) -> Image.Image:
         assert self._data is not None
         try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with _pillow_size_warnings_silenced(self._max_pixels):
                 image = Image.open(io.BytesIO(self._data))
         except UnidentifiedImageError:
             raise ImageLoadError(f"{self.label} is not an image in a format Pillow can read") from None
-        except Image.DecompressionBombError:
-            raise self._bomb_error(None) from None
+        except Image.DecompressionBombError as exc:  # beyond Pillow's own hard limit
+            raise self._bomb_error(str(exc)) from None
         except Exception as exc:  # decoders raise many types on malformed headers
             raise ImageLoadError(f"{self.label} could not be opened as an image: {exc}") from exc
         width, height = image.size
@@ -155,8 +156,8 @@ class SourceImage:
             raise self._bomb_error((width, height))
         return image
 
-    def _bomb_error(self, size: tuple[int, int] | None) -> DecompressionBombError:
-        declared = f"{size[0]}x{size[1]} = {size[0] * size[1]:,} pixels" if size else "a size beyond Pillow's hard limit"
+    def _bomb_error(self, size: tuple[int, int] | str) -> DecompressionBombError:
+        declared = f"{size[0]}x{size[1]} = {size[0] * size[1]:,} pixels" if isinstance(size, tuple) else f"a size Pillow refuses ({size})"
         return DecompressionBombError(
             f"{self.label} declares {declared}, above the limit of {self._max_pixels:,} pixels; "
             "if the image is trusted, raise the limit with ImagePrism(max_pixels=...)"
@@ -168,8 +169,7 @@ class SourceImage:
         else:
             image = self._open_checked()
             try:
-                with warnings.catch_warnings():
-                    warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+                with _pillow_size_warnings_silenced(self._max_pixels):
                     if draft is not None:
                         _apply_draft(image, *draft)
                     image.load()
@@ -181,6 +181,21 @@ class SourceImage:
             raise
         except Exception as exc:
             raise ImageLoadError(f"{self.label} could not be converted to RGB: {exc}") from exc
+
+
+@contextlib.contextmanager
+def _pillow_size_warnings_silenced(max_pixels: int) -> Iterator[None]:
+    """Pillow warns above its own limit; silence that only when ours is higher (we check first).
+
+    ``warnings.catch_warnings`` mutates process-global state, so the default path avoids it.
+    """
+    limit = Image.MAX_IMAGE_PIXELS
+    if limit is None or max_pixels <= limit:
+        yield
+        return
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        yield
 
 
 def _apply_draft(image: Image.Image, mode: str, min_side: int) -> None:
