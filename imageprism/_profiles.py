@@ -208,9 +208,12 @@ def normalize_weights(
     largest = max(checked.values())
     if largest == 0:
         raise error(f"{source}: all weights are zero; give at least one dimension a positive weight")
-    scaled = {name: w / largest for name, w in checked.items()}  # avoids overflow in the sum
-    total = math.fsum(scaled.values())
-    return {name: w / total for name, w in scaled.items()}
+    try:
+        total = math.fsum(checked.values())
+    except OverflowError:  # huge weights: scale them down first
+        checked = {name: w / largest for name, w in checked.items()}
+        total = math.fsum(checked.values())
+    return {name: w / total for name, w in checked.items()}
 
 
 def blend(scores: Mapping[str, float | None], weights: Mapping[str, float], missing: str = "zero") -> float:

@@ -80,6 +80,43 @@ def test_worked_examples_in_descriptions(
     assert set(scores) == set(spec.weights)
     score = blend(scores, spec.weights, spec.missing)
     if stated is not None:
-        assert round(score, 2) == pytest.approx(stated, abs=0.005)
+        assert score == pytest.approx(stated, abs=0.0051)  # the descriptions round to 2 decimals
     assert spec.threshold is not None
     assert (score >= spec.threshold - 1e-9) is matches
+
+
+def _readme_section() -> str:
+    text = (REPO / "README.md").read_text(encoding="utf-8")
+    start = text.index("<!-- section:profiles -->")
+    end = text.index("<!-- section:", start + 1)
+    return text[start:end]
+
+
+def test_readme_table_matches_the_profiles() -> None:
+    rows = [line for line in _readme_section().splitlines() if line.startswith("| `")]
+    specs = {s.name: s for s in list_profiles()}
+    assert [row.split("`")[1] for row in rows] == list(specs)
+    for row in rows:
+        name, _question, weights, threshold = (cell.strip().strip("`") for cell in row.strip("|").split("|"))
+        spec = specs[name]
+        pairs = [item.split() for item in weights.split(",")]
+        assert [dim for dim, _ in pairs] == list(spec.weights), row
+        assert [float(w) for _, w in pairs] == pytest.approx(list(spec.weights.values())), row
+        if spec.threshold is None:
+            assert threshold.startswith("none"), row
+        else:
+            assert float(threshold) == spec.threshold, row
+
+
+def test_readme_example_profile_loads(tmp_path: Path) -> None:
+    section = _readme_section()
+    block = section.split("```yaml\n", 1)[1].split("```", 1)[0]
+    path = tmp_path / "my_profile.yaml"
+    path.write_text(block, encoding="utf-8")
+    spec = load_profile(path)
+    assert spec.summary == "Is B a re-edit of A?"
+    assert dict(spec.weights) == pytest.approx({"hash": 2 / 3, "instance": 1 / 3})
+    assert (spec.missing, spec.threshold) == ("zero", 0.8)
+    pytest.importorskip("imageprism.dimensions.hash", reason="the hash dimension module is not installed")
+    config = spec.configs()["hash"]
+    assert (config.algorithms, config.hash_size) == (("phash", "dhash"), 16)  # type: ignore[attr-defined]
