@@ -65,13 +65,15 @@ def yunet_standin(outputs: Mapping[str, np.ndarray]) -> onnx.ModelProto:
     return model
 
 
-def arcface_standin(*, seed: int = 0, widths: tuple[int, ...] = (8, 8, 16, 16), blocks: int = 1) -> onnx.ModelProto:
+def arcface_standin(
+    *, seed: int = 0, widths: tuple[int, ...] = (8, 8, 16, 16), blocks: int | tuple[int, ...] = 1
+) -> onnx.ModelProto:
     """An ArcFace-shaped embedder with random weights: ``data`` [N,3,112,112] -> ``fc1`` [N,512].
 
     Stem conv 3x3, then per width a stride-2 stage of ``blocks`` residual units
-    (BN, conv 3x3, BN, PReLU, conv 3x3, BN, plus shortcut), BN, flatten, Gemm to 512.
-    With ``widths=(64, 128, 256, 512)`` and ``blocks`` per stage it approaches the
-    ResNet-100 layout used by the ONNX-zoo model.
+    (BN, conv 3x3, BN, PReLU, conv 3x3 with the stride, BN, plus shortcut), BN,
+    flatten, Gemm to 512. ``widths=(64, 128, 256, 512), blocks=(3, 13, 30, 3)`` is the
+    LResNet100E-IR layout of the ONNX-zoo model (about 65 M parameters).
     """
     rng = np.random.default_rng(seed)
     nodes: list[onnx.NodeProto] = []
@@ -102,8 +104,9 @@ def arcface_standin(*, seed: int = 0, widths: tuple[int, ...] = (8, 8, 16, 16), 
     x = op("Mul", [op("Sub", ["data", const(np.array(127.5))]), const(np.array(0.0078125))])
     c = widths[0]
     x = prelu(bn(conv(x, 3, c, 1), c), c)
-    for width in widths:
-        for b in range(blocks):
+    per_stage = (blocks,) * len(widths) if isinstance(blocks, int) else blocks
+    for width, count in zip(widths, per_stage):
+        for b in range(count):
             stride = 2 if b == 0 else 1
             y = conv(prelu(bn(conv(bn(x, c), c, width, 1), width), width), width, width, stride)
             y = bn(y, width)

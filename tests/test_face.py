@@ -14,7 +14,6 @@ from PIL import Image
 
 import imageprism.dimensions.face as face_mod
 from face_standins import arcface_standin, save, yunet_outputs, yunet_standin
-from fakehub import fake_hub  # noqa: F401 (fixture)
 from imageprism._face import ARCFACE_TEMPLATE
 from imageprism._runtime import ModelRuntime
 from imageprism.dimensions import plugin_class
@@ -161,11 +160,6 @@ def _model_with_io(path: Path, in_name: str, shape: list[object], n_inputs: int 
     return path
 
 
-def _one_face_crop_dim(tmp_path: Path, embed_path: Path) -> FaceDimension:
-    dim = FaceDimension(FaceConfig(embed_path=embed_path), _runtime(tmp_path))
-    return dim
-
-
 def test_user_embedder_with_other_tensor_names_is_accepted(tmp_path: Path) -> None:
     path = _model_with_io(tmp_path / "other.onnx", "input.1", ["N", 3, 112, 112])
     dim = FaceDimension(FaceConfig(embed_path=path), _runtime(tmp_path))
@@ -212,7 +206,7 @@ def test_licence_warning_once_for_default_weights_only(
 
 
 def test_default_arcface_missing_on_the_hub_names_the_unverified_path(
-    fake_hub, tmp_path: Path, monkeypatch: pytest.MonkeyPatch  # noqa: F811
+    fake_hub, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(face_mod, "_licence_warned", True)
     fake_hub.add_file(ARCFACE.repo, "README.md", b"no model at the root", lfs=False)
@@ -221,7 +215,7 @@ def test_default_arcface_missing_on_the_hub_names_the_unverified_path(
         FaceDimension(FaceConfig(), runtime)._embedder()
 
 
-def test_user_hub_embedder_downloads_and_embeds(fake_hub, tmp_path: Path) -> None:  # noqa: F811
+def test_user_hub_embedder_downloads_and_embeds(fake_hub, tmp_path: Path) -> None:
     data = arcface_standin(seed=5).SerializeToString()
     commit = fake_hub.add_file("me/my-face-model", "onnx/face.onnx", data)
     runtime = ModelRuntime(endpoint=fake_hub.endpoint, cache_dir=tmp_path / "cache", retries=0)
