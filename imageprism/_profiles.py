@@ -263,7 +263,9 @@ def load_profile(profile: Profile | str | os.PathLike[str]) -> ProfileSpec:
         path = Path(os.fspath(profile)).expanduser()
         if path.suffix.lower() in _SUFFIXES:
             return _load_file(path)
-        hint = _did_you_mean(str(profile), [p.value for p in Profile])
+        if not isinstance(profile, str):
+            raise ProfileError(f"profile file {path} must end in .yaml or .yml; built-in profiles are: {_BUILTINS}")
+        hint = _did_you_mean(profile, [p.value for p in Profile])
         raise ProfileError(
             f"unknown profile {str(profile)!r}{hint}; built-in profiles are: {_BUILTINS}; "
             "or give the path of your own profile file ending in .yaml or .yml"

@@ -106,8 +106,13 @@ def test_unknown_profile_lists_builtins(given_as: object, expected: list[str]) -
         assert fragment in str(info.value)
 
 
+def test_path_without_yaml_suffix(tmp_path: Path) -> None:
+    with pytest.raises(ProfileError, match=r"profile file .*copyright\.json must end in \.yaml or \.yml"):
+        load_profile(tmp_path / "copyright.json")
+
+
 def test_missing_file_and_directory(tmp_path: Path) -> None:
-    with pytest.raises(ProfileError, match="profile file not found: .*nope.yaml"):
+    with pytest.raises(ProfileError, match=r"profile file not found: .*nope\.yaml"):
         load_profile(tmp_path / "nope.yaml")
     folder = tmp_path / "folder.yaml"
     folder.mkdir()
@@ -127,7 +132,12 @@ def test_non_utf8_file(tmp_path: Path) -> None:
 MALFORMED = {
     "unknown top-level key": (
         "weights: {hash: 1}\nthreshhold: 0.5\n",
-        ["'threshhold'", "unknown key", "did you mean 'threshold'", "description, weights, missing, threshold, settings"],
+        [
+            "'threshhold'",
+            "unknown key",
+            "did you mean 'threshold'",
+            "description, weights, missing, threshold, settings",
+        ],
     ),
     "unknown dimension": (
         "weights: {hash: 1, colour: 1}\n",
@@ -294,7 +304,8 @@ def test_unknown_setting_names_file_dimension_key_and_valid_keys(tmp_path: Path,
     with pytest.raises(ProfileError) as info:
         spec.configs()
     message = str(info.value)
-    for fragment in (f"profile {path}", "'settings.style.sise'", "unknown setting", "did you mean 'size'", "size, names"):
+    expected = (f"profile {path}", "'settings.style.sise'", "unknown setting", "did you mean 'size'", "size, names")
+    for fragment in expected:
         assert fragment in message, message
 
 
@@ -373,7 +384,7 @@ def test_normalize_weights_error_class_and_source() -> None:
         normalize_weights({"hash": -1}, source="ImagePrism(weights=...)")
     assert type(info.value) is ConfigError
     assert str(info.value).startswith("ImagePrism(weights=...): the weight of 'hash' must not be negative")
-    with pytest.raises(ProfileError, match="^mine: unknown dimension 5"):
+    with pytest.raises(ProfileError, match=r"^mine: unknown dimension 5"):
         normalize_weights({5: 1}, source="mine", error=ProfileError)
 
 
@@ -425,7 +436,7 @@ def test_blend_ignores_unweighted_scores_and_a_faulty_total() -> None:
 
 
 def test_blend_rejects_unknown_policy() -> None:
-    with pytest.raises(ConfigError, match="unknown missing-score policy 'skip'.*zero, renormalize"):
+    with pytest.raises(ConfigError, match=r"unknown missing-score policy 'skip'.*zero, renormalize"):
         blend({"hash": 1.0}, {"hash": 1.0}, "skip")
 
 

@@ -25,7 +25,7 @@ def test_profiles_lists_every_builtin_with_weights(capsys: pytest.CaptureFixture
     assert code == 0
     blocks = out.strip().split("\n\n")
     assert [b.split(":", 1)[0] for b in blocks] == [p.value for p in Profile]
-    for block, spec in zip(blocks, list_profiles()):
+    for block, spec in zip(blocks, list_profiles(), strict=True):
         assert spec.summary in block
         for dim, weight in spec.weights.items():
             assert f"{dim} {weight:.2f}" in block

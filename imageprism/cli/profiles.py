@@ -11,7 +11,7 @@ from imageprism.cli._common import write_json
 __all__ = ["register", "run"]
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = subparsers.add_parser(
         "profiles",
         help="list the profiles: dimensions, weights, threshold",
