@@ -90,6 +90,7 @@ class FakeHub:
         self._blobs: dict[str, bytes] = {}
         self._lock = threading.Lock()
         self._fail_status: int | None = None
+        self._fail_method: str | None = None
         self._server: http.server.ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
         self.port: int = 0
@@ -175,9 +176,14 @@ class FakeHub:
             self._blobs[hashlib.sha256(content).hexdigest()] = content
         return revision
 
-    def fail(self, status: int | None) -> None:
-        """Answer every file request with ``status`` (``None``: serve normally again)."""
+    def fail(self, status: int | None, *, method: str | None = None) -> None:
+        """Answer every file request with ``status`` (``None``: serve normally again).
+
+        ``method`` limits the failure to ``"HEAD"`` or ``"GET"`` requests (e.g. metadata
+        fine, body download broken).
+        """
         self._fail_status = status
+        self._fail_method = method
 
     # -- request log -------------------------------------------------------------------------
 
@@ -201,8 +207,9 @@ class FakeHub:
 
     def _answer(self, method: str, raw_path: str) -> tuple[int, dict[str, str], bytes]:
         path = urllib.parse.unquote(urllib.parse.urlsplit(raw_path).path)
-        if self._fail_status is not None and ("/resolve/" in path or path.startswith("/_blobs/")):
-            return self._fail_status, {}, b"injected failure"
+        failing = self._fail_status is not None and self._fail_method in (None, method)
+        if failing and ("/resolve/" in path or path.startswith("/_blobs/")):
+            return self._fail_status or 500, {}, b"injected failure"
         if path.startswith("/_blobs/"):
             blob = self._blobs.get(path.removeprefix("/_blobs/"))
             if blob is None:

@@ -281,3 +281,18 @@ def test_concurrent_first_use_downloads_once_and_shares_one_session(fake_hub: Fa
     assert fake_hub.count("GET") == 1
     # a second runtime on the same cache shares the already open session
     assert _runtime(fake_hub, tmp_path).model(_spec(commit)) is results[0][0]  # type: ignore[index]
+
+
+@pytest.mark.parametrize("lfs", [True, False], ids=["lfs-redirect", "plain-file"])
+def test_failed_body_download_is_a_download_error_and_leaves_no_file(
+    fake_hub: FakeHub, tmp_path: Path, lfs: bool
+) -> None:
+    commit = fake_hub.add_file(REPO, FILE, DATA, lfs=lfs)
+    fake_hub.fail(500, method="GET")  # metadata answers, the body does not
+    start = time.monotonic()
+    with pytest.raises(ModelDownloadError, match=f"downloading '{FILE}' from {REPO}@{commit}.*failed"):
+        _runtime(fake_hub, tmp_path).fetch(_spec(commit))
+    assert time.monotonic() - start < 5
+    assert [p for p in _files_in(tmp_path) if not p.name.endswith(".incomplete")] == []
+    fake_hub.fail(None)
+    assert _runtime(fake_hub, tmp_path).fetch(_spec(commit)).read_bytes() == DATA

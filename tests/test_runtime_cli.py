@@ -1,0 +1,133 @@
+"""``imageprism models list | download | path``."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+from pathlib import Path
+from typing import ClassVar
+
+import numpy as np
+import pytest
+from fakehub import FakeHub, onnx_bytes
+from PIL import Image
+
+from imageprism._runtime import ModelSpec
+from imageprism.cli import main
+from imageprism.dimensions import REGISTRY, DimensionPlugin, available, plugin_class
+
+DATA = onnx_bytes()
+COMMIT = "0123456789abcdef0123456789abcdef01234567"
+
+
+class FakeSemantic(DimensionPlugin):
+    """Stands in for the semantic dimension: two default models on the fake Hub."""
+
+    name: ClassVar[str] = "semantic"
+    config_type: ClassVar[type] = dict
+    default_models: ClassVar[tuple[ModelSpec, ...]] = (
+        ModelSpec(repo="acme/vision", filename="onnx/model.onnx", revision=COMMIT, size=len(DATA),
+                  sha256=hashlib.sha256(DATA).hexdigest(), license="MIT", dimension="semantic"),
+        ModelSpec(repo="acme/extra", filename="extra.onnx", license="Apache-2.0", dimension="semantic"),
+    )
+
+    def embed_batch(self, images: Sequence[Image.Image]) -> list[np.ndarray | None]:
+        raise NotImplementedError
+
+    def score(self, a: np.ndarray | None, b: np.ndarray | None) -> float | None:
+        raise NotImplementedError
+
+
+@pytest.fixture
+def hub_env(fake_hub: FakeHub, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> FakeHub:
+    """The fake Hub as HF_ENDPOINT, a temporary cache, and FakeSemantic registered as 'semantic'."""
+    monkeypatch.setenv("HF_ENDPOINT", fake_hub.endpoint)
+    monkeypatch.setenv("IMAGEPRISM_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setitem(REGISTRY, "semantic", f"{__name__}:FakeSemantic")
+    fake_hub.add_file("acme/vision", "onnx/model.onnx", DATA, revision=COMMIT)
+    fake_hub.add_file("acme/extra", "extra.onnx", DATA)
+    return fake_hub
+
+
+def _rows(out: str) -> dict[tuple[str, str], list[str]]:
+    return {(cols[1], cols[2]): cols for line in out.splitlines()[1:] if len(cols := line.split()) >= 7}
+
+
+def test_models_path_follows_argument_then_environment(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("IMAGEPRISM_CACHE_DIR", str(tmp_path / "env"))
+    assert main(["models", "path"]) == 0
+    assert capsys.readouterr().out.strip() == str(tmp_path / "env")
+    assert main(["models", "path", "--cache-dir", str(tmp_path / "arg")]) == 0
+    assert capsys.readouterr().out.strip() == str(tmp_path / "arg")
+    monkeypatch.delenv("IMAGEPRISM_CACHE_DIR")
+    assert main(["models", "path"]) == 0
+    assert capsys.readouterr().out.strip().endswith("models")
+
+
+def test_models_list_prints_every_default_with_its_pinned_revision(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["models", "list"]) == 0
+    out = capsys.readouterr().out
+    specs = [spec for name in available() for spec in plugin_class(name).default_models]
+    rows = _rows(out)
+    for spec in specs:
+        row = rows[(spec.repo, spec.filename)]
+        assert row[0] == spec.dimension
+        assert row[3] == (spec.revision or "main")
+    if "semantic" in available():  # the pin recorded in ../shared/notes/models.md section 0
+        assert "Xenova/clip-vit-base-patch32" in out and "d15189d7028b43f1d3e65039190477f6af591c2a" in out
+    assert out.splitlines()[0].split() == ["DIMENSION", "REPO", "FILE", "REVISION", "SIZE", "LICENCE", "CACHED"]
+
+
+def test_models_download_then_list_shows_cached(hub_env: FakeHub, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["models", "list"]) == 0
+    rows = _rows(capsys.readouterr().out)
+    assert rows[("acme/vision", "onnx/model.onnx")][-1] == "no"
+    assert hub_env.requests == []  # listing never touches the network
+
+    assert main(["models", "download", "semantic"]) == 0
+    out = capsys.readouterr().out
+    assert f"semantic: acme/vision@{COMMIT}/onnx/model.onnx -> " in out
+    assert "semantic: acme/extra@main/extra.onnx -> " in out
+    assert hub_env.count("GET") == 2
+
+    assert main(["models", "list"]) == 0
+    rows = _rows(capsys.readouterr().out)
+    assert rows[("acme/vision", "onnx/model.onnx")][-1] == "yes"
+    assert rows[("acme/vision", "onnx/model.onnx")][3] == COMMIT
+    assert rows[("acme/extra", "extra.onnx")][-1] == "yes"
+
+    hub_env.clear_requests()
+    assert main(["models", "download", "semantic"]) == 0  # already cached: nothing fetched
+    capsys.readouterr()
+    assert hub_env.count("GET") == 0
+
+
+def test_models_download_own_file_and_errors(
+    hub_env: FakeHub, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    target = tmp_path / "own"
+    argv = ["models", "download", "--repo", "acme/vision", "--file", "onnx/model.onnx", "--revision", COMMIT]
+    assert main([*argv, "--cache-dir", str(target)]) == 0
+    path = Path(capsys.readouterr().out.strip().split(" -> ")[1])
+    assert path.is_relative_to(target) and path.read_bytes() == DATA
+
+    assert main(["models", "download", "--repo", "acme/nope", "--file", "x.onnx"]) == 1
+    assert "repository 'acme/nope' not found" in capsys.readouterr().err
+    assert main(["models", "download", "--repo", "acme/vision"]) == 1
+    assert "--repo and --file are both needed" in capsys.readouterr().err
+    assert main(["models", "download", "semantic", "--repo", "acme/vision", "--file", "f"]) == 1
+    assert "not both" in capsys.readouterr().err
+    assert main(["models", "download", "colour"]) == 1
+    assert "unknown dimension 'colour'" in capsys.readouterr().err
+
+
+def test_models_download_offline_says_what_is_missing(
+    hub_env: FakeHub, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    assert main(["models", "download", "semantic"]) == 1
+    err = capsys.readouterr().err
+    assert "'onnx/model.onnx' from acme/vision" in err and "offline mode is on" in err
+    assert hub_env.requests == []
