@@ -120,3 +120,34 @@ def test_readme_example_profile_loads(tmp_path: Path) -> None:
     pytest.importorskip("imageprism.dimensions.hash", reason="the hash dimension module is not installed")
     config = spec.configs()["hash"]
     assert (config.algorithms, config.hash_size) == (("phash", "dhash"), 16)  # type: ignore[attr-defined]
+
+
+def test_hash_scale_behind_the_thresholds(dev_images: list[Path]) -> None:
+    """The hash-scale premises the dedup and copyright thresholds are argued from, on real photos."""
+    import io
+    import itertools
+
+    from PIL import Image
+
+    from imageprism import ImagePrism
+
+    prism = ImagePrism()
+    embeddings = [prism.embed(p) for p in dev_images]
+    unrelated = [
+        prism.compare_embeddings(a, b).scores["hash"] for a, b in itertools.combinations(embeddings, 2)
+    ]
+    assert 0.45 < sum(unrelated) / len(unrelated) < 0.55  # unrelated photos land near 0.5
+    copies, crops = [], []
+    for path, embedding in zip(dev_images, embeddings, strict=True):
+        image = Image.open(path).convert("RGB")
+        small = io.BytesIO()
+        image.resize((image.width // 2, image.height // 2)).save(small, "JPEG", quality=75)
+        copies.append(prism.compare_embeddings(embedding, prism.embed(small.getvalue())).scores["hash"])
+        w, h = image.size
+        crop = image.crop((w // 10, h // 10, w - w // 10, h - h // 10))
+        crops.append(prism.compare_embeddings(embedding, prism.embed(crop)).scores["hash"])
+    assert min(copies) > 0.9  # a re-encoded copy stays above the near-duplicate line
+    assert sum(crops) / len(crops) < 0.8  # but a crop does not: copyright leans on instance
+    dedup = load_profile(Profile.DEDUP)
+    assert dedup.threshold is not None
+    assert all(blend({"hash": c, "instance": 0.95}, dedup.weights) >= dedup.threshold for c in copies)
