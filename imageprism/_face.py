@@ -30,6 +30,7 @@ __all__ = [
     "arcface_input",
     "box_iou",
     "nms",
+    "resize_linear",
     "similarity_transform",
     "square_crop",
     "ultraface_input",
@@ -84,6 +85,10 @@ class Faces:
         return Faces(self.boxes[order], self.scores[order], lmk)
 
 
+def _rgb(image: Image.Image) -> Image.Image:
+    return image if image.mode == "RGB" else image.convert("RGB")
+
+
 def _area(boxes: np.ndarray) -> np.ndarray:
     boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
     return np.clip(boxes[:, 2] - boxes[:, 0], 0, None) * np.clip(boxes[:, 3] - boxes[:, 1], 0, None)
@@ -129,11 +134,42 @@ def nms(boxes: np.ndarray, scores: np.ndarray, iou_threshold: float) -> np.ndarr
 # --------------------------------------------------------------------------- UltraFace
 
 
+def _linear_taps(src: int, dst: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Source indices and weights of OpenCV's ``INTER_LINEAR`` along one axis."""
+    f = (np.arange(dst, dtype=np.float64) + 0.5) * (src / dst) - 0.5
+    i0 = np.floor(f).astype(np.int64)
+    w = f - i0
+    w[i0 < 0] = 0.0
+    i0 = np.clip(i0, 0, None)
+    w[i0 >= src - 1] = 0.0
+    i0 = np.clip(i0, None, src - 1)
+    return i0, np.minimum(i0 + 1, src - 1), w.astype(np.float32)
+
+
+def resize_linear(pixels: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """``cv2.resize(pixels, size)`` (``INTER_LINEAR``) in numpy: float32 ``(h, w, c)``.
+
+    Half-pixel centres, borders clamped, no anti-aliasing when shrinking (each
+    output pixel blends its 2x2 nearest source pixels), as the UltraFace reference
+    preprocessing does. OpenCV rounds its weights to 1/2048; this does not, so
+    results differ from it by at most one level.
+    """
+    height, width = pixels.shape[:2]
+    x0, x1, wx = _linear_taps(width, size[0])
+    y0, y1, wy = _linear_taps(height, size[1])
+    pixels = np.asarray(pixels)
+    top, bottom = pixels[y0][:, x0], pixels[y1][:, x0]  # gather first: only 4 * w * h pixels become floats
+    top_r, bottom_r = pixels[y0][:, x1], pixels[y1][:, x1]
+    wx3, wy3 = wx[None, :, None], wy[:, None, None]
+    upper = top * (1 - wx3) + top_r * wx3
+    lower = bottom * (1 - wx3) + bottom_r * wx3
+    return (upper * (1 - wy3) + lower * wy3).astype(np.float32)
+
+
 def ultraface_input(image: Image.Image) -> np.ndarray:
-    """UltraFace RFB-320 input: RGB, plain (aspect-changing) bilinear resize to 320x240,
-    ``(x - 127) / 128``, float32 NCHW ``[1, 3, 240, 320]``."""
-    rgb = image.convert("RGB").resize(ULTRAFACE_SIZE, Image.Resampling.BILINEAR)
-    x = (np.asarray(rgb, dtype=np.float32) - 127.0) / 128.0
+    """UltraFace RFB-320 input: RGB, plain (aspect-changing) ``INTER_LINEAR`` resize to
+    320x240 (:func:`resize_linear`), ``(x - 127) / 128``, float32 NCHW ``[1, 3, 240, 320]``."""
+    x = (resize_linear(np.asarray(_rgb(image)), ULTRAFACE_SIZE) - 127.0) / 128.0
     return np.ascontiguousarray(x.transpose(2, 0, 1)[None])
 
 
@@ -166,14 +202,15 @@ def ultraface_postprocess(
 
 
 def yunet_input(image: Image.Image) -> tuple[np.ndarray, float]:
-    """YuNet input and the scale applied: the image resized (aspect kept, bilinear) so
-    its longer side is 640, placed top-left on a black 640x640 canvas; BGR, raw 0-255,
-    float32 NCHW ``[1, 3, 640, 640]``. Divide detected coordinates by the scale."""
-    rgb = image.convert("RGB")
+    """YuNet input and the scale applied: the image resized (aspect kept,
+    :func:`resize_linear`) so its longer side is 640, placed top-left on a black
+    640x640 canvas; BGR, raw 0-255, float32 NCHW ``[1, 3, 640, 640]``. Divide
+    detected coordinates by the scale."""
+    rgb = _rgb(image)
     scale = YUNET_SIZE / max(rgb.size)
     size = (max(1, min(YUNET_SIZE, round(rgb.width * scale))), max(1, min(YUNET_SIZE, round(rgb.height * scale))))
     canvas = np.zeros((YUNET_SIZE, YUNET_SIZE, 3), dtype=np.float32)
-    canvas[: size[1], : size[0]] = np.asarray(rgb.resize(size, Image.Resampling.BILINEAR), dtype=np.float32)
+    canvas[: size[1], : size[0]] = resize_linear(np.asarray(rgb), size)
     bgr = canvas[:, :, ::-1].transpose(2, 0, 1)[None]
     return np.ascontiguousarray(bgr), scale
 
@@ -274,7 +311,7 @@ def warp_affine(image: Image.Image, matrix: np.ndarray, size: tuple[int, int]) -
     lin, trans = inv[:, :2], inv[:, 2]
     trans = trans + 0.5 - lin @ np.array([0.5, 0.5])
     data = (lin[0, 0], lin[0, 1], trans[0], lin[1, 0], lin[1, 1], trans[1])
-    return image.convert("RGB").transform(size, Image.Transform.AFFINE, data, resample=Image.Resampling.BILINEAR, fillcolor=(0, 0, 0))
+    return _rgb(image).transform(size, Image.Transform.AFFINE, data, resample=Image.Resampling.BILINEAR, fillcolor=(0, 0, 0))
 
 
 def align_face(image: Image.Image, landmarks: np.ndarray) -> Image.Image:
@@ -293,7 +330,7 @@ def square_crop(image: Image.Image, box: np.ndarray, *, margin: float, size: int
     cx, cy = (x1 + x2) / 2, (y1 + y2) / 2
     # Pillow's crop box is in edge coordinates; box corners are edges too.
     left, top = round(cx - side / 2), round(cy - side / 2)
-    crop = image.convert("RGB").crop((left, top, left + round(side), top + round(side)))
+    crop = _rgb(image).crop((left, top, left + round(side), top + round(side)))
     return crop.resize((size, size), Image.Resampling.BILINEAR)
 
 
