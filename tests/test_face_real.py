@@ -137,3 +137,21 @@ def test_imageprism_face_end_to_end(shared_models_dir: Path, arcface_path: Path,
     emb = prism.embed(astronaut)
     assert emb["face"] is not None and emb["face"].shape == (1, 512)
     assert prism.embed(dev_images_dir / "skimage_coins.png")["face"] is None
+
+
+def test_default_detector_downloads_verifies_and_then_works_offline(
+    fake_hub, shared_models_dir: Path, arcface_path: Path, astronaut: Image.Image, tmp_path: Path
+) -> None:
+    """The pinned default UltraFace spec, served by a loopback Hub with the real bytes."""
+    from imageprism.dimensions.face import ULTRAFACE
+
+    data = (shared_models_dir / "version-RFB-320.onnx").read_bytes()
+    fake_hub.add_file(ULTRAFACE.repo, ULTRAFACE.filename, data, revision=ULTRAFACE.revision)
+    online = ModelRuntime(endpoint=fake_hub.endpoint, cache_dir=tmp_path, retries=0)
+    faces = FaceDimension(FaceConfig(embed_path=arcface_path), online).detect(astronaut)  # size + sha256 checked
+    np.testing.assert_allclose(faces.boxes, [ASTRONAUT_FACE], atol=1.0)
+    fake_hub.clear_requests()
+    offline = ModelRuntime(cache_dir=tmp_path, offline=True)
+    faces = FaceDimension(FaceConfig(embed_path=arcface_path), offline).detect(astronaut)
+    np.testing.assert_allclose(faces.boxes, [ASTRONAUT_FACE], atol=1.0)
+    assert fake_hub.count() == 0
