@@ -45,11 +45,11 @@ HERE = Path(__file__).resolve().parent
 SHARED = HERE.parent.parent / "shared"
 sys.path.insert(0, str(HERE.parent / "tests"))  # the stand-in builder lives with the tests
 
-from face_standins import arcface_standin, save  # noqa: E402
+from face_standins import arcface_standin, save
 
-from imageprism._face import ARCFACE_TEMPLATE, align_face, arcface_input, square_crop  # noqa: E402
-from imageprism._runtime import ModelRuntime, run_batched  # noqa: E402
-from imageprism.dimensions.face import FaceConfig, FaceDimension  # noqa: E402
+from imageprism._face import ARCFACE_TEMPLATE, align_face, arcface_input, square_crop
+from imageprism._runtime import ModelRuntime, run_batched
+from imageprism.dimensions.face import FaceConfig, FaceDimension
 
 
 def interleaved_medians(steps: dict[str, Callable[[], object]], repeat: int) -> dict[str, float]:

@@ -9,11 +9,11 @@ from pathlib import Path
 import numpy as np
 import onnx
 import pytest
+from face_standins import arcface_standin, save, yunet_outputs, yunet_standin
 from onnx import TensorProto, helper
 from PIL import Image
 
 import imageprism.dimensions.face as face_mod
-from face_standins import arcface_standin, save, yunet_outputs, yunet_standin
 from imageprism._face import ARCFACE_TEMPLATE
 from imageprism._runtime import ModelRuntime
 from imageprism.dimensions import plugin_class
@@ -130,11 +130,11 @@ def test_yunet_route_decodes_and_aligns(tmp_path: Path, yunet_path: Path, arcfac
     # The crop is the similarity warp of the landmarks onto the template: draw dots there and find them.
     photo = np.zeros((1280, 1280, 3), np.uint8)
     for x, y in _LMK * 2:
-        photo[int(round(y)) - 2 : int(round(y)) + 3, int(round(x)) - 2 : int(round(x)) + 3] = 255
+        photo[round(y) - 2 : round(y) + 3, round(x) - 2 : round(x) + 3] = 255
     (crop,) = dim.face_crops(Image.fromarray(photo), faces)
     arr = np.asarray(crop)[:, :, 0].astype(float)
     for tx, ty in ARCFACE_TEMPLATE:
-        x0, y0 = int(round(tx)), int(round(ty))
+        x0, y0 = round(tx), round(ty)
         win = arr[y0 - 4 : y0 + 5, x0 - 4 : x0 + 5]
         yy, xx = np.mgrid[y0 - 4 : y0 + 5, x0 - 4 : x0 + 5]
         assert win.sum() > 0
@@ -163,7 +163,7 @@ def _model_with_io(path: Path, in_name: str, shape: list[object], n_inputs: int 
 def test_user_embedder_with_other_tensor_names_is_accepted(tmp_path: Path) -> None:
     path = _model_with_io(tmp_path / "other.onnx", "input.1", ["N", 3, 112, 112])
     dim = FaceDimension(FaceConfig(embed_path=path), _runtime(tmp_path))
-    model, in_name, out_name = dim._embedder()
+    _, in_name, out_name = dim._embedder()
     assert (in_name, out_name) == ("input.1", "embedding")
 
 
@@ -223,5 +223,5 @@ def test_user_hub_embedder_downloads_and_embeds(fake_hub, tmp_path: Path) -> Non
     dim = FaceDimension(cfg, runtime)
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # the user's own model: no licence warning
-        model, in_name, out_name = dim._embedder()
+        _, in_name, out_name = dim._embedder()
     assert (in_name, out_name) == ("data", "fc1") and fake_hub.count("GET") >= 1

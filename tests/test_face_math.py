@@ -158,7 +158,7 @@ def _blobs(size: tuple[int, int], centres: np.ndarray, sigma: float) -> Image.Im
 
 
 def _centroid(arr: np.ndarray, near: np.ndarray, radius: int) -> np.ndarray:
-    x0, y0 = (int(round(v)) for v in near)
+    x0, y0 = (round(v) for v in near)
     win = arr[y0 - radius : y0 + radius + 1, x0 - radius : x0 + radius + 1].astype(np.float64)
     yy, xx = np.mgrid[y0 - radius : y0 + radius + 1, x0 - radius : x0 + radius + 1]
     return np.array([(win * xx).sum() / win.sum(), (win * yy).sum() / win.sum()])

@@ -11,9 +11,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from face_standins import arcface_standin, save
 from PIL import Image, ImageOps
 
-from face_standins import arcface_standin, save
 from imageprism._runtime import ModelRuntime
 from imageprism.dimensions.face import FaceConfig, FaceDimension
 

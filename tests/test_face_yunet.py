@@ -7,9 +7,9 @@ import math
 import numpy as np
 import onnxruntime as ort
 import pytest
+from face_standins import yunet_outputs, yunet_standin
 from PIL import Image
 
-from face_standins import yunet_outputs, yunet_standin
 from imageprism._face import yunet_decode, yunet_input, yunet_postprocess
 
 # Known cells (stride, row * cols + col) and what they must decode to, by hand:

@@ -31,7 +31,13 @@ from PIL import Image
 
 from imageprism import _face
 from imageprism._math import cosine, l2_normalize
-from imageprism._runtime import ModelRuntime, ModelSpec, OnnxModel, resolve_spec, run_batched
+from imageprism._runtime import (
+    ModelRuntime,
+    ModelSpec,
+    OnnxModel,
+    resolve_spec,
+    run_batched,
+)
 from imageprism.dimensions._base import DimensionPlugin
 from imageprism.errors import ConfigError, ModelDownloadError, ModelLoadError
 
