@@ -158,12 +158,12 @@ def resize_linear(pixels: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     x0, x1, wx = _linear_taps(width, size[0])
     y0, y1, wy = _linear_taps(height, size[1])
     pixels = np.asarray(pixels)
-    top, bottom = pixels[y0][:, x0], pixels[y1][:, x0]  # gather first: only 4 * w * h pixels become floats
-    top_r, bottom_r = pixels[y0][:, x1], pixels[y1][:, x1]
+    rows0, rows1 = y0[:, None], y1[:, None]  # gather first: only 4 * w * h pixels become floats
     wx3, wy3 = wx[None, :, None], wy[:, None, None]
-    upper = top * (1 - wx3) + top_r * wx3
-    lower = bottom * (1 - wx3) + bottom_r * wx3
-    return (upper * (1 - wy3) + lower * wy3).astype(np.float32)
+    upper = pixels[rows0, x0] * (1 - wx3) + pixels[rows0, x1] * wx3
+    lower = pixels[rows1, x0] * (1 - wx3) + pixels[rows1, x1] * wx3
+    out: np.ndarray = (upper * (1 - wy3) + lower * wy3).astype(np.float32)
+    return out
 
 
 def ultraface_input(image: Image.Image) -> np.ndarray:
