@@ -34,6 +34,7 @@ import dataclasses
 import hashlib
 import io
 import os
+import stat
 import threading
 import warnings
 from collections.abc import Iterator
@@ -166,6 +167,10 @@ class SourceImage:
     def _decode(self, draft: tuple[str, int] | None) -> Image.Image:
         if self._image is not None:
             image = self._image
+            try:  # a caller's lazily opened PIL image may be truncated, or closed
+                image.load()
+            except Exception as exc:
+                raise ImageLoadError(f"{self.label} could not be decoded: {exc}") from exc
         else:
             image = self._open_checked()
             try:
@@ -232,8 +237,8 @@ def _normalise(image: Image.Image) -> Image.Image:
     if mode == "P" and "transparency" in image.info:
         return _composite(image.convert("RGBA"))
     if mode in _ALPHA_MODES:
-        if mode in ("LA", "La"):
-            return _composite(image.convert("RGBA")).convert("L")
+        if mode in ("LA", "La"):  # Pillow converts La (premultiplied) only to LA
+            return _composite(image.convert("LA").convert("RGBA")).convert("L")
         return _composite(image.convert("RGBA"))
     if mode.startswith("I;16") or mode in _HIGH_DEPTH_GRAY:
         return _high_depth_gray(image)
@@ -248,7 +253,8 @@ def _composite(rgba: Image.Image) -> Image.Image:
 def _high_depth_gray(image: Image.Image) -> Image.Image:
     values = np.asarray(image).astype(np.float64)
     if image.mode == "F":
-        scale = 255.0 if values.size and np.nanmin(values) >= 0.0 and np.nanmax(values) <= 1.0 else 1.0
+        present = values[~np.isnan(values)]  # np.nanmin warns on an all-NaN image
+        scale = 255.0 if present.size and present.min() >= 0.0 and present.max() <= 1.0 else 1.0
     elif image.mode == "I" and values.size and values.min() >= 0 and values.max() <= 255:
         scale = 1.0
     else:
@@ -286,6 +292,9 @@ def _read_path(path: Path, label: str) -> bytes:
     try:
         if path.is_dir():
             raise ImageLoadError(f"{label} is a directory, not an image file")
+        kind = path.stat().st_mode
+        if stat.S_ISCHR(kind) or stat.S_ISBLK(kind) or stat.S_ISSOCK(kind):  # e.g. /dev/zero never ends
+            raise ImageLoadError(f"{label} is a device or socket, not an image file")
         data = path.read_bytes()
     except FileNotFoundError:
         raise ImageLoadError(f"{label} does not exist") from None
@@ -302,7 +311,10 @@ def open_image(source: ImageInput | Any, *, max_pixels: int = DEFAULT_MAX_PIXELS
     if isinstance(source, SourceImage):
         return source
     if isinstance(source, (str, os.PathLike)):
-        data = _read_path(Path(source), label)
+        path = os.fsdecode(source)
+        if not path:
+            raise ImageLoadError(f"{label} is an empty path; pass the path of an image file")
+        data = _read_path(Path(path), label)
     elif isinstance(source, (bytes, bytearray, memoryview)):
         data = bytes(source)
     elif isinstance(source, Image.Image):
@@ -313,6 +325,8 @@ def open_image(source: ImageInput | Any, *, max_pixels: int = DEFAULT_MAX_PIXELS
             raise ImageLoadError(f"{label} is empty")
         return SourceImage(label, image=source, max_pixels=max_pixels)
     elif isinstance(source, np.ndarray):
+        if source.ndim >= 2 and source.shape[0] * source.shape[1] > max_pixels:  # the same limit as files
+            raise SourceImage(label, max_pixels=max_pixels)._bomb_error((source.shape[1], source.shape[0]))
         return SourceImage(label, image=_from_array(source, label), max_pixels=max_pixels)
     elif callable(getattr(source, "read", None)):
         try:
