@@ -97,7 +97,8 @@ class ImagePrism:
         self.profile = spec
         self.missing = spec.missing if spec is not None else MISSING_POLICIES[0]
         self.threshold = spec.threshold if spec is not None else None
-        configs = self._merge_configs(spec.configs() if spec is not None else {}, config)
+        profile_configs = spec.configs() if spec is not None else {}
+        configs = self._merge_configs({k: v for k, v in profile_configs.items() if k in self._weights}, config)
 
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
             raise ConfigError(f"batch_size={batch_size!r} is invalid; use a positive integer")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 from collections.abc import Sequence
 
@@ -19,7 +20,7 @@ from imageprism.errors import ImagePrismError
 __all__ = ["main"]
 
 #: modules of this package that each register one command (or command group)
-COMMANDS: list[str] = ["compare", "embed", "profiles", "models"]
+COMMANDS: list[str] = ["compare", "embed", "profiles", "models", "index", "search"]
 
 EXIT_USAGE = 2
 EXIT_ERROR = 1
@@ -52,4 +53,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         sys.stderr.write("interrupted\n")
         return 130
+    except BrokenPipeError:  # e.g. `imageprism embed ... | head`: the reader left, not an error
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 0
     return code
