@@ -263,13 +263,13 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             self.wfile.write(body)
         self.close_connection = True
 
-    def do_HEAD(self) -> None:  # noqa: N802 (http.server naming)
+    def do_HEAD(self) -> None:
         self._serve(with_body=False)
 
-    def do_GET(self) -> None:  # noqa: N802
+    def do_GET(self) -> None:
         self._serve(with_body=True)
 
-    def log_message(self, format: str, *args: object) -> None:  # noqa: A002 (quiet)
+    def log_message(self, format: str, *args: object) -> None:
         pass
 
 

@@ -22,16 +22,16 @@ SHA = hashlib.sha256(DATA).hexdigest()
 
 
 def _spec(commit: str | None, **changes: object) -> ModelSpec:
-    fields: dict[str, object] = dict(
-        repo=REPO,
-        filename=FILE,
-        revision=commit,
-        sha256=SHA,
-        size=len(DATA),
-        inputs=("pixel_values",),
-        outputs=("image_embeds",),
-        dimension="semantic",
-    )
+    fields: dict[str, object] = {
+        "repo": REPO,
+        "filename": FILE,
+        "revision": commit,
+        "sha256": SHA,
+        "size": len(DATA),
+        "inputs": ("pixel_values",),
+        "outputs": ("image_embeds",),
+        "dimension": "semantic",
+    }
     fields.update(changes)
     return ModelSpec(**fields)  # type: ignore[arg-type]
 
@@ -170,7 +170,7 @@ def test_unknown_repo_revision_and_file_are_typed_and_clear(fake_hub: FakeHub, t
     cases = [
         (_spec(commit, repo="acme/nothing-here"), hf_errors.RepositoryNotFoundError, "repository 'acme/nothing-here' not found"),
         (_spec("f" * 40), hf_errors.RevisionNotFoundError, f"revision '{'f' * 40}' not found in {REPO}"),
-        (_spec(commit, filename="onnx/missing.onnx"), hf_errors.RemoteEntryNotFoundError, "file 'onnx/missing.onnx' not found"),
+        (_spec(commit, filename="onnx/missing.onnx"), hf_errors.EntryNotFoundError, "file 'onnx/missing.onnx' not found"),
     ]
     for spec, cause, text in cases:
         with pytest.raises(ModelDownloadError, match=text) as info:
@@ -296,3 +296,31 @@ def test_failed_body_download_is_a_download_error_and_leaves_no_file(
     assert [p for p in _files_in(tmp_path) if not p.name.endswith(".incomplete")] == []
     fake_hub.fail(None)
     assert _runtime(fake_hub, tmp_path).fetch(_spec(commit)).read_bytes() == DATA
+
+
+def test_an_endpoint_that_is_not_a_hub_is_named(fake_hub: FakeHub, tmp_path: Path) -> None:
+    """A plain web server holding the file at the right URL still lacks the Hub's headers."""
+    import functools
+    import http.server
+
+    commit = "c" * 40
+    site = tmp_path / "site"
+    target = site / REPO / "resolve" / commit / FILE
+    target.parent.mkdir(parents=True)
+    target.write_bytes(DATA)
+
+    class Quiet(http.server.SimpleHTTPRequestHandler):
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(Quiet, directory=str(site)))
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    thread.start()
+    try:
+        runtime = ModelRuntime(endpoint=f"http://127.0.0.1:{server.server_address[1]}", cache_dir=tmp_path / "c")
+        with pytest.raises(ModelDownloadError, match="without the X-Repo-Commit header.*HF_ENDPOINT"):
+            runtime.fetch(_spec(commit))
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert _files_in(tmp_path / "c") == []

@@ -13,7 +13,13 @@ import numpy as np
 import pytest
 from fakehub import onnx_bytes
 
-from imageprism._runtime import ModelRuntime, ModelSpec, prefetch, resolve_spec, run_batched
+from imageprism._runtime import (
+    ModelRuntime,
+    ModelSpec,
+    prefetch,
+    resolve_spec,
+    run_batched,
+)
 from imageprism.errors import ConfigError, ModelLoadError
 
 COMMIT = "d15189d7028b43f1d3e65039190477f6af591c2a"

@@ -32,8 +32,8 @@ from imageprism._runtime.spec import COMMIT_RE, ModelSpec, resolve_spec
 from imageprism.errors import ConfigError
 
 __all__ = [
-    "COMMIT_RE",
     "CACHE_DIR_ENV",
+    "COMMIT_RE",
     "DEFAULT_ENDPOINT",
     "ModelRuntime",
     "ModelSpec",

@@ -103,7 +103,7 @@ class _NoBar:
 def _progress_bar(total: int, progress: bool | None, description: str):  # type: ignore[no-untyped-def]
     if progress is False or (progress is None and total < PROGRESS_MIN_ITEMS):
         return _NoBar()
-    from tqdm.auto import tqdm
+    from tqdm.auto import tqdm  # type: ignore[import-untyped]
 
     # disable=None: tqdm hides the bar when stderr is not a terminal
     return tqdm(total=total, desc=description, unit="img", disable=None if progress is None else False)

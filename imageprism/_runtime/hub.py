@@ -26,6 +26,7 @@ import importlib
 import inspect
 import time
 from pathlib import Path
+from typing import Any
 
 from imageprism._runtime.spec import ModelSpec
 from imageprism.errors import ModelDownloadError, ModelNotCachedError
@@ -130,23 +131,43 @@ def _where(spec: ModelSpec, settings: HubSettings) -> str:
 
 
 def _probe(spec: ModelSpec, settings: HubSettings) -> None:
-    """One HEAD request (bounded retries) so that errors are typed and a dead server fails fast."""
-    from huggingface_hub import get_hf_file_metadata, hf_hub_url
+    """One HEAD request per attempt, bounded retries: typed errors, and a dead server fails fast.
+
+    The request goes through huggingface_hub's own HTTP session (its proxy, token,
+    user-agent and offline handling) but not through its back-off helpers, which
+    retry a refused connection for about 23 s in every version checked (0.36, 2.4).
+    """
+    from huggingface_hub import errors as hf_errors
+    from huggingface_hub import hf_hub_url
     from huggingface_hub.errors import (
         GatedRepoError,
         HfHubHTTPError,
         OfflineModeIsEnabled,
-        RemoteEntryNotFoundError,
         RepositoryNotFoundError,
         RevisionNotFoundError,
     )
+    from huggingface_hub.utils import build_hf_headers, get_session, hf_raise_for_status
 
+    # huggingface_hub >= 1.0 names the HTTP 404 "RemoteEntryNotFoundError"; 0.x calls it EntryNotFoundError
+    remote_entry_not_found: type[Exception] = getattr(
+        hf_errors, "RemoteEntryNotFoundError", hf_errors.EntryNotFoundError
+    )
     url = hf_hub_url(spec.repo, spec.filename, revision=spec.revision, endpoint=settings.endpoint)
+    headers = build_hf_headers(library_name="imageprism")
+    retryable: tuple[type[BaseException], ...] = (*_transport_errors(), HfHubHTTPError, OSError)
     attempt = 0
     while True:
         attempt += 1
         try:
-            get_hf_file_metadata(url, timeout=settings.timeout, endpoint=settings.endpoint, **_no_retry_kwargs())
+            session = get_session()
+            response = session.head(url, headers=headers, timeout=settings.timeout, **_no_redirects(session))
+            hf_raise_for_status(response)
+            if "X-Repo-Commit" not in response.headers:
+                raise ModelDownloadError(
+                    f"cannot download {_where(spec, settings)}: the server answered HTTP {response.status_code} "
+                    "without the X-Repo-Commit header, so it is not a Hugging Face Hub endpoint. Check HF_ENDPOINT "
+                    "and proxy settings"
+                )
             return
         except GatedRepoError as exc:
             raise ModelDownloadError(
@@ -163,7 +184,7 @@ def _probe(spec: ModelSpec, settings: HubSettings) -> None:
                 f"cannot download {_where(spec, settings)}: revision {spec.revision!r} not found in {spec.repo}. "
                 "Use an existing commit hash or branch"
             ) from exc
-        except RemoteEntryNotFoundError as exc:
+        except remote_entry_not_found as exc:
             raise ModelDownloadError(
                 f"cannot download {_where(spec, settings)}: file {spec.filename!r} not found in "
                 f"{spec.repo}@{spec.revision or 'main'}. Check the file path in the dimension's config"
@@ -174,7 +195,7 @@ def _probe(spec: ModelSpec, settings: HubSettings) -> None:
                 f"(HF_HUB_OFFLINE was set when it was imported). Fetch it while online with: "
                 f"{download_command(spec, settings)}"
             ) from exc
-        except (*_transport_errors(), HfHubHTTPError, OSError) as exc:
+        except retryable as exc:
             status = getattr(getattr(exc, "response", None), "status_code", None)
             transient = status is None or status in (408, 429) or status >= 500
             if not transient or attempt > settings.retries:
@@ -189,9 +210,9 @@ def _probe(spec: ModelSpec, settings: HubSettings) -> None:
 
 @functools.cache
 def _transport_errors() -> tuple[type[Exception], ...]:
-    """Connection/timeout error classes of the HTTP client huggingface_hub uses (httpx2, httpx or requests)."""
+    """Connection/timeout errors of the HTTP client huggingface_hub uses (httpx2 in 2.x, httpx in 1.x, requests in 0.x)."""
     found: list[type[Exception]] = []
-    for module, attr in (("httpx2", "TransportError"), ("httpx", "TransportError"), ("requests", "ConnectionError")):
+    for module, attr in (("httpx2", "TransportError"), ("httpx", "TransportError"), ("requests", "RequestException")):
         try:
             found.append(getattr(importlib.import_module(module), attr))
         except (ImportError, AttributeError):
@@ -199,12 +220,11 @@ def _transport_errors() -> tuple[type[Exception], ...]:
     return tuple(found)
 
 
-@functools.cache
-def _no_retry_kwargs() -> dict[str, bool]:
-    """``retry_on_errors=False`` where ``get_hf_file_metadata`` accepts it (huggingface_hub >= 1.x)."""
-    from huggingface_hub import get_hf_file_metadata
-
-    return {"retry_on_errors": False} if "retry_on_errors" in inspect.signature(get_hf_file_metadata).parameters else {}
+def _no_redirects(session: Any) -> dict[str, Any]:
+    """Keyword that keeps a HEAD from following redirects (httpx clients follow them by default here)."""
+    if "follow_redirects" in inspect.signature(session.head).parameters:
+        return {"follow_redirects": False}  # httpx / httpx2
+    return {"allow_redirects": False}  # requests
 
 
 def _download(spec: ModelSpec, settings: HubSettings, *, force: bool) -> Path:
@@ -238,10 +258,9 @@ def _verify(spec: ModelSpec, path: Path, *, downloaded: bool) -> None:
     elif spec.sha256 is not None:
         # A Hub blob is named after its etag, which is the sha256 for LFS/Xet files: when it
         # matches, the cached file was verified when it was stored and needs no re-hashing.
-        if downloaded or path.resolve().name != spec.sha256:
-            actual = sha256_of(path)
-            if actual != spec.sha256:
-                problem = f"expected sha256 {spec.sha256}, got {actual}"
+        needs_hashing = downloaded or path.resolve().name != spec.sha256
+        if needs_hashing and (actual := sha256_of(path)) != spec.sha256:
+            problem = f"expected sha256 {spec.sha256}, got {actual}"
     if problem is None:
         return
     remove_cached(path)

@@ -21,7 +21,7 @@ from imageprism._runtime.spec import ModelSpec
 from imageprism.errors import ConfigError, ModelLoadError
 
 if TYPE_CHECKING:
-    import onnxruntime
+    import onnxruntime  # type: ignore[import-untyped]
 
 __all__ = ["OnnxModel", "open_model", "resolve_providers"]
 
@@ -104,7 +104,7 @@ def resolve_providers(requested: Sequence[str] | None) -> tuple[str, ...]:
     remains, the CPU provider is used. A provider name that is not a string is a
     ``ConfigError``.
     """
-    import onnxruntime
+    import onnxruntime  # type: ignore[import-untyped]
 
     if requested is None:
         return _DEFAULT_PROVIDERS
@@ -162,7 +162,7 @@ def open_model(path: Path, spec: ModelSpec, *, providers: tuple[str, ...], threa
 def _create_session(
     path: Path, spec: ModelSpec, providers: tuple[str, ...], threads: int | None
 ) -> onnxruntime.InferenceSession:
-    import onnxruntime
+    import onnxruntime  # type: ignore[import-untyped]
 
     options = onnxruntime.SessionOptions()
     options.log_severity_level = _ORT_LOG_ERROR  # e.g. UltraFace warns once per unused initializer
