@@ -17,6 +17,7 @@ from imageprism._runtime import (
     ModelRuntime,
     ModelSpec,
     prefetch,
+    progress_bar,
     resolve_spec,
     run_batched,
 )
@@ -299,3 +300,15 @@ def test_prefetch_reraises_producer_errors_and_stops_on_break() -> None:
             break
     assert time.monotonic() - start < 5
     assert len(made) <= 3 + 2 + 2  # at most `depth` (+ the one in flight) beyond what was consumed
+
+
+def test_progress_bar_helper_modes(capsys: pytest.CaptureFixture[str]) -> None:
+    with progress_bar(500, progress=True, description="many") as bar:
+        bar.update(500)
+    err = capsys.readouterr().err
+    assert "many" in err and "500/500" in err
+    with progress_bar(10, progress=None) as bar:  # short run: no bar
+        bar.update(10)
+    with progress_bar(500, progress=None) as bar:  # long run, but stderr is not a terminal here
+        bar.update(500)
+    assert capsys.readouterr().err == ""

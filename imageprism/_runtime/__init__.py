@@ -14,7 +14,7 @@ a dimension asks for a model. A dimension does::
 Modules: :mod:`~imageprism._runtime.spec` (``ModelSpec``, ``resolve_spec``),
 :mod:`~imageprism._runtime.hub` (download, cache, offline, checksums),
 :mod:`~imageprism._runtime.session` (``OnnxModel``, shared sessions),
-:mod:`~imageprism._runtime.batching` (``run_batched``, ``prefetch``).
+:mod:`~imageprism._runtime.batching` (``run_batched``, ``prefetch``, ``progress_bar``).
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ import threading
 from collections.abc import Sequence
 from pathlib import Path
 
-from imageprism._runtime.batching import prefetch, run_batched
+from imageprism._runtime.batching import prefetch, progress_bar, run_batched
 from imageprism._runtime.hub import HubSettings, download_command, fetch, find_cached
 from imageprism._runtime.session import OnnxModel, open_model, resolve_providers
 from imageprism._runtime.spec import COMMIT_RE, ModelSpec, resolve_spec
@@ -40,6 +40,7 @@ __all__ = [
     "OnnxModel",
     "default_cache_dir",
     "prefetch",
+    "progress_bar",
     "resolve_spec",
     "run_batched",
 ]

@@ -19,7 +19,7 @@ import numpy as np
 from imageprism._runtime.session import OnnxModel
 from imageprism.errors import ConfigError, ModelLoadError
 
-__all__ = ["DEFAULT_BATCH_SIZE", "PROGRESS_MIN_ITEMS", "prefetch", "run_batched"]
+__all__ = ["DEFAULT_BATCH_SIZE", "PROGRESS_MIN_ITEMS", "prefetch", "progress_bar", "run_batched"]
 
 T = TypeVar("T")
 
@@ -61,7 +61,7 @@ def run_batched(
     if total == 0:
         return [np.empty((0,)) for _ in output_names]
     chunks: list[list[np.ndarray]] = [[] for _ in output_names]
-    with _progress_bar(total, progress, description) as bar:
+    with progress_bar(total, progress=progress, description=description) as bar:
         for start in range(0, total, step):
             batch = data[start : start + step]
             real = batch.shape[0]
@@ -100,7 +100,12 @@ class _NoBar:
         pass
 
 
-def _progress_bar(total: int, progress: bool | None, description: str):  # type: ignore[no-untyped-def]
+def progress_bar(total: int, *, progress: bool | None = None, description: str = "embedding"):  # type: ignore[no-untyped-def]
+    """A context manager with ``update(n)``: a tqdm bar on stderr, or nothing.
+
+    ``progress=True`` always shows it, ``False`` never, ``None`` (default) only for
+    runs of at least :data:`PROGRESS_MIN_ITEMS` items and only on a terminal.
+    """
     if progress is False or (progress is None and total < PROGRESS_MIN_ITEMS):
         return _NoBar()
     from tqdm.auto import tqdm  # type: ignore[import-untyped]
