@@ -2,7 +2,8 @@
 
 - UltraFace's ``detect_imgs_onnx.py`` resizes with ``cv2.resize`` (``INTER_LINEAR``);
 - insightface's ``norm_crop`` aligns with scikit-image's ``SimilarityTransform`` and
-  ``cv2.warpAffine``.
+  ``cv2.warpAffine``;
+- OpenCV's ``FaceDetectorYN`` decodes YuNet's outputs (run here on a stand-in graph).
 
 imageprism uses neither at run time (numpy and Pillow only); these tests hold the
 replacements to the originals.
@@ -87,3 +88,50 @@ def test_alignment_matches_insightface_norm_crop(
     ref = cv2.warpAffine(np.asarray(image), matrix, (112, 112), borderValue=0.0).astype(np.int16)
     ours = np.asarray(align_face(image, landmarks)).astype(np.int16)
     assert np.abs(ours - ref).max() <= 1  # both bilinear; they round differently
+
+
+def test_yunet_decoding_matches_opencv_face_detector_yn(tmp_path: Path) -> None:
+    """OpenCV's own ``FaceDetectorYN`` (the reference decoder) on a stand-in graph with known outputs."""
+    from face_standins import save, yunet_outputs, yunet_standin
+
+    from imageprism._face import yunet_input, yunet_postprocess
+
+    rng = np.random.default_rng(7)
+    cells: dict[tuple[int, int], dict[str, object]] = {}
+    for stride, grid in ((8, 80), (16, 40), (32, 20)):
+        # sparse cells on a coarse lattice, so boxes overlap only where placed on purpose
+        for idx in rng.choice(np.arange(0, grid * grid, 7), size=6, replace=False):
+            cells[(stride, int(idx))] = {
+                "cls": float(rng.uniform(0.7, 1.0)),
+                "obj": float(rng.uniform(0.7, 1.0)),
+                "bbox": rng.uniform(-0.4, 0.4, 4).tolist(),
+                "kps": rng.uniform(-1.0, 1.0, 10).tolist(),
+            }
+    # a duplicate of one face one cell to the right, with a lower score: NMS must drop it
+    (stride, idx), values = next(iter(cells.items()))
+    bbox = list(values["bbox"])  # type: ignore[call-overload]
+    cells[(stride, idx + 1)] = {"cls": 0.5, "obj": 0.5, "bbox": [bbox[0] - 1, *bbox[1:]]}
+    path = save(yunet_standin(yunet_outputs(cells)), tmp_path / "yunet.onnx")
+
+    image = np.full((640, 640, 3), 90, np.uint8)
+    detector = cv2.FaceDetectorYN.create(str(path), "", (640, 640), 0.45, 0.3, 5000)
+    _, ref = detector.detect(image)  # rows: x, y, w, h, 5 landmarks (x, y), score
+    ref = ref[np.argsort(-ref[:, 14], kind="stable")]
+
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    x, scale = yunet_input(Image.fromarray(image))
+    names = [o.name for o in session.get_outputs()]
+    ours = yunet_postprocess(
+        dict(zip(names, session.run(None, {"input": x}))), scale=scale, width=640, height=640,
+        score_threshold=0.45, nms_iou=0.3,
+    )
+    order = np.argsort(-ours.scores, kind="stable")
+    assert len(ours) == len(ref) == len(cells) - 1
+    np.testing.assert_allclose(ours.scores[order], ref[:, 14], atol=1e-5)
+    boxes = ref[:, :4].copy()
+    boxes[:, 2:] += boxes[:, :2]
+    np.testing.assert_allclose(np.clip(boxes, 0, 640), ours.boxes[order], atol=1e-3)
+    assert ours.landmarks is not None
+    np.testing.assert_allclose(ours.landmarks[order], ref[:, 4:14].reshape(-1, 5, 2), atol=1e-3)
