@@ -13,8 +13,9 @@ Choosing the detector. Alignment matters: ArcFace verifies LFW pairs at about 0.
 on aligned faces but about 0.909 on plain crops. ``FaceConfig(detector="yunet")``
 aligns (YuNet, MIT, 230 kB). The default stays ``"ultraface"`` because it is the
 detector checked end to end on real photos by this package's tests; YuNet's
-decoding and the alignment maths are tested, but its real weights have not been run
-here yet. Prefer ``detector="yunet"`` for identity matching.
+decoding is tested against OpenCV's ``FaceDetectorYN`` and the alignment against
+insightface's ``norm_crop``, but its real weights have not been run here yet.
+Prefer ``detector="yunet"`` for identity matching.
 """
 
 from __future__ import annotations
