@@ -215,6 +215,17 @@ def test_default_arcface_missing_on_the_hub_names_the_unverified_path(
         FaceDimension(FaceConfig(), runtime)._embedder()
 
 
+def test_default_repo_at_another_revision_still_warns(
+    fake_hub, arcface_path: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(face_mod, "_licence_warned", False)
+    commit = fake_hub.add_file(ARCFACE.repo, ARCFACE.filename, arcface_path.read_bytes())
+    runtime = ModelRuntime(endpoint=fake_hub.endpoint, cache_dir=tmp_path / "cache", retries=0)
+    with pytest.warns(UserWarning, match="no clear licence"):
+        _, in_name, _ = FaceDimension(FaceConfig(embed_revision=commit), runtime)._embedder()
+    assert in_name == "data"
+
+
 def test_user_hub_embedder_downloads_and_embeds(fake_hub, tmp_path: Path) -> None:
     data = arcface_standin(seed=5).SerializeToString()
     commit = fake_hub.add_file("me/my-face-model", "onnx/face.onnx", data)

@@ -212,12 +212,13 @@ class FaceDimension(DimensionPlugin):
 
     def _embedder(self) -> tuple[OnnxModel, str, str]:
         spec = self.embed_spec
-        if spec.dimension:  # the default weights, not the user's own
+        default_repo = spec.path is None and spec.repo == ARCFACE.repo
+        if spec.dimension or default_repo:  # the default weights (maybe re-pinned), not the user's own
             _warn_licence_once()
         try:
             model = self.runtime.model(spec)
         except ModelDownloadError as exc:
-            if spec.dimension and spec.repo == ARCFACE.repo and spec.filename == ARCFACE.filename:
+            if default_repo and spec.filename == ARCFACE.filename:
                 raise ModelDownloadError(f"{exc}. {_ARCFACE_PATH_HINT}") from exc
             raise
         in_name = _pick(model.input_names, "data", model, "input")
