@@ -97,3 +97,22 @@ def test_override_errors(tmp_path: Path) -> None:
             model_path=PARITY / "dinov2_tiny.onnx", model_repo="someone/else")})
     with pytest.raises(ConfigError, match="invalid Hub repository"):
         ImagePrism(dimensions=["instance"], config={"instance": InstanceConfig(model_repo="no-slash")})
+
+
+def test_semantic_vectors_do_not_depend_on_batch_mates(tmp_path: Path, dev_images: list[Path]) -> None:
+    """Dynamic quantization scales activations per batch; semantic runs one image per call by default."""
+    pytest.importorskip("onnx")
+    from onnxruntime.quantization import quantize_dynamic
+
+    quantized = tmp_path / "clip_quantized.onnx"
+    quantize_dynamic(str(PARITY / "clip_vision_tiny.onnx"), str(quantized))
+
+    def vectors(config: SemanticConfig, images: list[Path]) -> np.ndarray:
+        prism = ImagePrism(dimensions=["semantic"], config={"semantic": config}, cache_dir=tmp_path)
+        return np.stack([e["semantic"] for e in prism.embed_batch(images).embeddings])
+
+    alone = vectors(SemanticConfig(model_path=quantized), dev_images[:1])[0]
+    assert SemanticConfig().batch_size == 1
+    np.testing.assert_array_equal(vectors(SemanticConfig(model_path=quantized), dev_images[:4])[0], alone)
+    batched = vectors(SemanticConfig(model_path=quantized, batch_size=4), dev_images[:4])[0]
+    assert not np.array_equal(batched, alone)  # what the default avoids

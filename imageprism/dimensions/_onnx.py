@@ -19,7 +19,7 @@ from PIL import Image
 
 from imageprism._math import cosine, l2_normalize
 from imageprism._preprocess import Preprocess, to_batch
-from imageprism._runtime import ModelRuntime, OnnxModel, resolve_spec, run_batched
+from imageprism._runtime import ModelRuntime, OnnxModel, prefetch, resolve_spec, run_batched
 from imageprism._runtime.batching import DEFAULT_BATCH_SIZE
 from imageprism.dimensions._base import DimensionPlugin
 from imageprism.errors import ConfigError
@@ -83,19 +83,21 @@ class OnnxImageEmbedding(DimensionPlugin):
         return output.reshape(output.shape[0], -1)
 
     def embed_raw(self, images: Sequence[Image.Image]) -> np.ndarray:
-        """``(N, D)`` float32 vectors before normalisation (what the reference model gives)."""
+        """``(N, D)`` float32 vectors before normalisation (what the reference model gives).
+
+        Images go through the model ``config.batch_size`` at a time; the next batch is
+        preprocessed in a background thread while the current one runs.
+        """
         if not images:
             raise ValueError("embed_raw needs at least one image")
         model = self.open_model()
-        batch = to_batch(images, self.preprocess)
-        (output,) = run_batched(
-            model,
-            batch,
-            output_names=[self.output_name],
-            batch_size=self.config.batch_size,
-            progress=False,
-        )
-        return np.asarray(self.pool(output), dtype=np.float32)
+        step = self.config.batch_size
+        chunks = (images[i : i + step] for i in range(0, len(images), step))
+        vectors = []
+        for batch in prefetch(to_batch(chunk, self.preprocess) for chunk in chunks):
+            (output,) = run_batched(model, batch, output_names=[self.output_name], batch_size=step, progress=False)
+            vectors.append(self.pool(output))
+        return np.concatenate(vectors).astype(np.float32, copy=False)
 
     def embed_batch(self, images: Sequence[Image.Image]) -> list[np.ndarray | None]:
         """L2-normalised float32 vectors, one per image."""

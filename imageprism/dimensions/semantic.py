@@ -51,7 +51,15 @@ class SemanticConfig(ModelConfig):
 
     A replacement model must take ``pixel_values`` (N, 3, 224, 224) and give
     ``image_embeds``, e.g. another CLIP image tower exported by transformers.js/optimum.
+
+    ``batch_size`` defaults to 1 here: the default file is dynamically quantized, and
+    dynamic quantization scales activations over the whole batch, so in a batch an
+    image's vector would depend on the other images (cosine about 0.9997 to its
+    one-at-a-time vector). One image per call keeps vectors reproducible and, measured
+    on CPU, costs no throughput. Raise it for an fp32 model.
     """
+
+    batch_size: int = 1
 
 
 class SemanticDimension(OnnxImageEmbedding):
