@@ -159,6 +159,9 @@ class ModelRuntime:
             opened = self._opened.get(spec)
             if opened is None:
                 path = self.fetch(spec)
-                opened = open_model(path, spec, providers=resolve_providers(self.providers), threads=self.threads)
+                redownload = None if spec.path is not None else f"{self.download_command(spec)} --force"
+                opened = open_model(
+                    path, spec, providers=resolve_providers(self.providers), threads=self.threads, redownload=redownload
+                )
                 self._opened[spec] = opened
         return opened

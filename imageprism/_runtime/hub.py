@@ -228,23 +228,50 @@ def _no_redirects(session: Any) -> dict[str, Any]:
 
 
 def _download(spec: ModelSpec, settings: HubSettings, *, force: bool) -> Path:
+    """``hf_hub_download``, with the probe's bounded retries when the file request answers 408/429/5xx.
+
+    (huggingface_hub resumes a body cut off mid-transfer by itself, but gives up at once on
+    an HTTP error status for the file itself, e.g. a CDN answering 500.)
+    """
     from huggingface_hub import hf_hub_download
 
-    try:
-        return Path(
-            hf_hub_download(
-                spec.repo,
-                spec.filename,
-                revision=spec.revision,
-                cache_dir=settings.cache_dir,
-                endpoint=settings.endpoint,
-                etag_timeout=settings.timeout,
-                force_download=force,
-                library_name="imageprism",
+    attempt = 0
+    while True:
+        attempt += 1
+        try:
+            return Path(
+                hf_hub_download(
+                    spec.repo,
+                    spec.filename,
+                    revision=spec.revision,
+                    cache_dir=settings.cache_dir,
+                    endpoint=settings.endpoint,
+                    etag_timeout=settings.timeout,
+                    force_download=force,
+                    library_name="imageprism",
+                )
             )
-        )
-    except Exception as exc:  # the probe succeeded a moment ago: whatever failed here, say so with context
-        raise ModelDownloadError(f"downloading {_where(spec, settings)} failed: {type(exc).__name__}: {exc}") from exc
+        except Exception as exc:  # the probe succeeded a moment ago: whatever failed here, say so with context
+            status = _http_status(exc)
+            if status is not None and (status in (408, 429) or status >= 500) and attempt <= settings.retries:
+                time.sleep(settings.retry_wait * 2 ** (attempt - 1))
+                continue
+            tries = f" after {attempt} attempts" if attempt > 1 else ""
+            raise ModelDownloadError(
+                f"downloading {_where(spec, settings)} failed{tries}: {type(exc).__name__}: {exc}"
+            ) from exc
+
+
+def _http_status(exc: BaseException | None) -> int | None:
+    """The HTTP status behind an error, looking through its causes (``None`` when there is none)."""
+    seen = 0
+    while exc is not None and seen < 8:
+        status = getattr(getattr(exc, "response", None), "status_code", None)
+        if isinstance(status, int):
+            return status
+        exc = exc.__cause__ or exc.__context__
+        seen += 1
+    return None
 
 
 def _verify(spec: ModelSpec, path: Path, *, downloaded: bool) -> None:

@@ -127,11 +127,14 @@ def resolve_providers(requested: Sequence[str] | None) -> tuple[str, ...]:
     return usable or _DEFAULT_PROVIDERS
 
 
-def open_model(path: Path, spec: ModelSpec, *, providers: tuple[str, ...], threads: int | None) -> OnnxModel:
+def open_model(
+    path: Path, spec: ModelSpec, *, providers: tuple[str, ...], threads: int | None, redownload: str | None = None
+) -> OnnxModel:
     """The shared :class:`OnnxModel` for ``path`` with these settings; opens it on first call.
 
     Checks ``spec.inputs``/``spec.outputs`` against the session. A file that is
-    not a loadable ONNX model raises ``ModelLoadError`` naming it and the fix.
+    not a loadable ONNX model raises ``ModelLoadError`` naming it and the fix
+    (``redownload``: the command that replaces a cached Hub file).
     """
     try:
         st = path.stat()
@@ -149,7 +152,7 @@ def open_model(path: Path, spec: ModelSpec, *, providers: tuple[str, ...], threa
             with _models_lock:
                 model = _models.get(key)
             if model is None:
-                model = OnnxModel(_create_session(path, spec, providers, threads), path, spec)
+                model = OnnxModel(_create_session(path, spec, providers, threads, redownload), path, spec)
                 with _models_lock:
                     _models[key] = model
         finally:
@@ -160,7 +163,7 @@ def open_model(path: Path, spec: ModelSpec, *, providers: tuple[str, ...], threa
 
 
 def _create_session(
-    path: Path, spec: ModelSpec, providers: tuple[str, ...], threads: int | None
+    path: Path, spec: ModelSpec, providers: tuple[str, ...], threads: int | None, redownload: str | None = None
 ) -> onnxruntime.InferenceSession:
     import onnxruntime  # type: ignore[import-untyped]
 
@@ -171,8 +174,16 @@ def _create_session(
     try:
         return onnxruntime.InferenceSession(str(path), sess_options=options, providers=list(providers))
     except Exception as exc:  # onnxruntime raises its own pybind classes (InvalidProtobuf, Fail, ...)
+        repo_dir = next((p for p in path.parents if p.name.startswith("models--")), None)
         if spec.path is not None:
             fix = "check that the path points at a valid .onnx file"
+        elif redownload is not None and repo_dir is not None:
+            # the snapshot entry is a link to a blob: deleting the link alone, then downloading
+            # without --force, links the same damaged blob again
+            fix = (
+                f"download it again, replacing the cached copy: `{redownload}` (to delete it by hand instead, "
+                f"remove the whole folder {repo_dir})"
+            )
         else:
             fix = (
                 "delete it (it is in the imageprism model cache, see `imageprism models path`) and download it "
