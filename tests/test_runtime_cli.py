@@ -66,6 +66,49 @@ def test_models_path_follows_argument_then_environment(
     assert capsys.readouterr().out.strip().endswith("models")
 
 
+#: (repo, file) -> (revision, sha256, bytes) as recorded in ../shared/notes/models.md section 0
+#: (None where the notes have no verified value)
+NOTES = {
+    ("Xenova/clip-vit-base-patch32", "onnx/vision_model_quantized.onnx"): (
+        "d15189d7028b43f1d3e65039190477f6af591c2a",
+        "583fd1110a514667812fee7d684952aaf82a99b959760c8d7dca7e0ab9839299",
+        89_117_001,
+    ),
+    ("Xenova/dinov2-small", "onnx/model.onnx"): ("bd222e886723524568931e43031f6d9327896fac", None, None),
+    ("onnxmodelzoo/mobilenetv2-7", "mobilenetv2-7.onnx"): (
+        None,
+        "c1c513582d56afceff8516c73804e484c81c6a830712ab6d682253f4a3cd042f",
+        14_246_826,
+    ),
+    ("onnxmodelzoo/version-RFB-320", "version-RFB-320.onnx"): (
+        "6fd293d22b523ec88959f104b8eef5395e3adfbc",
+        "34cd7e60aeff28744c657de7a3dc64e872d506741de66987f3426f2b79f88017",
+        1_270_727,
+    ),
+    ("opencv/face_detection_yunet", "face_detection_yunet_2023mar.onnx"): (
+        "3cc26e7f1014a5ee5d74a42acee58bafc9d0a310",
+        "8f2383e4dd3cfbb4553ea8718107fc0423210dc964f9f4280604804ed2552fa4",
+        232_589,
+    ),
+    ("onnxmodelzoo/arcfaceresnet100-8", "arcfaceresnet100-8.onnx"): (
+        None,
+        "f3a6bc281e72f88862f5748b53be3d76b3b48f8f1ab1f4a537941bdc4e1b01da",
+        261_036_388,
+    ),
+}
+
+
+def test_default_models_match_the_notes() -> None:
+    """Every default model is one the notes describe, with the same pin, checksum and size."""
+    specs = [spec for name in available() for spec in plugin_class(name).default_models]
+    assert len(specs) >= 4, "the model-backed dimensions should be registered"
+    for spec in specs:
+        assert (spec.repo, spec.filename) in NOTES, f"{spec.location} is not in the notes' registry"
+        revision, sha256, size = NOTES[(spec.repo, spec.filename)]
+        assert (spec.revision, spec.sha256, spec.size) == (revision, sha256, size), spec.location
+        assert spec.dimension and spec.license and spec.inputs and spec.outputs
+
+
 def test_models_list_prints_every_default_with_its_pinned_revision(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["models", "list"]) == 0
     out = capsys.readouterr().out
@@ -75,8 +118,9 @@ def test_models_list_prints_every_default_with_its_pinned_revision(capsys: pytes
         row = rows[(spec.repo, spec.filename)]
         assert row[0] == spec.dimension
         assert row[3] == (spec.revision or "main")
-    if "semantic" in available():  # the pin recorded in ../shared/notes/models.md section 0
-        assert "Xenova/clip-vit-base-patch32" in out and "d15189d7028b43f1d3e65039190477f6af591c2a" in out
+    for spec in specs:  # the pins recorded in ../shared/notes/models.md section 0
+        revision = NOTES[(spec.repo, spec.filename)][0]
+        assert rows[(spec.repo, spec.filename)][3] == (revision or "main")
     assert out.splitlines()[0].split() == ["DIMENSION", "REPO", "FILE", "REVISION", "SIZE", "LICENCE", "CACHED"]
 
 
