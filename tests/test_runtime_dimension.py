@@ -100,11 +100,11 @@ def test_test_only_dimension_downloads_once_embeds_and_embeds_again_offline(
 def test_semantic_dimension_through_imageprism_downloads_once_then_works_offline(
     fake_hub: FakeHub, tmp_path: Path
 ) -> None:
-    semantic = pytest.importorskip("imageprism.dimensions.semantic", reason="semantic dimension not in this tree")
     from imageprism import ImagePrism
+    from imageprism.dimensions.semantic import SemanticConfig
 
     commit = fake_hub.add_file(REPO, FILE, onnx_bytes(dim=16))
-    config = {"semantic": semantic.SemanticConfig(model_repo=REPO, model_file=FILE, model_revision=commit)}
+    config = {"semantic": SemanticConfig(model_repo=REPO, model_file=FILE, model_revision=commit)}
     online = ImagePrism(
         dimensions=["semantic"],
         config=config,
