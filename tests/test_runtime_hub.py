@@ -324,3 +324,29 @@ def test_an_endpoint_that_is_not_a_hub_is_named(fake_hub: FakeHub, tmp_path: Pat
         server.shutdown()
         server.server_close()
     assert _files_in(tmp_path / "c") == []
+
+
+def test_cached_loads_make_no_request_even_with_huggingface_hub_telemetry_on(
+    fake_hub: FakeHub, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """huggingface_hub 2.x fetches an 'agent harness' list from its endpoint inside hf_hub_download,
+    even with local_files_only=True; cache lookups must not go through it."""
+    import sys
+
+    import huggingface_hub.constants as hf_constants
+
+    commit = fake_hub.add_file(REPO, FILE, DATA)
+    _runtime(fake_hub, tmp_path).fetch(_spec(commit))
+    # telemetry back on, and aimed at the fake Hub so that any such request is seen
+    monkeypatch.setattr(hf_constants, "HF_HUB_DISABLE_TELEMETRY", False)
+    monkeypatch.setattr(hf_constants, "ENDPOINT", fake_hub.endpoint)
+    monkeypatch.setattr(hf_constants, "AGENT_HARNESSES_PATH", str(tmp_path / "agents.json"), raising=False)
+    agent = sys.modules.get("huggingface_hub.utils._detect_agent")
+    if agent is not None:
+        monkeypatch.setattr(agent, "_registry", None, raising=False)
+    fake_hub.clear_requests()
+    for offline in (True, False):
+        runtime = _runtime(fake_hub, tmp_path, offline=offline)
+        assert runtime.is_cached(_spec(commit))
+        runtime.model(_spec(commit))
+    assert fake_hub.requests == []

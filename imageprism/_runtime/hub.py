@@ -24,6 +24,7 @@ import functools
 import hashlib
 import importlib
 import inspect
+import os
 import time
 from pathlib import Path
 from typing import Any
@@ -72,22 +73,18 @@ def download_command(spec: ModelSpec, settings: HubSettings) -> str:
 
 
 def find_cached(spec: ModelSpec, settings: HubSettings) -> Path | None:
-    """The cached file for a Hub spec, or ``None``. Makes no network request."""
-    from huggingface_hub import hf_hub_download
-    from huggingface_hub.errors import LocalEntryNotFoundError
+    """The cached file for a Hub spec, or ``None``. Pure filesystem: makes no network request.
 
-    try:
-        return Path(
-            hf_hub_download(
-                spec.repo,
-                spec.filename,
-                revision=spec.revision,
-                cache_dir=settings.cache_dir,
-                local_files_only=True,
-            )
-        )
-    except LocalEntryNotFoundError:
-        return None
+    Uses ``try_to_load_from_cache`` rather than ``hf_hub_download(local_files_only=True)``:
+    in huggingface_hub 2.x the latter builds request headers, whose telemetry part
+    fetches ``https://huggingface.co/api/agent-harnesses`` once a day, even offline.
+    """
+    from huggingface_hub import try_to_load_from_cache
+
+    found = try_to_load_from_cache(spec.repo, spec.filename, cache_dir=settings.cache_dir, revision=spec.revision)
+    if isinstance(found, str) and os.path.isfile(found):
+        return Path(found)
+    return None  # not cached, or cached as "does not exist" (then the download reports it)
 
 
 def remove_cached(path: Path) -> None:
