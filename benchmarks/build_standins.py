@@ -30,7 +30,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent / "tests"))
-import parity_generate  # noqa: E402  (export helpers shared with the parity fixtures)
+import parity_generate
 
 OUT = HERE / ".models"
 CLIP_DIR = OUT / "clip-vit-base-patch32"

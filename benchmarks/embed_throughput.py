@@ -81,7 +81,7 @@ def zoo_preprocess(image: Image.Image) -> np.ndarray:
     """The ONNX Model Zoo ImageNet recipe (imagenet_preprocess.py), numpy float64 then float32."""
     w, h = image.size
     ratio = 256 / min(w, h)
-    image = image.resize((int(round(w * ratio)), int(round(h * ratio))), Image.Resampling.BILINEAR)
+    image = image.resize((round(w * ratio), round(h * ratio)), Image.Resampling.BILINEAR)
     w, h = image.size
     left, top = w // 2 - 112, h // 2 - 112
     x = np.asarray(image.crop((left, top, left + 224, top + 224))).transpose(2, 0, 1) / 255

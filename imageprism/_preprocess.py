@@ -88,7 +88,7 @@ def resized_size(width: int, height: int, shortest_edge: int, rule: str) -> tupl
     """``(width, height)`` after scaling the short side to ``shortest_edge`` (aspect kept)."""
     short, long = (width, height) if width <= height else (height, width)
     scaled = shortest_edge * long / short
-    new_long = int(round(scaled)) if rule == "round" else int(scaled)
+    new_long = round(scaled) if rule == "round" else int(scaled)
     return (shortest_edge, new_long) if width <= height else (new_long, shortest_edge)
 
 

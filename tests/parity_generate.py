@@ -37,7 +37,7 @@ import numpy as np
 
 TESTS = Path(__file__).resolve().parent
 sys.path.insert(0, str(TESTS))
-from parity_inputs import parity_inputs, pixel_digest  # noqa: E402
+from parity_inputs import parity_inputs, pixel_digest
 
 REPO = TESTS.parent
 DEFAULT_OUT = TESTS / "data" / "parity"

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from style_standin import mobilenet_standin
 
 from imageprism import ImagePrism
 from imageprism._runtime import COMMIT_RE, ModelRuntime
@@ -15,7 +16,6 @@ from imageprism.dimensions.instance import DINOV2_SMALL, InstanceConfig
 from imageprism.dimensions.semantic import CLIP_VIT_B32, SemanticConfig
 from imageprism.dimensions.style import MOBILENETV2_7, StyleConfig
 from imageprism.errors import ConfigError, ModelDownloadError, ModelLoadError
-from style_standin import mobilenet_standin
 
 PARITY = Path(__file__).resolve().parent / "data" / "parity"
 MODELS = {

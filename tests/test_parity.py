@@ -16,13 +16,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from parity_inputs import parity_inputs, pixel_digest
 
 from imageprism import ImagePrism
 from imageprism._image import open_image
 from imageprism.dimensions import ImageRequest
 from imageprism.dimensions.instance import InstanceConfig, InstanceDimension
 from imageprism.dimensions.semantic import SemanticConfig, SemanticDimension
-from parity_inputs import parity_inputs, pixel_digest
 
 PARITY = Path(__file__).resolve().parent / "data" / "parity"
 CASES = {
@@ -126,6 +126,7 @@ def test_generator_reproduces_the_committed_fixtures(dev_images_dir: Path, refer
                                                      tmp_path: Path) -> None:
     """Re-run the generator: same reference vectors, and imageprism's preprocessing is transformers' exactly."""
     import parity_generate
+
     from imageprism._preprocess import to_batch
 
     vectors = parity_generate.generate(tmp_path, dev_images_dir)

@@ -8,7 +8,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from parity_inputs import parity_inputs
 from PIL import Image
+from style_standin import LOGITS, expected_pool, mobilenet_standin
 
 from imageprism import ImagePrism
 from imageprism._image import open_image
@@ -18,8 +20,6 @@ from imageprism._runtime.hub import sha256_of
 from imageprism.dimensions import ImageRequest
 from imageprism.dimensions.style import POOLED_TENSOR, STYLE_PREPROCESS, StyleConfig, StyleDimension, expose_output
 from imageprism.errors import ConfigError, ModelLoadError
-from parity_inputs import parity_inputs
-from style_standin import LOGITS, expected_pool, mobilenet_standin
 
 pytest.importorskip("onnx")
 
@@ -29,7 +29,7 @@ def zoo_preprocess(image: Image.Image) -> np.ndarray:
     image = image.convert("RGB")
     w, h = image.size
     ratio = 256 / min(w, h)
-    image = image.resize((int(round(w * ratio)), int(round(h * ratio))), Image.Resampling.BILINEAR)
+    image = image.resize((round(w * ratio), round(h * ratio)), Image.Resampling.BILINEAR)
     w, h = image.size
     left, top = w // 2 - 112, h // 2 - 112
     x = np.asarray(image.crop((left, top, left + 224, top + 224))).transpose(2, 0, 1) / 255
