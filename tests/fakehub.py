@@ -19,7 +19,8 @@ It speaks what ``huggingface_hub.hf_hub_download`` needs (see
 Every response carries ``Connection: close`` so that :meth:`FakeHub.down`
 really makes the server unreachable. Every request is recorded.
 
-Typical use, through the ``fake_hub`` fixture (``tests/conftest.py``), which
+Typical use, through the ``fake_hub`` fixture (defined below, made available to
+every test module by ``tests/conftest.py``), which
 also points ``HF_HOME`` at a temporary directory, clears proxies for loopback
 and turns off huggingface_hub telemetry (which would otherwise contact the real
 Hub)::
@@ -33,6 +34,7 @@ Hub)::
         with fake_hub.down():
             ...                                  # connection refused
         fake_hub.fail(500)                       # every /resolve/ answer is a 500
+        fake_hub.fail(500, method="GET")         # metadata fine, body download fails
         fake_hub.fail(None)                      # back to normal
 
 Build small ONNX files with :func:`onnx_bytes`.
