@@ -169,7 +169,7 @@ def test_unavailable_provider_warns_and_falls_back_to_cpu(tmp_path: Path) -> Non
         model = ModelRuntime(providers=["NoSuchExecutionProvider"]).model(_local(tmp_path))
     assert model.providers == ("CPUExecutionProvider",)
     with pytest.raises(ConfigError, match="providers must be a list"):
-        ModelRuntime(providers="CPUExecutionProvider").model(_local(tmp_path))
+        ModelRuntime(providers="CPUExecutionProvider")
 
 
 def test_onnxruntime_log_noise_is_suppressed(shared_models_dir: Path, capfd: pytest.CaptureFixture[str]) -> None:

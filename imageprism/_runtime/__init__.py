@@ -94,6 +94,13 @@ class ModelRuntime:
     def __post_init__(self) -> None:
         if self.threads is not None and (not isinstance(self.threads, int) or self.threads < 1):
             raise ConfigError(f"threads must be a positive integer or None, got {self.threads!r}")
+        if self.providers is not None and (
+            isinstance(self.providers, str) or not all(isinstance(p, str) for p in self.providers)
+        ):
+            raise ConfigError(
+                f"providers must be a list of onnxruntime provider names such as ['CPUExecutionProvider'], "
+                f"got {self.providers!r}"
+            )
         if self.retries < 0:
             raise ConfigError(f"retries must be >= 0, got {self.retries!r}")
         if self.timeout <= 0:
