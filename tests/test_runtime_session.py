@@ -121,7 +121,7 @@ def test_construction_is_cheap_and_imports_no_heavy_module() -> None:
     assert out.stdout.strip() == "[]"
 
 
-@pytest.mark.parametrize("kwargs", [{"threads": 0}, {"retries": -1}, {"timeout": 0}])
+@pytest.mark.parametrize("kwargs", [{"threads": 0}, {"threads": True}, {"retries": -1}, {"timeout": 0}])
 def test_bad_runtime_settings(kwargs: dict[str, int]) -> None:
     with pytest.raises(ConfigError):
         ModelRuntime(**kwargs)  # type: ignore[arg-type]

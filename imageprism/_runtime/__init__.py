@@ -92,7 +92,9 @@ class ModelRuntime:
     _lock: threading.Lock = dataclasses.field(default_factory=threading.Lock, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        if self.threads is not None and (not isinstance(self.threads, int) or self.threads < 1):
+        if self.threads is not None and (
+            isinstance(self.threads, bool) or not isinstance(self.threads, int) or self.threads < 1
+        ):
             raise ConfigError(f"threads must be a positive integer or None, got {self.threads!r}")
         if self.providers is not None and (
             isinstance(self.providers, str) or not all(isinstance(p, str) for p in self.providers)
