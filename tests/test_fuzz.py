@@ -1,7 +1,10 @@
 """Fuzzing: property-based mutations of valid image bytes must give a result or an ImagePrismError.
 
-Seeds are small valid files built here (PNG, JPEG baseline and progressive, GIF,
-WebP lossy/lossless/animated, TIFF raw/LZW, BMP, with and without EXIF). Hypothesis
+Seeds are small valid files built here, in two groups: ``common`` (PNG, JPEG
+baseline and progressive, GIF, WebP lossy/lossless/animated, TIFF raw/LZW, BMP,
+with and without EXIF) and ``other-formats`` (every other format this Pillow build
+writes: JPEG 2000, AVIF, ICO, TGA, PPM, PCX, SGI, QOI, DDS, IM, XBM, MSP, SPIDER,
+BLP; imageprism accepts whatever Pillow can read, so their decoders count too). Hypothesis
 applies 1-6 mutations to one of them: bit flips, byte writes, insertions,
 deletions, truncation, splices of a range from another seed, and extreme integer
 values written over 1/2/4 bytes (the usual way to break a header field). Each
@@ -12,8 +15,9 @@ mutant goes through ``ImagePrism.embed``; the property is:
 
 in at most :data:`CASE_TIME_LIMIT` seconds. Any other exception, or a hang, fails.
 
-The default run (CI) is :data:`DEFAULT_EXAMPLES` examples, derandomized (the same
-cases every run, no example database). A longer run::
+The default run (CI) is :data:`DEFAULT_EXAMPLES` examples of the common group and
+half as many of the other formats, derandomized (the same cases every run, no
+example database). A longer run::
 
     IMAGEPRISM_FUZZ_EXAMPLES=100000 IMAGEPRISM_FUZZ_SEED=7 pytest tests/test_fuzz.py -q -s
 
@@ -35,6 +39,7 @@ import os
 import struct
 import threading
 import time
+import warnings
 from collections import Counter
 from typing import Any
 
@@ -57,6 +62,7 @@ MAX_PIXELS = 4_000_000
 pytestmark = [
     pytest.mark.filterwarnings("ignore::UserWarning:PIL.*"),
     pytest.mark.filterwarnings("ignore::PIL.Image.DecompressionBombWarning"),
+    pytest.mark.filterwarnings("ignore:IM image format is deprecated:DeprecationWarning"),
 ]
 
 
@@ -94,7 +100,28 @@ def _seeds() -> dict[str, bytes]:
     }
 
 
-SEEDS = _seeds()
+def _other_seeds() -> dict[str, bytes]:
+    """Every other format this Pillow build can write and read back (a wider decoder surface)."""
+    rng = np.random.default_rng(1)
+    rgb = Image.fromarray(rng.integers(0, 256, (12, 16, 3), dtype=np.uint8), "RGB")
+    images = {"1": rgb.convert("1"), "P": rgb.quantize(16), "F": rgb.convert("F"), "RGB": rgb}
+    wanted = {
+        "JPEG2000": "RGB", "AVIF": "RGB", "ICO": "RGB", "TGA": "RGB", "PPM": "RGB", "PCX": "RGB", "SGI": "RGB",
+        "QOI": "RGB", "DDS": "RGB", "IM": "RGB", "XBM": "1", "MSP": "1", "SPIDER": "F", "BLP": "P",
+    }
+    seeds = {}
+    for fmt, mode in wanted.items():
+        try:
+            with warnings.catch_warnings():  # "IM image format is deprecated"
+                warnings.simplefilter("ignore", DeprecationWarning)
+                seeds[fmt.lower()] = _encode(images[mode], fmt)
+        except (KeyError, OSError):  # a codec this build of Pillow lacks
+            continue
+    return seeds
+
+
+SEED_GROUPS = {"common": _seeds(), "other-formats": _other_seeds()}
+SEEDS = {name: data for group in SEED_GROUPS.values() for name, data in group.items()}
 SEED_NAMES = sorted(SEEDS)
 EXTREMES = (0, 1, 0x7F, 0x80, 0xFF, 0x7FFF, 0x8000, 0xFFFF, 0x7FFFFFFF, 0x80000000, 0xFFFFFFFF)
 
@@ -155,26 +182,31 @@ def _run_bounded(fn: Any) -> Any:
     return outcome["value"]
 
 
-def _fuzz_settings(test: Any) -> Any:
-    configured = settings(
-        max_examples=EXAMPLES,
-        deadline=None,  # our own per-case bound instead (first calls import and warm up)
-        derandomize=SEED is None,
-        database=None,
-        suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
-        print_blob=True,
-    )(test)
-    return seed(int(SEED))(configured) if SEED is not None else configured
+def _fuzz_settings(examples: int) -> Any:
+    def apply(test: Any) -> Any:
+        configured = settings(
+            max_examples=examples,
+            deadline=None,  # our own per-case bound instead (first calls import and warm up)
+            derandomize=SEED is None,
+            database=None,
+            suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+            print_blob=True,
+        )(test)
+        return seed(int(SEED))(configured) if SEED is not None else configured
+
+    return apply
 
 
-def test_mutated_images_give_a_result_or_an_imageprism_error() -> None:
+@pytest.mark.parametrize("group", sorted(SEED_GROUPS))
+def test_mutated_images_give_a_result_or_an_imageprism_error(group: str) -> None:
     prism = ImagePrism(max_pixels=MAX_PIXELS)
     outcomes: Counter[str] = Counter()
+    seeds = SEED_GROUPS[group]
 
-    @_fuzz_settings
-    @given(name=st.sampled_from(SEED_NAMES), mutations=st.lists(mutation, min_size=1, max_size=6))
+    @_fuzz_settings(EXAMPLES if group == "common" else max(EXAMPLES // 2, 1))
+    @given(name=st.sampled_from(sorted(seeds)), mutations=st.lists(mutation, min_size=1, max_size=6))
     def check(name: str, mutations: list[tuple[Any, ...]]) -> None:
-        data = mutate(SEEDS[name], mutations)
+        data = mutate(seeds[name], mutations)
         try:
             embedding = _run_bounded(lambda: prism.embed(data))
         except ImagePrismError as exc:
@@ -190,7 +222,7 @@ def test_mutated_images_give_a_result_or_an_imageprism_error() -> None:
     check()
     elapsed = time.perf_counter() - start
     total = sum(outcomes.values())
-    print(f"\nfuzz: {total} mutants in {elapsed:.1f} s: {dict(outcomes)}")
+    print(f"\nfuzz {group}: {total} mutants in {elapsed:.1f} s: {dict(outcomes)}")
     # the mutants exercise both paths: decoders that accept damaged data and ones that refuse it
     assert outcomes["accepted"] > total // 20 and total - outcomes["accepted"] > total // 20, outcomes
 
