@@ -158,7 +158,14 @@ class SourceImage:
         return image
 
     def _bomb_error(self, size: tuple[int, int] | str) -> DecompressionBombError:
-        declared = f"{size[0]}x{size[1]} = {size[0] * size[1]:,} pixels" if isinstance(size, tuple) else f"a size Pillow refuses ({size})"
+        if isinstance(size, str):  # Pillow's hard limit (2 x PIL.Image.MAX_IMAGE_PIXELS) applies before ours
+            return DecompressionBombError(
+                f"{self.label} declares a size Pillow refuses ({size}); imageprism's max_pixels is "
+                f"{self._max_pixels:,}. If the image is trusted, raise ImagePrism(max_pixels=...) and also "
+                "PIL.Image.MAX_IMAGE_PIXELS (process-wide; Pillow refuses more than twice that value, whatever "
+                "max_pixels says; None turns Pillow's check off and leaves max_pixels in charge)"
+            )
+        declared = f"{size[0]}x{size[1]} = {size[0] * size[1]:,} pixels"
         return DecompressionBombError(
             f"{self.label} declares {declared}, above the limit of {self._max_pixels:,} pixels; "
             "if the image is trusted, raise the limit with ImagePrism(max_pixels=...)"

@@ -560,3 +560,16 @@ def test_cli_reports_bad_files_in_one_line_each(corpus: Path, reference: Path) -
     assert len(lines) == 2 and "Traceback" not in out.stderr
     assert "cli-bomb.png" in lines[0] and "max_pixels" in lines[0]
     assert "cli-missing.jpg" in lines[1] and "does not exist" in lines[1]
+
+
+def test_beyond_pillows_hard_limit_the_message_names_both_limits(monkeypatch: pytest.MonkeyPatch) -> None:
+    bomb = png_bomb(15_000, 15_000)  # 225 MP: above 2 x PIL.Image.MAX_IMAGE_PIXELS (179 MP)
+    with pytest.raises(DecompressionBombError) as info:
+        ImagePrism(max_pixels=300_000_000).embed(bomb)
+    message = str(info.value)
+    assert "max_pixels is 300,000,000" in message and "PIL.Image.MAX_IMAGE_PIXELS" in message
+    assert "above the limit of 300,000,000" not in message  # the old message blamed max_pixels alone
+    # with Pillow's check off, max_pixels alone decides (still before decoding)
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", None)
+    with pytest.raises(DecompressionBombError, match="15000x15000 = 225,000,000 pixels, above the limit of 200,000,000"):
+        bounded(lambda: ImagePrism(max_pixels=200_000_000).embed(bomb), seconds=5)
