@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import concurrent.futures
 import os
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
@@ -14,7 +13,7 @@ from imageprism._cache import EmbeddingCache
 from imageprism._image import DEFAULT_MAX_PIXELS, ImageInput, SourceImage, describe_input, open_image
 from imageprism._profiles import MISSING_POLICIES, blend, load_profile, normalize_weights
 from imageprism._results import BatchEmbedding, CompareResult, Failure
-from imageprism._runtime import ModelRuntime
+from imageprism._runtime import ModelRuntime, prefetch, progress_bar
 from imageprism._types import Dimension, Profile
 from imageprism.dimensions import DimensionPlugin, parse_dimension, plugin_class
 from imageprism.errors import ConfigError, ImageLoadError, InputError
@@ -191,40 +190,37 @@ class ImagePrism:
         """Embed one image: ``{dimension: numpy array}`` (``None`` where a dimension cannot describe it)."""
         return self._embed_sources([self._open(image)])[0]
 
-    def embed_batch(self, images: Iterable[ImageInput], *, on_error: OnError = "raise") -> BatchEmbedding:
+    def embed_batch(
+        self, images: Iterable[ImageInput], *, on_error: OnError = "raise", progress: bool | None = None
+    ) -> BatchEmbedding:
         """Embed many images in batches; decoding of the next batch overlaps inference of this one.
 
         With ``on_error="skip"``, inputs that cannot be loaded are reported in
         ``failures`` and their slot in ``embeddings`` is ``None``; every input is
         accounted for. With ``"raise"`` (default) the first bad input raises.
+        ``progress``: a progress bar on stderr (``None``: only for long runs on a terminal).
         """
         if on_error not in ("raise", "skip"):
             raise InputError(f"on_error={on_error!r} is invalid; use 'raise' or 'skip'")
         items = list(images)
         embeddings: list[Embeddings | None] = [None] * len(items)
         failures: list[Failure] = []
-        for chunk in self._decoded_chunks(items):
-            ok = [(i, src) for i, src in chunk if isinstance(src, SourceImage)]
-            for failure in (f for _, f in chunk if isinstance(f, Failure)):
-                if on_error == "raise":
-                    raise failure.error
-                failures.append(failure)
-            for (i, _), emb in zip(ok, self._embed_sources([src for _, src in ok])):
-                embeddings[i] = emb
+        with progress_bar(len(items), progress=progress, description="embedding") as bar:
+            for chunk in self._decoded_chunks(items):
+                ok = [(i, src) for i, src in chunk if isinstance(src, SourceImage)]
+                for failure in (f for _, f in chunk if isinstance(f, Failure)):
+                    if on_error == "raise":
+                        raise failure.error
+                    failures.append(failure)
+                for (i, _), emb in zip(ok, self._embed_sources([src for _, src in ok])):
+                    embeddings[i] = emb
+                bar.update(len(chunk))
         return BatchEmbedding(tuple(embeddings), tuple(failures))
 
     def _decoded_chunks(self, items: Sequence[Any]) -> Iterator[list[tuple[int, SourceImage | Failure]]]:
         """Chunks of opened-and-decoded inputs; the next chunk decodes in a worker thread."""
-        if not items:
-            return
         starts = range(0, len(items), self.batch_size)
-        with concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="imageprism-decode") as pool:
-            pending = pool.submit(self._decode_chunk, items, starts[0])
-            for next_start in [*starts[1:], None]:
-                chunk = pending.result()
-                if next_start is not None:
-                    pending = pool.submit(self._decode_chunk, items, next_start)
-                yield chunk
+        return prefetch(self._decode_chunk(items, start) for start in starts)
 
     def _decode_chunk(self, items: Sequence[Any], start: int) -> list[tuple[int, SourceImage | Failure]]:
         chunk: list[tuple[int, SourceImage | Failure]] = []
