@@ -60,6 +60,22 @@ class DimensionPlugin(abc.ABC):
         return ImageRequest()
 
     @property
+    def embedding_kind(self) -> str:
+        """How the embeddings are scored, for indexes (dedup, search).
+
+        ``"bits"``: packed-bit ``uint8`` arrays ``(rows, nbytes)``, scored by the mean
+        over rows of the fraction of equal bits (:attr:`bits_per_row` meaningful
+        bits per row). ``"vector"``: 1-d float vectors, scored by their cosine.
+        ``"other"`` (the default): only :meth:`score` knows; compared pair by pair.
+        """
+        return "other"
+
+    @property
+    def bits_per_row(self) -> int | None:
+        """Meaningful bits per row of a ``"bits"`` embedding (``None``: all ``8 * nbytes``)."""
+        return None
+
+    @property
     def cache_token(self) -> str:
         """Everything that can change this dimension's output for given pixels.
 

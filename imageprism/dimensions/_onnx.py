@@ -70,6 +70,11 @@ class OnnxImageEmbedding(DimensionPlugin):
         )
 
     @property
+    def embedding_kind(self) -> str:
+        """``"vector"``: unit vectors scored by cosine."""
+        return "vector"
+
+    @property
     def cache_token(self) -> str:
         """Model identity, recipe and output: what determines the vector of given pixels."""
         return f"{self.name}:{self.spec.identity}:{self.preprocess!r}:{self.output_name}"

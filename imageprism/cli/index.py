@@ -1,0 +1,108 @@
+"""``imageprism index build|add``: a searchable index of a catalogue of images (and video frames)."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from PIL import Image
+
+from imageprism._index import ImageIndex
+from imageprism._results import Failure
+from imageprism._video import VIDEO_EXTENSIONS
+from imageprism.cli._common import add_selection_flags, prism_from_args
+from imageprism.errors import InputError
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    parser = sub.add_parser("index", help="build or extend a search index", description=__doc__)
+    commands = parser.add_subparsers(dest="index_command", metavar="SUBCOMMAND", required=True)
+
+    build = commands.add_parser(
+        "build",
+        help="index images, folders and videos into a new index directory",
+        description="Embed every image (folders are searched recursively; videos are sampled at --fps) "
+        "and save the index. Inputs that cannot be read are reported and skipped (exit code 1).",
+    )
+    build.add_argument("paths", nargs="+", metavar="PATH", help="image files, video files or folders")
+    build.add_argument("--out", required=True, metavar="INDEX", help="directory to write the index to")
+    add_selection_flags(build)
+    _add_fps(build)
+    build.set_defaults(func=run_build)
+
+    add = commands.add_parser(
+        "add",
+        help="add images to an existing index",
+        description="Embed the images with the index's own configuration and add them to it.",
+    )
+    add.add_argument("index", metavar="INDEX", help="an index directory from 'imageprism index build'")
+    add.add_argument("paths", nargs="+", metavar="PATH", help="image files, video files or folders")
+    _add_fps(add)
+    add.set_defaults(func=run_add)
+
+
+def _add_fps(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--fps", type=float, default=1.0, metavar="RATE",
+        help="frames per second sampled from videos (default: 1); needs imageprism[video]",
+    )
+
+
+def run_build(args: argparse.Namespace) -> int:
+    out = Path(args.out)
+    if (out / "manifest.json").exists():
+        raise InputError(f"{args.out!r} already holds an index; add to it with 'imageprism index add {args.out} PATH...'")
+    index = ImageIndex(prism_from_args(args))
+    failures = _add(index, args)
+    if failures is None:
+        return 1
+    index.save(out)
+    return _report(failures, f"indexed {len(index)} items into {args.out}", "index build")
+
+
+def run_add(args: argparse.Namespace) -> int:
+    index = ImageIndex.load(args.index)
+    before = len(index)
+    failures = _add(index, args)
+    if failures is None:
+        return 1
+    index.save(args.index)
+    return _report(failures, f"added {len(index) - before} items to {args.index} ({len(index)} in all)", "index add")
+
+
+def _add(index: ImageIndex, args: argparse.Namespace) -> Sequence[Failure] | None:
+    """Add the paths; ``None`` (after printing why) when a video needs PyAV and it is missing."""
+    try:
+        return index.add(expand_paths(args.paths), fps=args.fps, on_error="skip")
+    except ImportError as exc:
+        sys.stderr.write(f"imageprism index: error: {exc}\n")
+        return None
+
+
+def _report(failures: Sequence[Failure], message: str, command: str) -> int:
+    sys.stdout.write(message + "\n")
+    for failure in failures:
+        sys.stderr.write(f"imageprism {command}: error: {failure.error}\n")
+    return 1 if failures else 0
+
+
+def expand_paths(paths: Sequence[str]) -> list[str]:
+    """Files as given; folders replaced by their image and video files (recursive, sorted).
+
+    A folder's files are those whose extension Pillow reads or that is in
+    ``VIDEO_EXTENSIONS``; a folder without any is an error naming it.
+    """
+    wanted = set(Image.registered_extensions()) | set(VIDEO_EXTENSIONS)
+    out: list[str] = []
+    for path in paths:
+        if not os.path.isdir(path):
+            out.append(path)
+            continue
+        found = sorted(str(p) for p in Path(path).rglob("*") if p.suffix.lower() in wanted and p.is_file())
+        if not found:
+            raise InputError(f"folder {path!r} holds no image or video files (looked for {', '.join(sorted(wanted)[:8])}, ...)")
+        out.extend(found)
+    return out

@@ -1,0 +1,96 @@
+"""Video files as input: frame sampling, indexing frames, and the missing-PyAV error.
+
+The videos are built here with PyAV from the dev photos (nothing is downloaded).
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from imageprism import ConfigError, ImageIndex, ImageLoadError
+from imageprism._video import VIDEO_EXTENSIONS, is_video, sample_frames
+
+RATE = 10  # frames per second of the generated videos
+HOLD = 10  # frames each scene is held: one second
+
+
+def _scenes(dev_images: list[Path], count: int) -> list[Image.Image]:
+    return [Image.open(path).convert("RGB").resize((160, 112)) for path in dev_images[:count]]
+
+
+def write_video(path: Path, scenes: list[Image.Image], order: list[int], *, codec: str = "mpeg4") -> Path:
+    """A ``RATE`` fps video showing ``scenes[i]`` for ``HOLD`` frames, for each ``i`` in ``order``."""
+    av = pytest.importorskip("av", reason="PyAV is not installed (pip install imageprism[video])")
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream(codec, rate=RATE)
+        stream.width, stream.height = scenes[0].size
+        stream.pix_fmt = "yuv420p"
+        for scene in order:
+            for _ in range(HOLD):
+                for packet in stream.encode(av.VideoFrame.from_image(scenes[scene])):
+                    container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    return path
+
+
+@pytest.fixture(scope="module")
+def clip(dev_images: list[Path], tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[Image.Image]]:
+    """Scenes 0, 1, 2, then scene 0 again: four seconds."""
+    scenes = _scenes(dev_images, 3)
+    path = write_video(tmp_path_factory.mktemp("video") / "clip.mp4", scenes, [0, 1, 2, 0])
+    return path, scenes
+
+
+def test_frames_are_sampled_at_the_given_rate(clip) -> None:
+    path, _ = clip
+    frames = list(sample_frames(path, fps=2))
+    assert [f.time for f in frames] == pytest.approx([0.0, 0.5, 1.0, 1.5, 2.0, 2.5, 3.0, 3.5])
+    assert frames[3].label == f"{path}@1.50s"
+    assert frames[0].image.size == (160, 112) and frames[0].image.mode == "RGB"
+    assert len(list(sample_frames(path, fps=0.5))) == 2  # t = 0 and 2
+    assert len(list(sample_frames(path, fps=1000))) == 4 * HOLD  # never more than every frame
+
+
+def test_index_holds_frames_with_timestamps(clip, dev_images) -> None:
+    path, scenes = clip
+    index = ImageIndex.build([path, *dev_images[3:8]], fps=2)
+    assert index.ids[:8] == tuple(f"{path}@{t:.2f}s" for t in (0, 0.5, 1, 1.5, 2, 2.5, 3, 3.5))
+    hits = index.search(scenes[1], k=2)
+    assert {h.id for h in hits} == {f"{path}@1.00s", f"{path}@1.50s"}
+    assert hits[0].score > 0.9
+
+
+def test_unreadable_video_is_reported(tmp_path, dev_images) -> None:
+    pytest.importorskip("av", reason="PyAV is not installed (pip install imageprism[video])")
+    fake = tmp_path / "fake.mp4"
+    fake.write_bytes(b"\x00" * 1000)
+    with pytest.raises(ImageLoadError, match="fake.mp4"):
+        list(sample_frames(fake, fps=1))
+    with pytest.raises(ImageLoadError, match="not found"):
+        list(sample_frames(tmp_path / "none.mp4", fps=1))
+    index = ImageIndex()
+    failures = index.add([fake, dev_images[0]], on_error="skip")
+    assert [f.index for f in failures] == [0] and index.ids == (str(dev_images[0]),)
+
+
+def test_video_paths_are_recognised_by_extension() -> None:
+    assert is_video("a/clip.MP4") and is_video(Path("x.webm")) and ".mkv" in VIDEO_EXTENSIONS
+    assert not is_video("anim.gif") and not is_video(b"clip.mp4") and not is_video("clip")
+
+
+def test_bad_rate_is_refused() -> None:
+    for fps in (0, -1, float("nan"), "2", True):
+        with pytest.raises(ConfigError, match="fps="):
+            list(sample_frames("clip.mp4", fps=fps))
+
+
+def test_missing_pyav_names_the_extra(monkeypatch, tmp_path) -> None:
+    monkeypatch.setitem(sys.modules, "av", None)  # makes "import av" fail
+    (tmp_path / "clip.mp4").write_bytes(b"")
+    with pytest.raises(ImportError, match=r"pip install imageprism\[video\]"):
+        list(sample_frames(tmp_path / "clip.mp4", fps=1))
