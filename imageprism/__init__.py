@@ -10,6 +10,7 @@ Everything public is importable from this package; its submodules are private.
 
 from imageprism._cache import CacheStats, EmbeddingCache
 from imageprism._image import DEFAULT_MAX_PIXELS
+from imageprism._index import ImageIndex, SearchHit
 from imageprism._prism import ImagePrism
 from imageprism._profiles import ProfileSpec, list_profiles, load_profile
 from imageprism._results import BatchEmbedding, CompareResult, Failure
@@ -43,6 +44,7 @@ __all__ = [
     "EmbeddingCache",
     "Failure",
     "HashConfig",
+    "ImageIndex",
     "ImageLoadError",
     "ImagePrism",
     "ImagePrismError",
@@ -55,6 +57,7 @@ __all__ = [
     "Profile",
     "ProfileError",
     "ProfileSpec",
+    "SearchHit",
     "__version__",
     "list_profiles",
     "load_profile",
