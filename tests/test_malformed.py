@@ -573,3 +573,38 @@ def test_beyond_pillows_hard_limit_the_message_names_both_limits(monkeypatch: py
     monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", None)
     with pytest.raises(DecompressionBombError, match="15000x15000 = 225,000,000 pixels, above the limit of 200,000,000"):
         bounded(lambda: ImagePrism(max_pixels=200_000_000).embed(bomb), seconds=5)
+
+
+# -- nothing lost ------------------------------------------------------------------------------------
+
+
+def _whole_corpus(folder: Path) -> tuple[list[object], list[str]]:
+    """Every corpus input (files by path and as bytes, in-memory ones, unsupported objects) and its expectation."""
+    items: list[object] = []
+    expect: list[str] = []
+    for case in CASES:
+        source = case.make(folder)
+        for src in [source, *([source.read_bytes()] if isinstance(source, Path) and source.is_file() else [])]:
+            items.append(src)
+            expect.append(case.expect)
+    for _, source, _ in UNSUPPORTED:
+        items.append(source)
+        expect.append("error")
+    return items, expect
+
+
+def test_embed_batch_skip_accounts_for_every_input(corpus: Path, tiny_model: Path) -> None:
+    items, expect = _whole_corpus(corpus)
+    prism = ImagePrism(dimensions=["hash", "semantic"], config={"semantic": SemanticConfig(model_path=tiny_model)},
+                       batch_size=4)  # many chunks: the decode-ahead thread and chunk edges are crossed
+    batch = bounded(lambda: prism.embed_batch(items, on_error="skip"), seconds=120)
+    assert len(batch.embeddings) == len(items)
+    failed = {f.index: f for f in batch.failures}
+    assert len(failed) == len(batch.failures)  # no input reported twice
+    for i, embedding in enumerate(batch.embeddings):
+        assert (embedding is None) == (i in failed), i  # a result or a failure, never both, never neither
+        if expect[i] == "error":
+            assert i in failed and isinstance(failed[i].error, ImageLoadError), i
+            assert failed[i].input in str(failed[i].error), failed[i]  # the failure names its input
+        elif expect[i] == "ok":
+            assert embedding is not None and set(embedding) == {"hash", "semantic"}, i
