@@ -38,7 +38,6 @@ import numpy as np
 from PIL import Image, ImageOps
 
 from imageprism import ImagePrism
-from imageprism._cache import EmbeddingCache
 from imageprism._image import open_image
 from imageprism._preprocess import to_batch
 from imageprism._runtime import ModelRuntime, run_batched
@@ -132,15 +131,14 @@ def naive_pipeline(dim: str, threads: int) -> Callable[[Sequence[Path]], np.ndar
 def imageprism_pipeline(dim: str, threads: int) -> Callable[[Sequence[Path]], np.ndarray]:
     config = {dim: plugin_class(dim).config_type(model_path=FILES[dim])}
     runtime = ModelRuntime(cache_dir=DATA / "cache", threads=threads)
-    warm = ImagePrism(dimensions=[dim], config=config, runtime=runtime)  # opens the session once, kept alive
-    warm.embed(Image.new("RGB", (300, 200), "gray"))
+    prism = ImagePrism(dimensions=[dim], config=config, runtime=runtime)
+    prism.embed(Image.new("RGB", (300, 200), "gray"))  # opens the session
 
     def run(paths: Sequence[Path]) -> np.ndarray:
-        prism = ImagePrism(dimensions=[dim], config=config, runtime=runtime, cache=EmbeddingCache())
+        prism.cache.clear()  # every round embeds every photo
         batch = prism.embed_batch(paths)
         return np.stack([e[dim] for e in batch.embeddings])
 
-    run.keep_alive = warm  # type: ignore[attr-defined]
     return run
 
 
@@ -175,7 +173,7 @@ def stage_times(dim: str, paths: Sequence[Path], threads: int) -> dict[str, floa
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--threads", type=int, default=1, help="onnxruntime intra-op threads, every pipeline")
     parser.add_argument("--dims", nargs="+", default=list(FILES), choices=list(FILES))
     args = parser.parse_args(argv)

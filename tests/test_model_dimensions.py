@@ -11,7 +11,7 @@ from style_standin import mobilenet_standin
 
 from imageprism import ImagePrism
 from imageprism._runtime import COMMIT_RE, ModelRuntime
-from imageprism.dimensions import plugin_class
+from imageprism.dimensions import plugin_class, style
 from imageprism.dimensions.instance import DINOV2_SMALL, InstanceConfig
 from imageprism.dimensions.semantic import CLIP_VIT_B32, SemanticConfig
 from imageprism.dimensions.style import MOBILENETV2_7, StyleConfig
@@ -68,6 +68,7 @@ def test_hub_route_end_to_end(name: str, fake_hub, tmp_path: Path, dev_images: l
 
     # a second process, offline: the cached file (and, for style, the derived file) is enough
     fake_hub.clear_requests()
+    monkeypatch.setattr(style, "_derived", {})  # forget what this process derived
     monkeypatch.setitem(sys.modules, "onnx", None)
     offline = ImagePrism(dimensions=[name], config=config, runtime=ModelRuntime(cache_dir=cache, offline=True))
     again = offline.embed(dev_images[0])[name]

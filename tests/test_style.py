@@ -18,6 +18,7 @@ from imageprism._preprocess import to_batch
 from imageprism._runtime import ModelRuntime
 from imageprism._runtime.hub import sha256_of
 from imageprism.dimensions import ImageRequest
+from imageprism.dimensions import style
 from imageprism.dimensions.style import POOLED_TENSOR, STYLE_PREPROCESS, StyleConfig, StyleDimension, expose_output
 from imageprism.errors import ConfigError, ModelLoadError
 
@@ -70,11 +71,13 @@ def test_graph_edit_exposes_the_pooled_tensor_once(standin: Path, tmp_path: Path
     outputs = [o.name for o in onnx.load(str(derived)).graph.output]
     assert outputs == [LOGITS, POOLED_TENSOR]
 
-    # the next load finds the cached file and needs no onnx package
+    # the next process finds the cached file and needs no onnx package
+    monkeypatch.setattr(style, "_derived", {})
     monkeypatch.setitem(sys.modules, "onnx", None)
     assert expose_output(standin, POOLED_TENSOR, derived_root) == derived
     # ...but a corrupted copy is not trusted
     derived.write_bytes(b"garbage")
+    monkeypatch.setattr(style, "_derived", {})
     with pytest.raises(ModelLoadError, match=r"imageprism\[style\]"):
         expose_output(standin, POOLED_TENSOR, derived_root)
     monkeypatch.delitem(sys.modules, "onnx")

@@ -78,14 +78,30 @@ def _import_onnx():  # type: ignore[no-untyped-def]
     return onnx
 
 
+#: (source, size, mtime, tensor, derived_root) -> derived file, found or made in this process
+_derived: dict[tuple[str, int, int, str, str], Path] = {}
+_derived_lock = threading.Lock()
+
+
 def expose_output(source: Path, tensor: str, derived_root: Path, *, source_sha256: str | None = None) -> Path:
     """A copy of the ONNX file ``source`` with the internal ``tensor`` added to its graph outputs.
 
     The copy is written once to ``derived_root/<sha256 of source>/<stem>.<tensor>.<sha256[:16] of
-    the copy>.onnx`` and reused afterwards (its name is checked against its content). When
-    ``tensor`` already is a graph output, ``source`` itself is returned. A tensor that no
-    node produces raises ``ModelLoadError``.
+    the copy>.onnx`` and reused afterwards (its name is checked against its content once per
+    process). When ``tensor`` already is a graph output, ``source`` itself is returned. A tensor
+    that no node produces raises ``ModelLoadError``.
     """
+    st = source.stat()
+    key = (str(source.resolve()), st.st_size, st.st_mtime_ns, tensor, str(derived_root))
+    with _derived_lock:
+        found = _derived.get(key)
+        if found is None or not found.is_file():
+            found = _expose_output(source, tensor, derived_root, source_sha256)
+            _derived[key] = found
+        return found
+
+
+def _expose_output(source: Path, tensor: str, derived_root: Path, source_sha256: str | None) -> Path:
     folder = derived_root / (source_sha256 or sha256_of(source))
     pattern = f"{source.stem}.{tensor}.*.onnx"
     for found in sorted(folder.glob(pattern)):
