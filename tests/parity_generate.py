@@ -1,6 +1,6 @@
 """Build the parity fixtures: tiny random-weight CLIP and DINOv2 models and their reference vectors.
 
-Run from the repository root (needs torch and transformers; see tests/README.md)::
+Run from the repository root (needs torch==2.13.0 and transformers; CI does not)::
 
     python tests/parity_generate.py
 
@@ -17,6 +17,12 @@ It writes ``tests/data/parity/``:
   = ``image_embeds``, ``instance`` = ``last_hidden_state[:, 0]``, before normalisation;
   plus the input names and pixel digests.
 * ``manifest.json``: versions, configs and processor settings used.
+
+Reference processors: transformers 5.x ``CLIPImageProcessorPil`` and ``BitImageProcessorPil``
+(the PIL backend: the old "slow" processors, and what ``AutoImageProcessor`` returns when
+torchvision is not installed). With torchvision installed, transformers 5 defaults to the
+torchvision backend, which resizes float tensors with its own bicubic kernel and differs
+slightly; the published ``preprocessor_config.json`` files predate it, so PIL is the reference.
 
 Weights are random (fixed seed) and larger than transformers' default init, so that the
 outputs depend strongly on the pixels and a preprocessing slip shows up. The export
