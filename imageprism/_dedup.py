@@ -57,9 +57,19 @@ import numpy as np
 from imageprism._math import hamming_similarity
 from imageprism._profiles import MISSING_POLICIES, blend
 from imageprism._results import Failure
+from imageprism.dimensions._base import DimensionPlugin
 from imageprism.errors import ConfigError, InputError
 
-__all__ = ["DedupColumn", "DedupResult", "blend_scores", "greedy_labels", "labels_brute_force"]
+__all__ = [
+    "DedupColumn",
+    "DedupResult",
+    "blend_scores",
+    "columns_from_embeddings",
+    "dedup_embeddings",
+    "default_threshold",
+    "greedy_labels",
+    "labels_brute_force",
+]
 
 Kind = Literal["bits", "vector", "other"]
 KINDS: tuple[str, ...] = ("bits", "vector", "other")
@@ -581,7 +591,7 @@ def _check_columns(columns: Sequence[DedupColumn], weights: Mapping[str, float],
     sizes = {c.name: c.n for c in columns}
     if len(set(sizes.values())) > 1:
         raise InputError(f"every dimension needs one embedding per input; got counts {sizes}")
-    unknown = set(weights) - set(sizes)
+    unknown = {name for name, w in weights.items() if w > 0} - set(sizes)
     if unknown:
         raise ConfigError(f"weights name dimensions without embeddings: {sorted(unknown)}; have {sorted(sizes)}")
     if missing not in MISSING_POLICIES:
@@ -722,3 +732,117 @@ def labels_brute_force(
             labels[x] = x
             reps = np.append(reps, x)
     return labels
+
+
+# -- from plugins and per-input embeddings -------------------------------------------
+
+
+#: the default threshold when neither ``threshold=`` nor the profile gives one, by the
+#: only dimension in use; other selections must say what they mean by a duplicate
+DEFAULT_THRESHOLDS: Mapping[str, float] = {"hash": 0.9}
+
+
+def default_threshold(profile_threshold: float | None, weights: Mapping[str, float]) -> float:
+    """``threshold=`` when omitted: the profile's threshold, else 0.9 for hash alone."""
+    if profile_threshold is not None:
+        return profile_threshold
+    weighted = [name for name, w in weights.items() if w > 0]
+    if len(weighted) == 1 and weighted[0] in DEFAULT_THRESHOLDS:
+        return DEFAULT_THRESHOLDS[weighted[0]]
+    raise ConfigError(
+        f"dedup with dimensions {', '.join(weighted)} needs threshold= (no profile threshold applies; "
+        "only hash alone has a default, 0.9); e.g. prism.dedup(images, threshold=0.9)"
+    )
+
+
+def columns_from_embeddings(
+    embeddings: Sequence[Mapping[str, np.ndarray | None]] | Mapping[str, Sequence[np.ndarray | None] | np.ndarray],
+    plugins: Mapping[str, DimensionPlugin],
+    weights: Mapping[str, float],
+) -> list[DedupColumn]:
+    """One :class:`DedupColumn` per weighted dimension, from per-input mappings or per-dimension sequences.
+
+    ``embeddings`` is either a sequence with one ``{dimension: array}`` per input (as
+    :meth:`ImagePrism.embed` returns) or a mapping ``{dimension: sequence or stacked
+    array}`` (e.g. read back from your own store).
+    """
+    names = [name for name, w in weights.items() if w > 0]
+    by_dim: dict[str, Sequence[np.ndarray | None] | np.ndarray] = {}
+    if isinstance(embeddings, Mapping):
+        for name in names:
+            if name not in embeddings:
+                raise InputError(f"embeddings have no {name!r} entry (they have: {', '.join(map(str, embeddings))})")
+            by_dim[name] = embeddings[name]
+    else:
+        rows = list(embeddings)
+        for i, row in enumerate(rows):
+            if not isinstance(row, Mapping):
+                raise InputError(
+                    f"embedding {i} is a {type(row).__name__}, not a mapping of dimension to array; "
+                    "pass what ImagePrism.embed returns"
+                )
+            missing = [name for name in names if name not in row]
+            if missing:
+                raise InputError(f"embedding {i} has no {missing[0]!r} entry (it has: {', '.join(row)}); embed it with this ImagePrism")
+        by_dim = {name: [row[name] for row in rows] for name in names}
+    return [_column(name, plugins[name], by_dim[name]) for name in names]
+
+
+def _column(name: str, plugin: DimensionPlugin, values: Sequence[np.ndarray | None] | np.ndarray) -> DedupColumn:
+    kind = plugin.embedding_kind
+    if kind == "other":
+        return DedupColumn(name, "other", list(values), score=plugin.score)
+    if not isinstance(values, np.ndarray):
+        values = list(values)
+        bad = next((i for i, v in enumerate(values) if v is None), None)
+        if bad is not None:
+            raise InputError(f"embedding {bad} has no {name!r} value (None); every input needs one for dedup")
+        try:
+            values = np.stack([np.asarray(v) for v in values]) if values else _empty(kind)
+        except ValueError as exc:
+            raise InputError(f"the {name!r} embeddings differ in shape: {exc}") from None
+    if kind == "bits":
+        return DedupColumn(name, "bits", values, bits_per_row=plugin.bits_per_row)
+    return DedupColumn(name, "vector", values)
+
+
+def _empty(kind: str) -> np.ndarray:
+    return np.zeros((0, 1, 1), np.uint8) if kind == "bits" else np.zeros((0, 1), np.float32)
+
+
+def dedup_embeddings(
+    embeddings: Sequence[Mapping[str, np.ndarray | None] | None] | Mapping[str, Sequence[np.ndarray | None] | np.ndarray],
+    *,
+    plugins: Mapping[str, DimensionPlugin],
+    weights: Mapping[str, float],
+    missing: str,
+    threshold: float,
+    failures: Sequence[Failure] = (),
+    progress: bool | None = None,
+) -> DedupResult:
+    """Greedy dedup of embedded inputs; entries of failed inputs (``None``, listed in ``failures``) get label -1."""
+    from imageprism._runtime import progress_bar
+
+    threshold = _check_threshold(threshold)
+    if isinstance(embeddings, Mapping):
+        ok = None
+        n = len(next(iter(embeddings.values()))) if embeddings else 0
+    else:
+        embeddings = list(embeddings)
+        n = len(embeddings)
+        failed = {f.index for f in failures}
+        ok = np.array([i for i, e in enumerate(embeddings) if i not in failed], dtype=np.int64)
+        unexplained = [i for i in ok.tolist() if embeddings[i] is None]
+        if unexplained:
+            raise InputError(f"embedding {unexplained[0]} is None; every input needs its embeddings for dedup")
+        embeddings = [embeddings[i] for i in ok.tolist()]  # type: ignore[misc]
+    columns = columns_from_embeddings(embeddings, plugins, weights)  # type: ignore[arg-type]
+    total = columns[0].n if columns else 0
+    with progress_bar(total, progress=progress, description="dedup") as bar:
+        found = greedy_labels(columns, threshold, weights=weights, missing=missing, on_block=bar.update) if total else np.empty(0, np.int64)
+    if ok is None:
+        labels = found
+    else:
+        labels = np.full(n, -1, np.int64)
+        labels[ok] = ok[found]
+    return DedupResult.from_labels(labels, threshold=threshold, failures=failures)

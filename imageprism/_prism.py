@@ -10,6 +10,7 @@ from typing import Any, Literal, Optional
 import numpy as np
 
 from imageprism._cache import EmbeddingCache
+from imageprism._dedup import DedupResult, dedup_embeddings, default_threshold
 from imageprism._image import DEFAULT_MAX_PIXELS, ImageInput, SourceImage, describe_input, open_image
 from imageprism._profiles import MISSING_POLICIES, blend, load_profile, normalize_weights
 from imageprism._results import BatchEmbedding, CompareResult, Failure
@@ -216,6 +217,61 @@ class ImagePrism:
                     embeddings[i] = emb
                 bar.update(len(chunk))
         return BatchEmbedding(tuple(embeddings), tuple(failures))
+
+    # -- dedup --------------------------------------------------------------------
+
+    def dedup(
+        self,
+        images: Iterable[ImageInput],
+        threshold: float | None = None,
+        *,
+        on_error: OnError = "raise",
+        progress: bool | None = None,
+    ) -> DedupResult:
+        """Group near-duplicate images; one representative per group.
+
+        Each image is embedded once (through the cache) and, in input order, joins the
+        first representative whose score with it reaches ``threshold``, else becomes a
+        representative. With several weighted dimensions the blended score is used.
+        ``threshold`` defaults to the profile's, else 0.9 for the hash dimension alone
+        (other selections must give one). With ``on_error="skip"`` unreadable inputs
+        get label ``-1`` and are listed in ``failures``. The grouping is exact (equal to
+        comparing each image with every representative) but uses an index, so it
+        scales to a million hashes; see the README's dedup section.
+
+        >>> import numpy as np
+        >>> rng = np.random.default_rng(0)
+        >>> a = np.kron(rng.integers(0, 256, (8, 8)), np.ones((8, 8))).astype(np.uint8)
+        >>> brighter = np.clip(a.astype(int) + 12, 0, 255).astype(np.uint8)
+        >>> flipped = a[::-1].copy()
+        >>> ImagePrism().dedup([a, flipped, brighter]).labels.tolist()
+        [0, 1, 0]
+        """
+        threshold = default_threshold(self.threshold, self._weights) if threshold is None else threshold
+        batch = self.embed_batch(images, on_error=on_error, progress=progress)
+        return dedup_embeddings(
+            batch.embeddings, plugins=self._plugins, weights=self._weights, missing=self.missing,
+            threshold=threshold, failures=batch.failures, progress=progress,
+        )
+
+    def dedup_embeddings(
+        self,
+        embeddings: Sequence[Mapping[str, np.ndarray | None]] | Mapping[str, Sequence[np.ndarray | None] | np.ndarray],
+        threshold: float | None = None,
+        *,
+        progress: bool | None = None,
+    ) -> DedupResult:
+        """:meth:`dedup` on precomputed embeddings (e.g. kept in your own store).
+
+        ``embeddings``: one ``{dimension: array}`` per input (what :meth:`embed` returns),
+        or ``{dimension: sequence or stacked array}`` with one entry per input. They
+        must come from an ``ImagePrism`` with the same dimension configurations.
+        """
+        threshold = default_threshold(self.threshold, self._weights) if threshold is None else threshold
+        return dedup_embeddings(
+            embeddings, plugins=self._plugins, weights=self._weights, missing=self.missing,
+            threshold=threshold, progress=progress,
+        )
 
     def _decoded_chunks(self, items: Sequence[Any]) -> Iterator[list[tuple[int, SourceImage | Failure]]]:
         """Chunks of opened-and-decoded inputs; the next chunk decodes in a worker thread."""
