@@ -5,10 +5,11 @@ The algorithms reproduce imagehash 4.3.2 bit for bit for the same grayscale imag
 unnormalised type-II 2-D DCT, bits above its median). Hashes from all algorithms
 share one decode and one grayscale conversion.
 
-An embedding is a packed-bit ``uint8`` array of shape ``(len(algorithms), nbytes)``:
-row ``i`` holds ``algorithms[i]``, most significant bit first, exactly the bit
-order of imagehash's hex strings. :meth:`HashConfig.to_hex` and
-:meth:`HashConfig.from_hex` convert to and from those strings::
+An embedding is a packed-bit ``uint8`` array. With the plain hashes (the default) it
+has shape ``(len(algorithms), nbytes)``: row ``i`` holds ``algorithms[i]``, most
+significant bit first, exactly the bit order of imagehash's hex strings.
+:meth:`HashConfig.to_hex` and :meth:`HashConfig.from_hex` convert to and from
+those strings::
 
     >>> cfg = HashConfig()
     >>> emb = cfg.from_hex({"phash": "ba8c84536bd3c366", "dhash": "0026273b2b19550e",
@@ -20,6 +21,15 @@ order of imagehash's hex strings. :meth:`HashConfig.to_hex` and
 
 The score of two embeddings is the fraction of equal bits, averaged over the
 algorithms: unrelated photos land near 0.5, near-duplicates above about 0.9.
+
+Flips, rotations and crops defeat plain hashes (a mirrored photo keeps about half
+its bits). ``HashConfig(geometry=..., crop_scales=...)``, or :meth:`HashConfig.robust`,
+also hashes the image's flips and 90-degree rotations (derived from the one DCT:
+reversing an axis negates its odd frequencies, a transpose transposes the block)
+and a few centre crops, and scores the best alignment (see :class:`HashDimension`)::
+
+    >>> HashConfig.robust().row_labels[:4]
+    ('phash', 'dhash', 'ahash', 'phash/mirror')
 """
 
 from __future__ import annotations
@@ -36,12 +46,56 @@ from imageprism._math import hamming_similarity
 from imageprism.dimensions._base import DimensionPlugin, ImageRequest
 from imageprism.errors import ConfigError, InputError
 
-__all__ = ["ALGORITHMS", "HashConfig", "HashDimension", "compute_hashes"]
+__all__ = ["ALGORITHMS", "GEOMETRIES", "ROBUST_CROP_SCALES", "HashConfig", "HashDimension", "compute_hashes"]
 
 #: the supported algorithms, in their default order
 ALGORITHMS: tuple[str, ...] = ("phash", "dhash", "ahash")
 
 _LANCZOS = Image.Resampling.LANCZOS
+
+#: geometric transform name -> (transpose, then flip top-bottom, then flip left-right)
+_TRANSFORMS: dict[str, tuple[bool, bool, bool]] = {
+    "identity": (False, False, False),
+    "mirror": (False, False, True),
+    "flip": (False, True, False),
+    "rot180": (False, True, True),
+    "transpose": (True, False, False),
+    "rot90": (True, True, False),  # counter-clockwise, like np.rot90
+    "rot270": (True, False, True),
+    "transverse": (True, True, True),
+}
+
+
+def _transform_pixels(x: np.ndarray, name: str) -> np.ndarray:
+    """A flip or rotation of pixel arrays (the last two axes)."""
+    transpose, flip_rows, flip_cols = _TRANSFORMS[name]
+    x = np.swapaxes(x, -1, -2) if transpose else x
+    return x[..., ::-1 if flip_rows else 1, ::-1 if flip_cols else 1]
+
+
+def _transform_dct(low: np.ndarray, name: str) -> np.ndarray:
+    """The same flip or rotation on blocks of 2-D DCT-II coefficients (exact, no new DCT).
+
+    Reversing an axis negates that axis's odd frequencies; transposing the pixels
+    transposes the coefficients.
+    """
+    transpose, flip_rows, flip_cols = _TRANSFORMS[name]
+    low = np.swapaxes(low, -1, -2) if transpose else low
+    signs = 1.0 - 2.0 * (np.arange(low.shape[-1]) % 2)
+    return low * (signs[:, None] if flip_rows else 1.0) * (signs[None, :] if flip_cols else 1.0)
+
+
+#: ``HashConfig.geometry`` value -> the transforms whose hashes an embedding holds
+GEOMETRIES: dict[str, tuple[str, ...]] = {
+    "none": ("identity",),
+    "mirror": ("identity", "mirror"),
+    "dihedral": tuple(_TRANSFORMS),
+}
+
+_MIN_CROP, _MAX_CROPS = 0.25, 8
+
+#: the centre crops (side fractions) of :meth:`HashConfig.robust`, chosen with benchmarks/hash_robustness.py
+ROBUST_CROP_SCALES: tuple[float, ...] = (0.9, 0.75, 0.6, 0.5)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -52,13 +106,24 @@ class HashConfig:
     order the embedding rows take. ``hash_size``: bits per side (8 gives 64-bit
     hashes, 16 gives 256-bit). ``reduced_decode``: decode JPEGs at a reduced size
     (DCT scaling, shorter side kept >= ``8 * hash_size``), several times faster on
-    large photos; ``False`` decodes at full size and reproduces imagehash's hex
-    strings from the same file bit for bit (see :meth:`imagehash_compatible`).
+    large photos; ``False`` decodes at full size and, with no geometry or crops,
+    reproduces imagehash's hex strings from the same file bit for bit (see
+    :meth:`imagehash_compatible`).
+
+    ``geometry``: which flips and rotations a match survives: ``"none"``,
+    ``"mirror"`` (left-right flip) or ``"dihedral"`` (both flips and the 90, 180 and
+    270 degree rotations). ``crop_scales``: side fractions (each in [0.25, 1)) of
+    centre crops to hash besides the whole image, so that a crop matches the image
+    it came from; e.g. ``(0.75, 0.5)``. With either option the embedding holds one
+    group of rows per (crop, transform) variant and the score takes the best
+    alignment (see :class:`HashDimension`).
     """
 
     algorithms: tuple[str, ...] = ALGORITHMS
     hash_size: int = 8
     reduced_decode: bool = True
+    geometry: str = "none"
+    crop_scales: tuple[float, ...] = ()
 
     def __post_init__(self) -> None:
         algorithms = self.algorithms
@@ -77,31 +142,105 @@ class HashConfig:
         object.__setattr__(self, "algorithms", algorithms)
         if isinstance(self.hash_size, bool) or not isinstance(self.hash_size, int) or not 2 <= self.hash_size <= 64:
             raise ConfigError(f"HashConfig.hash_size={self.hash_size!r} is invalid; use an integer from 2 to 64 (8 or 16 are usual)")
+        if not isinstance(self.reduced_decode, bool):
+            raise ConfigError(f"HashConfig.reduced_decode={self.reduced_decode!r} is invalid; use True or False")
+        if not isinstance(self.geometry, str) or self.geometry.lower() not in GEOMETRIES:
+            raise ConfigError(f"HashConfig.geometry={self.geometry!r} is invalid; use one of {', '.join(map(repr, GEOMETRIES))}")
+        object.__setattr__(self, "geometry", self.geometry.lower())
+        object.__setattr__(self, "crop_scales", self._valid_crops(self.crop_scales))
+
+    def _valid_crops(self, value: object) -> tuple[float, ...]:
+        fix = (
+            f"use a tuple of at most {_MAX_CROPS} distinct side fractions, each at least {_MIN_CROP} "
+            "and below 1, e.g. (0.75, 0.5), or () for none"
+        )
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            value = (value,)
+        if isinstance(value, (str, bytes)) or not isinstance(value, Sequence):
+            raise ConfigError(f"HashConfig.crop_scales={value!r} is invalid; {fix}")
+        if any(isinstance(v, bool) or not isinstance(v, (int, float)) or not _MIN_CROP <= v < 1.0 for v in value):
+            raise ConfigError(f"HashConfig.crop_scales={value!r} is invalid; {fix}")
+        scales = tuple(float(v) for v in value)
+        if len(set(scales)) != len(scales) or len(scales) > _MAX_CROPS:
+            raise ConfigError(f"HashConfig.crop_scales={value!r} is invalid; {fix}")
+        return scales
 
     @classmethod
     def imagehash_compatible(cls, algorithms: Sequence[str] = ALGORITHMS, hash_size: int = 8) -> HashConfig:
         """The configuration whose hex strings equal imagehash 4.3.2's for the same file."""
-        return cls(algorithms=tuple(algorithms), hash_size=hash_size, reduced_decode=False)
+        return cls(algorithms=tuple(algorithms), hash_size=hash_size, reduced_decode=False, geometry="none", crop_scales=())
+
+    @classmethod
+    def plain(cls, algorithms: Sequence[str] = ALGORITHMS, hash_size: int = 8) -> HashConfig:
+        """The plain hashes (no flips, rotations or crops) from a reduced decode: the fastest."""
+        return cls(algorithms=tuple(algorithms), hash_size=hash_size, reduced_decode=True, geometry="none", crop_scales=())
+
+    @classmethod
+    def robust(cls, algorithms: Sequence[str] = ALGORITHMS, hash_size: int = 8) -> HashConfig:
+        """Hashes that survive flips, 90-degree rotations and centre crops down to half the side.
+
+        ``geometry="dihedral"`` with centre crops :data:`ROBUST_CROP_SCALES`; the
+        configuration chosen with ``benchmarks/hash_robustness.py`` (overall AUC 1.000 on
+        the 15-transform protocol against 0.915 for the plain hashes, see
+        ``benchmarks/README.md``). Unrelated photos score higher than with the plain
+        hashes (median about 0.62 instead of 0.5), so set thresholds accordingly.
+        """
+        return cls(algorithms=tuple(algorithms), hash_size=hash_size, geometry="dihedral", crop_scales=ROBUST_CROP_SCALES)
 
     @property
     def nbits(self) -> int:
         """Bits per algorithm."""
         return self.hash_size * self.hash_size
 
+    @property
+    def transforms(self) -> tuple[str, ...]:
+        """The flips and rotations hashed, ``"identity"`` first."""
+        return GEOMETRIES[self.geometry]
+
+    @property
+    def is_plain(self) -> bool:
+        """True when the embedding holds only the whole image, unflipped (one row per algorithm)."""
+        return self.geometry == "none" and not self.crop_scales
+
+    @property
+    def n_variants(self) -> int:
+        """Row groups per embedding: (1 + len(crop_scales)) x len(transforms)."""
+        return (1 + len(self.crop_scales)) * len(self.transforms)
+
+    @property
+    def row_labels(self) -> tuple[str, ...]:
+        """One label per embedding row: ``"phash"``, ``"phash/mirror"``, ``"dhash/rot90/crop0.5"``..."""
+        labels: list[str] = []
+        for scale in (1.0, *self.crop_scales):
+            for transform in self.transforms:
+                suffix = ("" if transform == "identity" else f"/{transform}") + ("" if scale == 1.0 else f"/crop{scale:g}")
+                labels.extend(f"{algorithm}{suffix}" for algorithm in self.algorithms)
+        return tuple(labels)
+
     def to_hex(self, embedding: np.ndarray) -> dict[str, str]:
-        """imagehash-style hex strings, one per algorithm, from an embedding."""
+        """imagehash-style hex strings, one per row, keyed by :attr:`row_labels`.
+
+        For a plain configuration the keys are just the algorithm names.
+        """
         rows = self._check(embedding)
         width = -(-self.nbits // 4)
         return {
-            name: format(int.from_bytes(_bits_to_bytes(row, self.nbits), "big"), f"0{width}x")
-            for name, row in zip(self.algorithms, rows)
+            label: format(int.from_bytes(_bits_to_bytes(row, self.nbits), "big"), f"0{width}x")
+            for label, row in zip(self.row_labels, rows)
         }
 
     def from_hex(self, hexes: Mapping[str, str] | Sequence[str]) -> np.ndarray:
-        """The embedding for imagehash-style hex strings (a mapping by algorithm, or a sequence in order)."""
-        values = [hexes[name] for name in self.algorithms] if isinstance(hexes, Mapping) else list(hexes)
-        if len(values) != len(self.algorithms):
-            raise InputError(f"expected {len(self.algorithms)} hex strings ({', '.join(self.algorithms)}), got {len(values)}")
+        """The embedding for imagehash-style hex strings (a mapping by row label, or a sequence in order)."""
+        labels = self.row_labels
+        if isinstance(hexes, Mapping):
+            missing = [label for label in labels if label not in hexes]
+            if missing:
+                raise InputError(f"hex strings missing for {', '.join(missing)}; {self!r} needs: {', '.join(labels)}")
+            values = [hexes[label] for label in labels]
+        else:
+            values = list(hexes)
+        if len(values) != len(labels):
+            raise InputError(f"expected {len(labels)} hex strings ({', '.join(labels)}), got {len(values)}")
         rows = []
         for text in values:
             try:
@@ -116,7 +255,7 @@ class HashConfig:
 
     def _check(self, embedding: np.ndarray) -> np.ndarray:
         array = np.asarray(embedding)
-        expected = (len(self.algorithms), -(-self.nbits // 8))
+        expected = (self.n_variants * len(self.algorithms), -(-self.nbits // 8))
         if array.dtype != np.uint8 or array.shape != expected:
             raise InputError(
                 f"hash embedding must be a uint8 array of shape {expected} for {self!r}, "
@@ -140,37 +279,152 @@ def _dct_rows(size: int, keep: int) -> np.ndarray:
     return 2.0 * np.cos(np.pi * k * (2 * n + 1) / (2 * size))
 
 
+# -- bits from small pixel arrays (one home for each algorithm's rule) --------------
+
+
+def _phash_from(pixels: np.ndarray, n: int) -> np.ndarray:
+    """Bits above the median of the top-left n x n block of the 2-D DCT of a 4n x 4n array."""
+    basis = _dct_rows(pixels.shape[0], n)
+    return _phash_from_dct(basis @ pixels @ basis.T)
+
+
+def _phash_from_dct(low: np.ndarray) -> np.ndarray:
+    """Bits above the median of each n x n block of DCT coefficients (the last two axes)."""
+    low = np.where(np.abs(low) < 1e-6, 0.0, low)  # scipy yields exact zeros on flat input; the matrix form leaves ~1e-13
+    flat = low.reshape(*low.shape[:-2], -1)
+    half = flat.shape[-1] // 2
+    if flat.shape[-1] % 2:
+        median = np.partition(flat, half, axis=-1)[..., half]
+    else:  # the mean of the two middle values, as np.median
+        middle = np.partition(flat, (half - 1, half), axis=-1)
+        median = (middle[..., half - 1] + middle[..., half]) / 2.0
+    return low > median[..., None, None]
+
+
+def _dhash_from(pixels: np.ndarray) -> np.ndarray:
+    """Right neighbour brighter than left, on n x (n + 1) arrays."""
+    return pixels[..., :, 1:] > pixels[..., :, :-1]
+
+
+def _ahash_from(pixels: np.ndarray) -> np.ndarray:
+    """Pixels above the mean, on n x n arrays."""
+    return pixels > pixels.mean(axis=(-2, -1), keepdims=True)
+
+
+# -- the exact path: imagehash's own resizes ------------------------------------------
+
+
 def _phash_bits(gray: Image.Image, n: int) -> np.ndarray:
     size = 4 * n
-    pixels = np.asarray(gray.resize((size, size), _LANCZOS), dtype=np.float64)
-    basis = _dct_rows(size, n)
-    low = basis @ pixels @ basis.T
-    low[np.abs(low) < 1e-6] = 0.0  # scipy yields exact zeros on flat input; the matrix form leaves ~1e-13
-    return low > np.median(low)
+    return _phash_from(np.asarray(gray.resize((size, size), _LANCZOS), dtype=np.float64), n)
 
 
 def _dhash_bits(gray: Image.Image, n: int) -> np.ndarray:
-    pixels = np.asarray(gray.resize((n + 1, n), _LANCZOS))
-    return pixels[:, 1:] > pixels[:, :-1]
+    return _dhash_from(np.asarray(gray.resize((n + 1, n), _LANCZOS)))
 
 
 def _ahash_bits(gray: Image.Image, n: int) -> np.ndarray:
-    pixels = np.asarray(gray.resize((n, n), _LANCZOS), dtype=np.float64)
-    return pixels > pixels.mean()
+    return _ahash_from(np.asarray(gray.resize((n, n), _LANCZOS), dtype=np.float64))
 
 
 _ALGORITHM_BITS = {"phash": _phash_bits, "dhash": _dhash_bits, "ahash": _ahash_bits}
 
 
-def compute_hashes(gray: Image.Image, algorithms: Sequence[str] = ALGORITHMS, hash_size: int = 8) -> np.ndarray:
-    """Packed-bit hashes of a grayscale (mode ``L``) image, one row per algorithm."""
+def compute_hashes(
+    gray: Image.Image, algorithms: Sequence[str] = ALGORITHMS, hash_size: int = 8, *,
+    config: HashConfig | None = None,
+) -> np.ndarray:
+    """Packed-bit hashes of a grayscale (mode ``L``) image: the rows of an embedding.
+
+    With ``config`` (which then overrides ``algorithms`` and ``hash_size``), the rows of
+    every geometric variant and crop it asks for, in :attr:`HashConfig.row_labels` order.
+    """
     if gray.mode != "L":
         gray = gray.convert("L")
-    return np.stack([np.packbits(_ALGORITHM_BITS[name](gray, hash_size).ravel()) for name in algorithms])
+    if config is None:
+        config = HashConfig(algorithms=tuple(algorithms), hash_size=hash_size, geometry="none", crop_scales=())
+    if config.is_plain:
+        return np.stack([np.packbits(_ALGORITHM_BITS[name](gray, config.hash_size).ravel()) for name in config.algorithms])
+    return _variant_hashes(gray, config)
+
+
+# -- the variant path: flips, rotations and centre crops from one small grid ---------
+
+
+@functools.lru_cache(maxsize=256)
+def _resampler(size: int, lo: float, hi: float, out: int) -> np.ndarray:
+    """Lanczos-3 weights (out x size) resampling the window [lo, hi) of ``size`` pixels to ``out``.
+
+    Antialiased like Pillow (the kernel widens by the reduction factor), clipped to the
+    image and normalised per output; symmetric windows give mirror-symmetric weights.
+    """
+    step = (hi - lo) / out
+    support = max(step, 1.0)
+    centres = lo + (np.arange(out) + 0.5) * step
+    x = (np.arange(size) + 0.5)[None, :] - centres[:, None]
+    weights = np.sinc(x / support) * np.sinc(x / support / 3.0)
+    weights[np.abs(x / support) >= 3.0] = 0.0
+    return weights / weights.sum(axis=1, keepdims=True)
+
+
+@functools.lru_cache(maxsize=64)
+def _window_resamplers(size: int, scales: tuple[float, ...], out: int, dct_keep: int | None) -> np.ndarray:
+    """(crops, out or dct_keep, size): each centre crop's resampler, optionally composed with the DCT."""
+    stack = np.stack([_resampler(size, size * (1.0 - s) / 2.0, size * (1.0 + s) / 2.0, out) for s in scales])
+    return stack if dct_keep is None else _dct_rows(out, dct_keep) @ stack
+
+
+def _variant_hashes(gray: Image.Image, config: HashConfig) -> np.ndarray:
+    n = config.hash_size
+    size = 8 * n  # grid side: the smallest allowed crop (0.25) still spans 2n samples
+    # a box (area-average) filter is enough here: every hash resamples the grid again with Lanczos
+    grid = np.asarray(gray.resize((size, size), Image.Resampling.BOX), dtype=np.float64)
+    scales = (1.0, *config.crop_scales)
+
+    def sample(height: int, width: int, dct_keep: int | None = None) -> np.ndarray:
+        """Every crop window of the grid resampled to height x width: shape (crops, height, width)."""
+        rows = _window_resamplers(size, scales, height, dct_keep)
+        cols = _window_resamplers(size, scales, width, dct_keep)
+        return rows @ grid @ np.swapaxes(cols, 1, 2)
+
+    transforms = config.transforms
+    per_algorithm = []  # each (crops, transforms, n * n) booleans
+    for algorithm in config.algorithms:
+        if algorithm == "phash":
+            # the DCT block of the 4n x 4n resample in one product: (basis R) grid (basis R)^T
+            low = sample(4 * n, 4 * n, dct_keep=n)
+            bits = _phash_from_dct(np.stack([_transform_dct(low, t) for t in transforms], axis=1))
+        elif algorithm == "dhash":
+            wide = sample(n, n + 1)
+            tall = sample(n + 1, n) if any(_TRANSFORMS[t][0] for t in transforms) else wide
+            bits = _dhash_from(np.stack([_transform_pixels(tall if _TRANSFORMS[t][0] else wide, t) for t in transforms], axis=1))
+        else:
+            square = sample(n, n)
+            bits = _ahash_from(np.stack([_transform_pixels(square, t) for t in transforms], axis=1))
+        per_algorithm.append(bits.reshape(len(scales), len(transforms), n * n))
+    return np.packbits(np.stack(per_algorithm, axis=2).reshape(-1, n * n), axis=-1)
 
 
 class HashDimension(DimensionPlugin):
-    """Perceptual-hash similarity: fraction of equal bits, averaged over algorithms."""
+    """Perceptual-hash similarity: fraction of equal bits, averaged over algorithms.
+
+    An embedding is a packed-bit ``uint8`` array of shape ``(V * K, nbytes)`` with
+    ``K = len(algorithms)`` and ``V = config.n_variants``: row ``v * K + k`` holds
+    algorithm ``k`` of variant ``v`` (see :attr:`HashConfig.row_labels`); variant 0 is
+    the whole image, unflipped. With ``s(x, y)`` the fraction of equal bits of two
+    rows and ``m(v, w) = mean over k of s(a[v*K+k], b[w*K+k])``, the score is::
+
+        score(a, b) = max over v of max(m(v, 0), m(0, v))
+
+    the best alignment of either image's variants against the other's whole image.
+    It is symmetric, and equals the plain mean over algorithms when ``V == 1``.
+
+    For an index: ``score >= T`` implies that, for some algorithm ``k`` and variant
+    ``v``, row ``v*K+k`` of one embedding and row ``k`` (variant 0) of the other agree
+    on a fraction ``>= T`` of their bits. So indexing every row and searching with
+    every row, keeping pairs of the same algorithm where at least one side is a
+    variant-0 row, finds every candidate; verify them with :meth:`score`.
+    """
 
     name: ClassVar[str] = "hash"
     config_type: ClassVar[type[HashConfig]] = HashConfig
@@ -182,14 +436,33 @@ class HashDimension(DimensionPlugin):
             return ImageRequest(mode="L", min_side=8 * self.config.hash_size)
         return ImageRequest(mode="L")
 
+    @property
+    def embedding_kind(self) -> str:
+        """``"bits"`` for plain hashes (mean fraction of equal bits); ``"other"`` with
+        variants (the score is a best alignment, see above)."""
+        return "bits" if self.config.is_plain else "other"
+
+    @property
+    def bits_per_row(self) -> int:
+        return self.config.nbits
+
+    @property
+    def bit_variants(self) -> int:
+        return self.config.n_variants
+
     def embed_batch(self, images: Sequence[Image.Image]) -> list[np.ndarray | None]:
-        return [compute_hashes(image, self.config.algorithms, self.config.hash_size) for image in images]
+        return [compute_hashes(image, config=self.config) for image in images]
 
     def score(self, a: np.ndarray | None, b: np.ndarray | None) -> float | None:
         if a is None or b is None:
             return None
-        a, b = self.config._check(a), self.config._check(b)
-        return float(np.mean(hamming_similarity(a, b, self.config.nbits)))
+        cfg = self.config
+        k = len(cfg.algorithms)
+        a = cfg._check(a).reshape(cfg.n_variants, k, -1)
+        b = cfg._check(b).reshape(cfg.n_variants, k, -1)
+        a_vs_whole_b = hamming_similarity(a, np.broadcast_to(b[:1], a.shape), cfg.nbits).mean(axis=1)
+        whole_a_vs_b = hamming_similarity(np.broadcast_to(a[:1], b.shape), b, cfg.nbits).mean(axis=1)
+        return float(max(a_vs_whole_b.max(), whole_a_vs_b.max()))
 
     def to_json(self, embedding: np.ndarray | None) -> object:
         return None if embedding is None else self.config.to_hex(embedding)

@@ -1,0 +1,145 @@
+"""Hash speed: embedding three perceptual hashes from a JPEG path, against imagehash.
+
+Measures, side by side in one run, single thread, milliseconds per image:
+
+* ``imagehash``: ``Image.open(path)`` then ``phash``, ``dhash`` and ``average_hash``;
+* ``bare reduced decode``: ``Image.open(path)`` + ``draft`` (the same request imageprism
+  makes) + ``load``, the floor for any hash computed from a reduced decode;
+* ``imageprism default``: ``ImagePrism().embed(path)`` (default ``HashConfig``,
+  reduced decode), with an embedding cache that keeps nothing so every call
+  does the full work;
+* ``imageprism robust``: the same with ``HashConfig.robust()`` (flips, rotations
+  and centre crops, see hash_robustness.py);
+* ``imageprism compat``: the same with ``HashConfig.imagehash_compatible()``
+  (full-size decode, hex strings equal to imagehash's).
+
+Test photos: the shared dev images, upscaled (LANCZOS) to about 1, 3, 6 and 12
+megapixels and saved as JPEG quality 90 in ``benchmarks/.data/hash_speed/``
+(gitignored, rebuilt when missing).
+
+Run:  python benchmarks/hash_speed.py [--images 6] [--repeat 5]
+"""
+
+from __future__ import annotations
+
+import os
+
+for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ.setdefault(_var, "1")  # single thread, before numpy loads
+
+import argparse
+import statistics
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import imagehash
+from PIL import Image
+
+from imageprism import EmbeddingCache, HashConfig, ImagePrism
+from imageprism.dimensions._base import ImageRequest
+
+HERE = Path(__file__).resolve().parent
+DEV_IMAGES = HERE.parent.parent / "shared" / "data" / "dev-images"
+DATA = HERE / ".data" / "hash_speed"
+MEGAPIXELS = (1, 3, 6, 12)
+
+
+def build_photos(megapixels: int, count: int) -> list[Path]:
+    """JPEG q90 copies of the first ``count`` colour dev photos at about ``megapixels`` MP."""
+    sources = [p for p in sorted(DEV_IMAGES.iterdir()) if p.suffix.lower() in (".png", ".jpg")]
+    out = []
+    DATA.mkdir(parents=True, exist_ok=True)
+    for src in sources[:count]:
+        target = DATA / f"{src.stem}_{megapixels}mp.jpg"
+        if not target.exists():
+            with Image.open(src) as im:
+                im = im.convert("RGB")
+                scale = (megapixels * 1e6 / (im.width * im.height)) ** 0.5
+                im = im.resize((round(im.width * scale), round(im.height * scale)), Image.Resampling.LANCZOS)
+                im.save(target, quality=90)
+        out.append(target)
+    return out
+
+
+def imagehash_three(path: Path) -> None:
+    image = Image.open(path)
+    imagehash.phash(image)
+    imagehash.dhash(image)
+    imagehash.average_hash(image)
+
+
+def bare_reduced_decode(request: ImageRequest) -> Callable[[Path], None]:
+    """Image.open + draft + load with the request's mode and minimum side, nothing else."""
+
+    def run(path: Path) -> None:
+        image = Image.open(path)
+        width, height = image.size
+        scale = request.min_side / min(width, height)
+        image.draft(request.mode, (int(width * scale + 0.999), int(height * scale + 0.999)))
+        image.load()
+
+    return run
+
+
+def prism_embed(config: HashConfig) -> Callable[[Path], None]:
+    prism = ImagePrism(config={"hash": config}, cache=EmbeddingCache(max_entries=0))
+
+    def run(path: Path) -> None:
+        prism.embed(path)
+
+    return run
+
+
+def time_ms(methods: dict[str, Callable[[Path], None]], paths: list[Path], repeat: int) -> dict[str, float]:
+    """Per method, the median over paths of the best-of-``repeat`` time, in milliseconds.
+
+    The methods take turns on each photo, so a change in machine load hits them alike.
+    """
+    per_image: dict[str, list[float]] = {name: [] for name in methods}
+    for path in paths:
+        best = dict.fromkeys(methods, float("inf"))
+        for fn in methods.values():
+            fn(path)  # warm the OS file cache and lazy imports
+        for _ in range(repeat):
+            for name, fn in methods.items():
+                start = time.perf_counter()
+                fn(path)
+                best[name] = min(best[name], time.perf_counter() - start)
+        for name in methods:
+            per_image[name].append(best[name] * 1e3)
+    return {name: statistics.median(times) for name, times in per_image.items()}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--images", type=int, default=6, help="dev photos per size (default 6)")
+    parser.add_argument("--repeat", type=int, default=5, help="timed runs per photo, best kept (default 5)")
+    args = parser.parse_args()
+
+    default, robust, compat = HashConfig(), HashConfig.robust(), HashConfig.imagehash_compatible()
+    request = ImagePrism(config={"hash": default}).plugins["hash"].image_request
+    methods = {
+        "imagehash": imagehash_three,
+        "bare reduced decode": bare_reduced_decode(request),
+        "imageprism default": prism_embed(default),
+        "imageprism robust": prism_embed(robust),
+        "imageprism compat": prism_embed(compat),
+    }
+    print(f"default: {default!r}\nrobust:  {robust!r}\ncompat:  {compat!r}")
+    print(f"ms per image (median over {args.images} photos of best of {args.repeat})\n")
+    ratios = ("imagehash / default", "default / bare", "imagehash / robust", "robust / bare", "robust / default")
+    header = f"| MP | {' | '.join(methods)} | {' | '.join(ratios)} |"
+    print(header)
+    print("|" + "---|" * (header.count("|") - 1))
+    for mp in MEGAPIXELS:
+        paths = build_photos(mp, args.images)
+        ms = time_ms(methods, paths, args.repeat)
+        ih, bare, dflt, rob = ms["imagehash"], ms["bare reduced decode"], ms["imageprism default"], ms["imageprism robust"]
+        cells = " | ".join(f"{v:.2f}" for v in ms.values())
+        print(f"| {mp} | {cells} | {ih / dflt:.1f}x | {dflt / bare:.2f}x | {ih / rob:.1f}x | {rob / bare:.2f}x | {rob / dflt:.2f}x |", flush=True)
+    print("\ngoals: imagehash / default >= 5x; default / bare <= 1.3x; robust / default <= 1.5x")
+
+
+if __name__ == "__main__":
+    main()
