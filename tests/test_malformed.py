@@ -616,3 +616,30 @@ def test_embed_batch_skip_accounts_for_every_input(corpus: Path, tiny_model: Pat
             assert failed[i].input in str(failed[i].error), failed[i]  # the failure names its input
         elif expect[i] == "ok":
             assert embedding is not None and set(embedding) == {"hash", "semantic"}, i
+
+
+def test_dedup_skip_accounts_for_every_input(corpus: Path) -> None:
+    items, expect = _whole_corpus(corpus)
+    prism = ImagePrism(batch_size=4)
+    result = bounded(lambda: prism.dedup(items, threshold=0.9, on_error="skip"), seconds=120)
+    labels = result.labels.tolist()
+    assert len(labels) == len(items)
+    failed = {f.index: f for f in result.failures}
+    assert len(failed) == len(result.failures)
+    members = [i for group in result.groups.values() for i in group]
+    assert sorted(members + list(failed)) == list(range(len(items)))  # each input exactly once
+    for i, label in enumerate(labels):
+        assert (label == -1) == (i in failed), i
+        if label != -1:
+            assert labels[label] == label and label <= i  # grouped under an earlier representative
+        if expect[i] == "error":
+            assert i in failed and isinstance(failed[i].error, ImageLoadError)
+            assert failed[i].input in str(failed[i].error), failed[i]
+        elif expect[i] == "ok":
+            assert label != -1, i
+    # a file and its bytes are the same picture: they end up in one group
+    for i, item in enumerate(items[:-1]):
+        if isinstance(item, Path) and isinstance(items[i + 1], bytes) and labels[i] != -1:
+            assert labels[i + 1] == labels[i], item.name
+    with pytest.raises(ImageLoadError):
+        prism.dedup(items, threshold=0.9)  # on_error="raise" (the default) stops at the first bad input
