@@ -88,8 +88,7 @@ def _workload(inputs: list[object]) -> list[Task]:
     tasks += [("compare", (rng.choice(good), rng.choice(good))) for _ in range(30)]
     tasks += [("embed_batch", tuple(rng.sample(range(len(inputs)), 9))) for _ in range(6)]
     tasks += [("embed_batch", tuple(good + bad))]
-    if hasattr(ImagePrism, "dedup"):
-        tasks += [("dedup", tuple(good)), ("dedup", tuple(rng.sample(range(len(inputs)), 12)))]
+    tasks += [("dedup", tuple(good)), ("dedup", tuple(rng.sample(range(len(inputs)), 12)))]
     return tasks
 
 
