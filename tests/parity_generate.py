@@ -21,8 +21,9 @@ It writes ``tests/data/parity/``:
 Reference processors: transformers 5.x ``CLIPImageProcessorPil`` and ``BitImageProcessorPil``
 (the PIL backend: the old "slow" processors, and what ``AutoImageProcessor`` returns when
 torchvision is not installed). With torchvision installed, transformers 5 defaults to the
-torchvision backend, which resizes float tensors with its own bicubic kernel and differs
-slightly; the published ``preprocessor_config.json`` files predate it, so PIL is the reference.
+torchvision backend, whose resize is torchvision's own (transformers documents small output
+differences; not measured here, torchvision is not installed). The published
+``preprocessor_config.json`` files predate that backend, so PIL is the reference.
 
 Weights are random (fixed seed) and larger than transformers' default init, so that the
 outputs depend strongly on the pixels and a preprocessing slip shows up. The export
