@@ -9,8 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from imageprism import EmbeddingCache, ImagePrism, PersistentCache
-from imageprism._cache import default_cache_path
+from imageprism import EmbeddingCache, ImagePrism
+from imageprism._cache import PersistentCache, default_cache_path
 from imageprism.errors import ConfigError, ImagePrismError
 
 
