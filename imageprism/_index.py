@@ -11,20 +11,29 @@ An :class:`ImageIndex` stores every item's embedding for each dimension of its
   ``IndexFlatIP``; the inner product is the cosine. The plugins' vectors have unit
   length and are stored as they are; a vector further than ``1e-4`` from unit
   length is L2-normalised first (cosine scores do not change).
+* hashes with flip, rotation or crop variants (``bit_variants`` above 1): the
+  score is the best alignment of either side's variants with the other's whole
+  image, so the whole images go in one ``IndexBinaryFlat`` and the other variants
+  in a second; a query searches its ``V`` variants in the first and its whole image
+  in the second (``V + 1`` scans), and the candidates are scored with ``score``.
 * ``"other"`` (``face``): the embeddings as they are, scored one by one with the
   plugin's ``score`` (a Python loop: exact, but about a microsecond per item).
 
-**Exactness.** A query ranks every item by a *fast* score: for one ``bits`` or
-``vector`` dimension, faiss' exhaustive top-m search; for a blend, every item's
-fast score on every weighted dimension, blended with the same arithmetic as
-:func:`~imageprism._profiles.blend`. The best ``m`` candidates are then re-scored
-exactly with each plugin's ``score`` (the numbers :meth:`ImagePrism.compare
-<imageprism.ImagePrism.compare>` gives) and blended with ``blend``. Fast and exact
-scores differ by at most a rounding bound (float32 inner products of near-unit
-vectors: ``d * 2**-23 + 2.5e-4``);
-when the ``k``-th exact score does not beat the best excluded fast score by that
-bound, ``m`` grows (up to every item). So the hits are exactly the top ``k`` by the
-exact score, ties broken by insertion order.
+**Exactness.** A query gives every item a *fast* score: for one dimension,
+faiss' exhaustive top-``m`` search; for a blend, every item's fast score on each
+weighted dimension, blended with :func:`~imageprism._dedup.blend_scores` (the
+arithmetic of :func:`~imageprism._profiles.blend`). Fast and exact scores differ by
+at most a rounding bound ``e`` (float32 inner products of near-unit vectors:
+``d * 2**-23 + 2.5e-4``; packed bits: ``1e-9``), so every item whose exact score
+reaches the ``k``-th best has a fast score within ``2e`` of the ``k``-th best fast
+score: those items are the candidates (``m`` grows until no item left out can be
+one). Candidates are scored exactly (:meth:`DedupColumn.pair_scores
+<imageprism._dedup.DedupColumn.pair_scores>`, the arithmetic dedup uses; the
+plugin's ``score`` for variant hashes and ``"other"``), blended, and ranked, ties
+broken by insertion order. So the hits are exactly the top ``k``. Each hit reports
+the plugin's own scores, the numbers :meth:`ImagePrism.compare
+<imageprism.ImagePrism.compare>` gives (equal to the ranking scores up to the
+last bit of float rounding).
 
 **Files.** :meth:`ImageIndex.save` writes a directory: ``manifest.json`` (format
 version, imageprism version, dimensions with their kind and ``cache_token``,
@@ -49,7 +58,7 @@ import numpy as np
 
 from imageprism._dedup import DedupColumn, blend_scores
 from imageprism._image import ImageInput, describe_input
-from imageprism._math import l2_normalize
+from imageprism._math import hamming_similarity, l2_normalize
 from imageprism._prism import ImagePrism, OnError
 from imageprism._profiles import blend, load_profile, normalize_weights
 from imageprism._results import Failure
@@ -108,6 +117,8 @@ class _Store(abc.ABC):
     """One dimension's embeddings of every item, with fast scoring of a query against all."""
 
     kind: ClassVar[str]
+    #: whether :meth:`top` is faster than scoring every item
+    searchable: ClassVar[bool] = True
 
     def __init__(self, plugin: DimensionPlugin) -> None:
         self.plugin = plugin
@@ -131,7 +142,7 @@ class _Store(abc.ABC):
     def exact(self, query: np.ndarray | None, positions: np.ndarray) -> np.ndarray:
         """Exact scores of the query against these items: :meth:`DedupColumn.pair_scores`."""
         taken = self.take(positions)
-        if self.kind == "other":
+        if self.plugin.embedding_kind == "other":
             data: Any = [query, *taken]
         else:
             data = np.concatenate([np.asarray(query, taken.dtype)[None], taken])
@@ -146,10 +157,14 @@ class _Store(abc.ABC):
     def all_scores(self, query: Any) -> np.ndarray:
         """Fast scores of the query against every item (float64; NaN: cannot score)."""
 
-    def top(self, query: Any, m: int) -> tuple[np.ndarray, np.ndarray]:
-        """The ``m`` items with the best fast scores and those scores, best first."""
-        scores = np.nan_to_num(self.all_scores(query), nan=-np.inf)
-        return _top(scores, m)
+    def top(self, query: Any, m: int) -> tuple[np.ndarray, np.ndarray, float]:
+        """About the ``m`` items with the best fast scores: ``(positions, fast scores, bound)``.
+
+        Every item not in ``positions`` has a fast score of at most ``bound``
+        (``-inf`` when every item is returned).
+        """
+        positions, scores = _top(np.nan_to_num(self.all_scores(query), nan=-np.inf), m)
+        return positions, scores, _bound(scores, m, len(self))
 
     @property
     def error(self) -> float:
@@ -163,6 +178,11 @@ class _Store(abc.ABC):
     @abc.abstractmethod
     def restore(self, arrays: Mapping[str, np.ndarray]) -> None:
         """Load the arrays written by :meth:`arrays` into an empty store."""
+
+
+def _bound(best: np.ndarray, m: int, n: int) -> float:
+    """The best score an item outside a top-``m`` list (sorted, best first) of ``n`` items can have."""
+    return float(best[-1]) if m < n else -np.inf
 
 
 def _top(scores: np.ndarray, m: int) -> tuple[np.ndarray, np.ndarray]:
@@ -237,9 +257,10 @@ class _BitsStore(_FaissStore):
         out[ids] = self._to_score(dist)
         return out
 
-    def top(self, query: np.ndarray, m: int) -> tuple[np.ndarray, np.ndarray]:
+    def top(self, query: np.ndarray, m: int) -> tuple[np.ndarray, np.ndarray, float]:
         dist, ids = self.index.search(query, min(m, len(self)))
-        return ids[0].astype(np.int64), self._to_score(dist[0])
+        best = self._to_score(dist[0])
+        return ids[0].astype(np.int64), best, _bound(best, m, len(self))
 
     @property
     def error(self) -> float:
@@ -291,9 +312,10 @@ class _VectorStore(_FaissStore):
         out[ids] = sims
         return out
 
-    def top(self, query: np.ndarray, m: int) -> tuple[np.ndarray, np.ndarray]:
+    def top(self, query: np.ndarray, m: int) -> tuple[np.ndarray, np.ndarray, float]:
         sims, ids = self.index.search(query, min(m, len(self)))
-        return ids[0].astype(np.int64), sims[0].astype(np.float64)
+        best = sims[0].astype(np.float64)
+        return ids[0].astype(np.int64), best, _bound(best, m, len(self))
 
     @property
     def error(self) -> float:
@@ -318,8 +340,119 @@ def _near_unit(rows: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(rows)
 
 
+class _VariantBitsStore(_Store):
+    """Hashes of ``V`` variant groups (``plugin.bit_variants``): best-alignment scores.
+
+    The score of query ``q`` and item ``x`` is ``max over v of max(m(q_v, x_0), m(q_0, x_v))``
+    (see :attr:`DimensionPlugin.bit_variants`). Two flat binary indexes: ``base`` holds
+    every item's group 0, ``rest`` its other groups. ``m(q_v, x_0)`` for all ``v`` is
+    one faiss search of the ``V`` query groups in ``base``; ``m(q_0, x_v)`` one search of
+    ``q_0`` in ``rest``. Candidates are then scored with the plugin's ``score``.
+    """
+
+    kind = "bit_variants"
+
+    def __init__(self, plugin: DimensionPlugin) -> None:
+        super().__init__(plugin)
+        self.variants = int(plugin.bit_variants or 1)
+        self.base = _BitsStore(plugin)
+        self.rest = _BitsStore(plugin)
+
+    def __len__(self) -> int:
+        return len(self.base)
+
+    def _groups(self, data: np.ndarray, what: str) -> np.ndarray:
+        """``(n, V, K, nbytes)`` from ``(n, V * K, nbytes)``."""
+        if data.dtype != np.uint8 or data.ndim != 3 or data.shape[1] % self.variants:
+            raise InputError(
+                f"{what} {self.name!r} embeddings must be uint8 arrays (rows, nbytes) with rows a multiple of "
+                f"{self.variants} variants, got {_describe(data[0] if len(data) else data)}"
+            )
+        return data.reshape(len(data), self.variants, -1, data.shape[2])
+
+    def add(self, column: DedupColumn) -> None:
+        try:
+            stacked = np.stack([np.asarray(e) for e in column.data])  # type: ignore[attr-defined]
+        except ValueError as exc:
+            raise InputError(f"the {self.name!r} embeddings differ in shape: {exc}") from None
+        groups = self._groups(stacked, "added")
+        n, v, rows, nbytes = groups.shape
+        self.base.add(DedupColumn(self.name, "bits", groups[:, 0], bits_per_row=self.base.bits_per_row))
+        rest = np.ascontiguousarray(groups[:, 1:]).reshape(n * (v - 1), rows, nbytes)
+        try:
+            self.rest.add(DedupColumn(self.name, "bits", rest, bits_per_row=self.base.bits_per_row))
+        except InputError:
+            self.base.truncate(len(self.base) - n)
+            raise
+
+    def truncate(self, n: int) -> None:
+        self.base.truncate(n)
+        self.rest.truncate(n * (self.variants - 1))
+
+    def take(self, positions: np.ndarray) -> np.ndarray:
+        base = self.base.take(positions)[:, None]
+        if self.variants == 1:
+            return base[:, 0]
+        rest = self.rest.view().reshape(len(self), self.variants - 1, *base.shape[2:])[positions]
+        return np.concatenate([base, rest], axis=1).reshape(len(positions), -1, base.shape[-1])
+
+    def prepare(self, query: np.ndarray | None) -> np.ndarray:
+        array = np.asarray(query)
+        if query is None or array.ndim != 2:
+            raise InputError(f"the query's {self.name!r} embedding must be a uint8 array (rows, nbytes), got {_describe(query)}")
+        groups = self._groups(array[None], "the query's")[0]
+        for store in (self.base, self.rest):
+            store._check_shape(groups.shape[1:], "the query's")
+        return np.ascontiguousarray(groups.reshape(self.variants, -1))
+
+    def top(self, query: np.ndarray, m: int) -> tuple[np.ndarray, np.ndarray, float]:
+        n = len(self)
+        dist, ids = self.base.index.search(query, min(m, n))  # q_v against every x_0
+        bounds = [float(self.base._to_score(dist[:, -1]).max()) if m < n else -np.inf]
+        found = [ids.ravel()]
+        if self.variants > 1:  # q_0 against every other group of every item
+            dist, ids = self.rest.index.search(query[:1], min(m, len(self.rest)))
+            bounds.append(float(self.base._to_score(dist[0, -1])) if m < len(self.rest) else -np.inf)
+            found.append(ids.ravel() // (self.variants - 1))
+        positions = np.unique(np.concatenate(found))
+        return positions, self._alignment_scores(query, self.take(positions)), max(bounds)
+
+    def _alignment_scores(self, query: np.ndarray, codes: np.ndarray) -> np.ndarray:
+        """Best-alignment scores of the prepared query against stacked embeddings, vectorised."""
+        groups = self._groups(codes, "stored")  # (c, V, K, nbytes)
+        q = query.reshape(1, *groups.shape[1:])
+        bits = self.base.bits_per_row
+
+        def mean_similarity(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+            a, b = np.broadcast_arrays(a, b)
+            return hamming_similarity(a, b, bits).mean(axis=-1)  # over the K rows of a group
+
+        return np.maximum(mean_similarity(q, groups[:, :1]).max(axis=1), mean_similarity(q[:, :1], groups).max(axis=1))
+
+    def all_scores(self, query: np.ndarray) -> np.ndarray:
+        n, v = len(self), self.variants
+        lims, dist, ids = self.base.index.range_search(query, query.shape[1] * 8 + 1)  # every item, per group
+        scores = np.empty((v, n))
+        scores[np.repeat(np.arange(v), np.diff(lims.astype(np.int64))), ids] = self.base._to_score(dist)
+        best = scores.max(axis=0)
+        if v > 1:
+            best = np.maximum(best, self.rest.all_scores(query[:1]).reshape(n, v - 1).max(axis=1))
+        return best
+
+    @property
+    def error(self) -> float:
+        return 1e-9
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        return {"codes": self.take(np.arange(len(self)))}
+
+    def restore(self, arrays: Mapping[str, np.ndarray]) -> None:
+        self.add(DedupColumn(self.name, "other", list(arrays["codes"]), score=self.plugin.score))
+
+
 class _OtherStore(_Store):
     kind = "other"
+    searchable = False
 
     def __init__(self, plugin: DimensionPlugin) -> None:
         super().__init__(plugin)
@@ -403,7 +536,7 @@ class ImageIndex:
     def __init__(self, prism: ImagePrism | None = None) -> None:
         self.prism = prism if prism is not None else ImagePrism()
         self._stores: dict[str, _Store] = {
-            name: _STORES[embedding_kind(plugin)](plugin) for name, plugin in self.prism.plugins.items()
+            name: _store_class(plugin)(plugin) for name, plugin in self.prism.plugins.items()
         }
         self._ids: list[str] = []
         self._positions: dict[str, int] = {}
@@ -649,15 +782,15 @@ class ImageIndex:
         k = min(k, n)
         stores = {name: self._stores[name] for name in weights}
         slack = 2 * max(store.error for store in stores.values()) + 1e-12
-        if len(stores) == 1 and next(iter(stores.values())).kind != "other":
+        if len(stores) == 1 and next(iter(stores.values())).searchable:
             (name, single), = stores.items()
-            m = min(n, max(2 * k, k + 16))
-            while True:  # grow m until the m-th fast score is clearly below the k-th
-                positions, best = single.top(fast[name], m)
-                kth = best[k - 1]
-                if m >= n or best[-1] < kth - slack:
+            m = max(2 * k, k + 16)
+            while True:  # grow m until no item left out can come within `slack` of the k-th
+                positions, best, bound = single.top(fast[name], m)
+                kth = float(np.sort(best)[::-1][k - 1])
+                if bound < kth - slack:
                     break
-                m = min(n, 4 * m)
+                m *= 4
         else:
             all_fast = blend_scores({name: s.all_scores(fast[name]) for name, s in stores.items()}, weights, missing, n)
             kth = _top(all_fast, k)[1][-1]
@@ -774,12 +907,14 @@ class ImageIndex:
 # -- helpers ----------------------------------------------------------------------------
 
 
-def embedding_kind(plugin: DimensionPlugin) -> str:
-    """The plugin's ``embedding_kind``: ``"bits"``, ``"vector"`` or ``"other"``."""
+def _store_class(plugin: DimensionPlugin) -> type[_Store]:
+    """The store for a plugin's embeddings: by ``bit_variants`` (when above 1), else ``embedding_kind``."""
+    if (plugin.bit_variants or 1) > 1:
+        return _VariantBitsStore
     kind = plugin.embedding_kind
     if kind not in _STORES:
         raise ConfigError(f"dimension {plugin.name!r} declares embedding_kind={kind!r}; use one of {', '.join(_STORES)}")
-    return str(kind)
+    return _STORES[kind]
 
 
 def bits_per_row(plugin: DimensionPlugin) -> int | None:
@@ -796,13 +931,13 @@ def _entry(embedding: Embeddings, name: str, which: object) -> np.ndarray | None
 
 
 def _column(store: _Store, values: list[np.ndarray | None] | np.ndarray) -> DedupColumn:
-    if store.kind == "other":
+    if store.plugin.embedding_kind == "other":
         return DedupColumn(store.name, "other", values, score=store.plugin.score)
     try:
         data = values if isinstance(values, np.ndarray) else np.stack([np.asarray(v) for v in values])
     except ValueError as exc:
         raise InputError(f"the {store.name!r} embeddings differ in shape and cannot be indexed together: {exc}") from None
-    return DedupColumn(store.name, store.kind, data, bits_per_row=bits_per_row(store.plugin))
+    return DedupColumn(store.name, store.plugin.embedding_kind, data, bits_per_row=bits_per_row(store.plugin))
 
 
 def _profile_ref(prism: ImagePrism) -> str | None:

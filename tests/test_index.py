@@ -10,7 +10,14 @@ import numpy as np
 import pytest
 from PIL import Image, ImageEnhance
 
-from imageprism import ConfigError, ImageIndex, ImagePrism, InputError, SearchHit
+from imageprism import (
+    ConfigError,
+    HashConfig,
+    ImageIndex,
+    ImagePrism,
+    InputError,
+    SearchHit,
+)
 from imageprism._index import FORMAT_VERSION, MANIFEST
 
 RNG_SEED = 7
@@ -106,15 +113,16 @@ def test_incremental_adds_equal_one_build(dev_images) -> None:
 def _random_embeddings(prism: ImagePrism, n: int, seed: int) -> list[dict[str, np.ndarray | None]]:
     """Embeddings shaped like the real ones, in clusters so that near-ties and duplicates occur."""
     rng = np.random.default_rng(seed)
+    rows = prism.plugins["hash"].bit_variants * 3 if "hash" in prism.dimensions else 3
     centres_v = rng.standard_normal((12, 64)).astype(np.float32)
-    centres_h = rng.integers(0, 256, (12, 3, 8), dtype=np.uint8)
+    centres_h = rng.integers(0, 256, (12, rows, 8), dtype=np.uint8)
     out = []
     for i in range(n):
         c = int(rng.integers(12))
         emb: dict[str, np.ndarray | None] = {}
         for name in prism.dimensions:
             if name == "hash":
-                flips = np.packbits(rng.random((3, 64)) < 0.08, axis=-1)
+                flips = np.packbits(rng.random((rows, 64)) < 0.08, axis=-1)
                 emb[name] = centres_h[c] ^ flips
             elif name == "face":
                 emb[name] = None if i % 3 == 0 else _unit(rng.standard_normal((1 + i % 2, 32)))
@@ -157,8 +165,36 @@ def test_top_k_is_exactly_the_brute_force_top_k(dims) -> None:
             assert got == [p for p, _ in _brute_force(prism, items, query, 10, weights={name: 1.0}, scores=scores)]
 
 
-def test_ties_are_broken_by_insertion_order() -> None:
-    prism = ImagePrism(dimensions=["hash", "semantic"])
+def test_hashes_with_variants_are_searched_exactly(tmp_path) -> None:
+    """Mirror and crop variants: the score is a best alignment (a max), still exactly top-k."""
+    config = HashConfig(geometry="mirror", crop_scales=(0.75,))
+    for weights in ({"hash": 1.0}, {"hash": 0.6, "semantic": 0.4}):
+        prism = ImagePrism(weights=weights, config={"hash": config})
+        items = _random_embeddings(prism, 300, seed=11)
+        index = ImageIndex(prism)
+        index.add_embeddings(items, ids=[f"i{i}" for i in range(len(items))])
+        for query in _random_embeddings(prism, 4, seed=12) + items[:2]:
+            scores = [prism.compare_embeddings(query, item).scores for item in items]
+            for k in (1, 10, 40):
+                got = [(h.position, h.score) for h in index.search_embedding(query, k=k)]
+                assert got == _brute_force(prism, items, query, k, scores=scores)
+    loaded = ImageIndex.load(index.save(tmp_path / "variants"), prism=prism)
+    assert loaded.search_embedding(items[5], k=5) == index.search_embedding(items[5], k=5)
+
+
+def test_mirror_index_finds_the_mirrored_photo(dev_images) -> None:
+    plain = ImageIndex.build(dev_images)
+    mirror = ImageIndex.build(dev_images, prism=ImagePrism(config={"hash": HashConfig(geometry="mirror")}))
+    for target in dev_images[:3]:
+        flipped = Image.open(target).transpose(Image.Transpose.FLIP_LEFT_RIGHT)
+        hit = mirror.search(flipped, k=1)[0]
+        assert hit.id == str(target) and hit.score > 0.95
+        assert plain.search(flipped, k=1)[0].score < hit.score
+
+
+@pytest.mark.parametrize("geometry", ["none", "mirror"])
+def test_ties_are_broken_by_insertion_order(geometry) -> None:
+    prism = ImagePrism(dimensions=["hash", "semantic"], config={"hash": HashConfig(geometry=geometry)})
     base = _random_embeddings(prism, 1, seed=4)[0]
     items = [base] * 60
     index = ImageIndex(prism)
@@ -166,6 +202,7 @@ def test_ties_are_broken_by_insertion_order() -> None:
     hits = index.search_embedding(base, k=5)
     assert [h.position for h in hits] == [0, 1, 2, 3, 4]
     assert [h.position for h in index.search_embedding(base, k=5, dimension="semantic")] == [0, 1, 2, 3, 4]
+    assert [h.position for h in index.search_embedding(base, k=5, dimension="hash")] == [0, 1, 2, 3, 4]
 
 
 def test_search_by_weights_and_by_profile(tmp_path) -> None:
@@ -207,8 +244,6 @@ def test_other_kind_round_trips_with_missing_entries(tmp_path) -> None:
 def test_a_different_configuration_is_refused(tmp_path) -> None:
     index = ImageIndex.build(_noise_images(5), ids=list("abcde"))
     folder = index.save(tmp_path / "idx")
-    from imageprism import HashConfig
-
     other = ImagePrism(config={"hash": HashConfig(hash_size=16)})
     with pytest.raises(ConfigError, match="hash_size=16"):
         ImageIndex.load(folder, prism=other)

@@ -76,6 +76,17 @@ class DimensionPlugin(abc.ABC):
         return None
 
     @property
+    def bit_variants(self) -> int | None:
+        """For packed-bit embeddings made of variant groups (flips, crops...): their number ``V``.
+
+        The rows are ``V`` equal groups, group 0 the image itself; with ``m(v, w)`` the
+        mean fraction of equal bits between group ``v`` of one embedding and group ``w``
+        of the other, the score is ``max over v of max(m(v, 0), m(0, v))``. ``1`` is a
+        plain ``"bits"`` embedding; ``None`` (the default): not packed bits.
+        """
+        return None
+
+    @property
     def cache_token(self) -> str:
         """Everything that can change this dimension's output for given pixels.
 
