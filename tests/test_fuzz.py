@@ -240,3 +240,25 @@ def test_mutate_applies_each_kind_of_mutation() -> None:
     assert spliced[:8] == SEEDS["png"][:8] and len(spliced) == 16
     for name, raw in SEEDS.items():  # every seed is valid to begin with
         assert ImagePrism().embed(raw)["hash"] is not None, name
+
+
+@settings(max_examples=300, deadline=None, derandomize=True, database=None)
+@given(
+    dtype=st.sampled_from(["uint8", "int8", "uint16", "int32", "float32", "float64", "bool", "complex64", "object"]),
+    shape=st.lists(st.integers(0, 6), min_size=0, max_size=4),
+    fill=st.integers(0, 255),
+)
+def test_arbitrary_numpy_arrays_give_a_result_or_an_imageprism_error(dtype: str, shape: list[int], fill: int) -> None:
+    array = np.full(shape, fill).astype(dtype)
+    valid = (
+        dtype == "uint8"
+        and (len(shape) == 2 or (len(shape) == 3 and shape[2] in (1, 3, 4)))
+        and all(side > 0 for side in shape[:2])
+    )
+    try:
+        embedding = ImagePrism().embed(array)
+    except ImagePrismError as exc:
+        assert not valid, f"a valid array was refused: {exc}"
+        assert f"numpy array shape={array.shape}" in str(exc)
+        return
+    assert valid and embedding["hash"] is not None, (dtype, shape)

@@ -213,7 +213,7 @@ def test_a_body_cut_off_once_is_resumed_and_exact(
     commit = fake_hub.add_file(REPO, FILE, DATA)
     cut_bodies.append(_Cut(keep=len(DATA) // 3, times=1))
     path = _runtime(fake_hub, tmp_path).fetch(_spec(commit))
-    assert cut_bodies[0].count == 1 and fake_hub.count("GET", contains="/_blobs/") == 2
+    assert cut_bodies[0].count == 1 and fake_hub.count("GET", contains="/_blobs/") >= 2
     assert path.read_bytes() == DATA
 
 
