@@ -309,6 +309,10 @@ def _read_path(path: Path, label: str) -> bytes:
         raise ImageLoadError(f"{label} is not readable (permission denied)") from None
     except OSError as exc:
         raise ImageLoadError(f"{label} could not be read: {exc.strerror or exc}") from exc
+    except ImageLoadError:
+        raise
+    except ValueError as exc:  # e.g. "embedded null byte" in a file name from an untrusted list
+        raise ImageLoadError(f"{label} is not a usable path: {exc}") from exc
     return data
 
 

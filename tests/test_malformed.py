@@ -291,6 +291,7 @@ def build_cases() -> list[Case]:
         Case("directory.jpg", lambda folder: (folder / "directory.jpg").mkdir(exist_ok=True) or folder / "directory.jpg", "error"),
         Case("missing.png", lambda folder: folder / "missing.png", "error"),
         Case("empty path", lambda folder: "", "error", named="''"),
+        Case("path with a NUL byte", lambda folder: str(folder / "a\x00b.jpg"), "error", named="a\\x00b.jpg"),
         # valid but unusual images: a correct result, checked against a twin
         file_case("1x1.png", encode(Image.new("RGB", (1, 1), (200, 30, 90)), "PNG"), "ok",
                   twin=lambda folder: np.array([[[200, 30, 90]]], np.uint8)),
