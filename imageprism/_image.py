@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import hashlib
 import io
 import os
@@ -143,7 +144,7 @@ class SourceImage:
         assert self._data is not None
         try:
             with _pillow_size_warnings_silenced(self._max_pixels):
-                image = Image.open(io.BytesIO(self._data))
+                image = Image.open(io.BytesIO(self._data), formats=_safe_formats())
         except UnidentifiedImageError:
             raise ImageLoadError(f"{self.label} is not an image in a format Pillow can read") from None
         except Image.DecompressionBombError as exc:  # beyond Pillow's own hard limit
@@ -193,6 +194,17 @@ class SourceImage:
             raise
         except Exception as exc:
             raise ImageLoadError(f"{self.label} could not be converted to RGB: {exc}") from exc
+
+
+#: formats never opened: EPS hands the file to Ghostscript, unsafe on untrusted input
+EXCLUDED_FORMATS = frozenset({"EPS"})
+
+
+@functools.lru_cache(maxsize=1)
+def _safe_formats() -> tuple[str, ...]:
+    """Every format Pillow can open, except :data:`EXCLUDED_FORMATS`."""
+    Image.init()
+    return tuple(f for f in Image.OPEN if f not in EXCLUDED_FORMATS)
 
 
 @contextlib.contextmanager

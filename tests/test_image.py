@@ -273,3 +273,10 @@ def test_jpeg_reduced_decode_keeps_short_side_and_is_faster_shape() -> None:
     assert reduced.mode == "L" and min(reduced.size) >= 64 and reduced.size[0] < 1536
     full = open_image(data).pixels(ImageRequest("L")).image
     assert full.size == (1536, 1024)
+
+
+def test_eps_is_never_opened() -> None:
+    """EPS would be handed to Ghostscript: refused like an unknown format, whatever is installed."""
+    eps = b"%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 10 10\nshowpage\n%%EOF\n"
+    with pytest.raises(ImageLoadError, match="not an image in a format"):
+        open_image(eps)
