@@ -50,13 +50,13 @@ import dataclasses
 import json
 import os
 import types
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, ClassVar, cast
 
 import numpy as np
 
-from imageprism._dedup import DedupColumn, blend_scores
+from imageprism._dedup import DedupColumn, _faiss, blend_scores, columns_from_embeddings
 from imageprism._image import ImageInput, describe_input
 from imageprism._math import hamming_similarity, l2_normalize
 from imageprism._prism import ImagePrism, OnError
@@ -64,9 +64,9 @@ from imageprism._profiles import blend, load_profile, normalize_weights
 from imageprism._results import Failure
 from imageprism._types import Dimension, Profile
 from imageprism._version import __version__
-from imageprism._video import check_fps, is_video, sample_frames
+from imageprism._video import embed_inputs
 from imageprism.dimensions import DimensionPlugin, parse_dimension
-from imageprism.errors import ConfigError, ImageLoadError, ImagePrismError, InputError
+from imageprism.errors import ConfigError, ImagePrismError, InputError
 
 __all__ = ["FORMAT_VERSION", "ImageIndex", "SearchHit"]
 
@@ -74,8 +74,6 @@ __all__ = ["FORMAT_VERSION", "ImageIndex", "SearchHit"]
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
 _FORMAT_NAME = "imageprism-index"
-#: inputs embedded per batch while adding (bounds the decoded pixels held at once)
-_ADD_CHUNK = 256
 #: vectors whose norm is within this of 1 are stored as given (see the module doc)
 _UNIT_TOLERANCE = 1e-4
 
@@ -499,15 +497,6 @@ class _OtherStore(_Store):
 _STORES: dict[str, type[_Store]] = {cls.kind: cls for cls in (_BitsStore, _VectorStore, _OtherStore)}
 
 
-def _faiss() -> Any:
-    """The faiss module, imported on first use (``import imageprism`` stays cheap)."""
-    try:
-        import faiss
-    except ImportError as exc:
-        raise ImportError(f"the search index needs faiss: pip install faiss-cpu ({exc})") from exc
-    return faiss
-
-
 def _describe(value: object) -> str:
     if isinstance(value, np.ndarray):
         return f"{value.dtype} array of shape {value.shape}"
@@ -576,25 +565,16 @@ class ImageIndex:
         """
         if on_error not in ("raise", "skip"):
             raise InputError(f"on_error={on_error!r} is invalid; use 'raise' or 'skip'")
-        fps = check_fps(fps)
         items = list(images)
         if ids is not None:
             ids = list(ids)
             if len(ids) != len(items) or not all(isinstance(i, str) for i in ids):
                 raise InputError(f"ids must be {len(items)} strings, one per input; got {len(ids)} values")
         names = [self._default_id(item, i, ids) for i, item in enumerate(items)]
-        new_ids: list[str] = []
-        embeddings: list[Embeddings] = []
-        failures: list[Failure] = []
-        chunk: list[tuple[int, str, Any]] = []
-        for entry in self._expand(items, names, fps, on_error, failures):
-            chunk.append(entry)
-            if len(chunk) >= _ADD_CHUNK:
-                self._embed_chunk(chunk, on_error, new_ids, embeddings, failures)
-                chunk = []
-        self._embed_chunk(chunk, on_error, new_ids, embeddings, failures)
-        self.add_embeddings(embeddings, ids=new_ids)
-        return tuple(sorted(failures, key=lambda f: f.index))
+        embedded = embed_inputs(self.prism, items, names, fps=fps, on_error=on_error)
+        ok = [j for j, e in enumerate(embedded.embeddings) if e is not None]
+        self.add_embeddings([embedded.embeddings[j] for j in ok], ids=[embedded.labels[j] for j in ok])  # type: ignore[misc]
+        return tuple(dataclasses.replace(f, index=embedded.origins[f.index]) for f in embedded.failures)
 
     def _default_id(self, item: object, i: int, ids: Sequence[str] | None) -> str:
         if ids is not None:
@@ -602,39 +582,6 @@ class ImageIndex:
         if isinstance(item, (str, os.PathLike)):
             return os.fspath(item)
         raise InputError(f"input {i} ({describe_input(item)}) has no path to serve as its id; pass ids=[...]")
-
-    def _expand(
-        self, items: Sequence[object], names: Sequence[str], fps: float, on_error: OnError, failures: list[Failure]
-    ) -> Iterator[tuple[int, str, Any]]:
-        """``(input index, id, input)`` with each video replaced by its sampled frames."""
-        for i, (item, name) in enumerate(zip(items, names)):
-            if not is_video(item):
-                yield i, name, item
-                continue
-            try:
-                for frame in sample_frames(item, fps=fps):  # type: ignore[arg-type]
-                    yield i, f"{name}@{frame.time:.2f}s", frame.source()
-            except ImageLoadError as exc:
-                if on_error == "raise":
-                    raise
-                failures.append(Failure(i, describe_input(item), exc))
-
-    def _embed_chunk(
-        self,
-        chunk: Sequence[tuple[int, str, Any]],
-        on_error: OnError,
-        new_ids: list[str],
-        embeddings: list[Embeddings],
-        failures: list[Failure],
-    ) -> None:
-        if not chunk:
-            return
-        batch = self.prism.embed_batch([item for _, _, item in chunk], on_error=on_error)
-        for (_, name, _), emb in zip(chunk, batch.embeddings):
-            if emb is not None:
-                new_ids.append(name)
-                embeddings.append(emb)
-        failures.extend(dataclasses.replace(f, index=chunk[f.index][0]) for f in batch.failures)
 
     def add_embeddings(self, embeddings: Sequence[Embeddings], *, ids: Sequence[str]) -> None:
         """Add precomputed embeddings (from :meth:`ImagePrism.embed <imageprism.ImagePrism.embed>`
@@ -931,13 +878,8 @@ def _entry(embedding: Embeddings, name: str, which: object) -> np.ndarray | None
 
 
 def _column(store: _Store, values: list[np.ndarray | None] | np.ndarray) -> DedupColumn:
-    if store.plugin.embedding_kind == "other":
-        return DedupColumn(store.name, "other", values, score=store.plugin.score)
-    try:
-        data = values if isinstance(values, np.ndarray) else np.stack([np.asarray(v) for v in values])
-    except ValueError as exc:
-        raise InputError(f"the {store.name!r} embeddings differ in shape and cannot be indexed together: {exc}") from None
-    return DedupColumn(store.name, store.plugin.embedding_kind, data, bits_per_row=bits_per_row(store.plugin))
+    """The store's embeddings as a dedup column (checked and stacked by the dedup's own helper)."""
+    return columns_from_embeddings({store.name: values}, {store.name: store.plugin}, {store.name: 1.0})[0]
 
 
 def _profile_ref(prism: ImagePrism) -> str | None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Literal, Optional
+from typing import TYPE_CHECKING, Any, Literal, Optional
 
 import numpy as np
 
@@ -18,6 +18,9 @@ from imageprism._runtime import ModelRuntime, prefetch, progress_bar
 from imageprism._types import Dimension, Profile
 from imageprism.dimensions import DimensionPlugin, parse_dimension, plugin_class
 from imageprism.errors import ConfigError, ImageLoadError, InputError
+
+if TYPE_CHECKING:
+    from imageprism._video import VideoDedup
 
 __all__ = ["ImagePrism"]
 
@@ -253,6 +256,19 @@ class ImagePrism:
             batch.embeddings, plugins=self._plugins, weights=self._weights, missing=self.missing,
             threshold=threshold, failures=batch.failures, progress=progress,
         )
+
+    def dedup_video(
+        self, video: str | os.PathLike[str], threshold: float | None = None, *, fps: float = 1.0,
+        progress: bool | None = None,
+    ) -> VideoDedup:
+        """The distinct frames of a video sampled at ``fps`` frames per second, with their times.
+
+        The sampled frames are grouped as :meth:`dedup` groups images (same threshold
+        default). Needs PyAV: ``pip install imageprism[video]``. See :class:`~imageprism._video.VideoDedup`.
+        """
+        from imageprism._video import dedup_video
+
+        return dedup_video(self, video, threshold, fps=fps, progress=progress)
 
     def dedup_embeddings(
         self,

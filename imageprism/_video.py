@@ -10,7 +10,11 @@ animated GIF or WebP stays an image (its first frame), as everywhere else.
 Sampling: frames are decoded in order and the first frame at or after each
 sampling instant ``0, 1/fps, 2/fps, ...`` (on the stream's own clock, starting
 at its first frame) is kept; its real presentation time is reported. A
-sampling rate above the video's frame rate keeps every frame once.
+sampling rate above the video's frame rate keeps every frame once. Sampling is
+deterministic, so a second pass (:func:`write_frames`) finds the same frames.
+
+Frames are embedded as they are decoded, a chunk at a time (:func:`embed_inputs`):
+only embeddings are kept, so a long video does not fill memory with pixels.
 """
 
 from __future__ import annotations
@@ -18,16 +22,38 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Literal
 
+import numpy as np
 from PIL import Image
 
-from imageprism._image import SourceImage
-from imageprism.errors import ConfigError, ImageLoadError
+from imageprism._dedup import DedupResult, dedup_embeddings, default_threshold
+from imageprism._image import SourceImage, describe_input
+from imageprism._results import Failure
+from imageprism.errors import ConfigError, ImageLoadError, InputError
 
-__all__ = ["VIDEO_EXTENSIONS", "VideoFrame", "is_video", "sample_frames"]
+if TYPE_CHECKING:
+    from imageprism._prism import ImagePrism
+
+__all__ = [
+    "VIDEO_EXTENSIONS",
+    "EmbeddedInputs",
+    "VideoDedup",
+    "VideoFrame",
+    "dedup_inputs",
+    "dedup_video",
+    "embed_inputs",
+    "is_video",
+    "sample_frames",
+    "write_frames",
+]
+
+Embeddings = Mapping[str, "np.ndarray | None"]
+OnError = Literal["raise", "skip"]
+#: inputs embedded per call while streaming (bounds the decoded frames held at once)
+CHUNK = 64
 
 #: file extensions read as video (lower case, with the dot)
 VIDEO_EXTENSIONS: tuple[str, ...] = (
@@ -120,3 +146,190 @@ def sample_frames(path: str | os.PathLike[str], *, fps: float) -> Iterator[Video
             raise ImageLoadError(f"{name!r} could not be decoded after {count} frames: {exc}") from exc
     if count == 0:
         raise ImageLoadError(f"{name!r} has no decodable video frames")
+
+
+def write_frames(video: str | os.PathLike[str], times: Sequence[float], folder: str | os.PathLike[str], *, fps: float) -> list[Path]:
+    """Decode ``video`` again and save its sampled frames at ``times`` as PNG files in ``folder``.
+
+    Files are named ``<video stem>@<seconds>s.png``. ``times`` must come from
+    :func:`sample_frames` with the same ``fps``. Returns the files written, in time order.
+    """
+    out = Path(os.fspath(folder))
+    out.mkdir(parents=True, exist_ok=True)
+    wanted = {round(float(t), 6) for t in times}
+    written = []
+    for frame in sample_frames(video, fps=fps):
+        if frame.time in wanted:
+            path = out / f"{Path(frame.video).stem}@{frame.time:.2f}s.png"
+            frame.image.save(path, format="PNG")
+            written.append(path)
+    return written
+
+
+# -- embedding inputs with videos expanded ------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class EmbeddedInputs:
+    """Inputs embedded in order, each video replaced by its sampled frames (one entry each).
+
+    ``labels[j]`` names entry ``j`` (the input's name, ``"name@12.50s"`` for a frame);
+    ``origins[j]`` is the input it came from; ``times[j]`` a frame's time in seconds
+    (``None`` for an image); ``embeddings[j]`` is ``None`` for an entry that failed,
+    and every failure (``index``: the entry) is in ``failures``. A video that cannot
+    be opened is one failed entry.
+    """
+
+    labels: tuple[str, ...]
+    origins: tuple[int, ...]
+    times: tuple[float | None, ...]
+    embeddings: tuple[Embeddings | None, ...]
+    failures: tuple[Failure, ...]
+
+
+def embed_inputs(
+    prism: ImagePrism,
+    items: Sequence[object],
+    names: Sequence[str],
+    *,
+    fps: float,
+    on_error: OnError = "raise",
+) -> EmbeddedInputs:
+    """Embed ``items`` with ``prism``, expanding video paths (:func:`is_video`) into frames.
+
+    ``names[i]`` labels input ``i``. Frames are decoded and embedded ``CHUNK`` at a
+    time. With ``on_error="skip"``, unreadable inputs and videos become failed
+    entries; with ``"raise"`` the first one raises.
+    """
+    fps = check_fps(fps)
+    labels: list[str] = []
+    origins: list[int] = []
+    times: list[float | None] = []
+    embeddings: list[Embeddings | None] = []
+    failures: list[Failure] = []
+    chunk: list[Any] = []
+
+    def flush() -> None:
+        if not chunk:
+            return
+        start = len(embeddings) - len(chunk)
+        batch = prism.embed_batch(chunk, on_error=on_error, progress=False)
+        embeddings[start:] = batch.embeddings
+        failures.extend(dataclasses.replace(f, index=start + f.index) for f in batch.failures)
+        chunk.clear()
+
+    def entry(i: int, label: str, time: float | None, item: Any) -> None:
+        labels.append(label)
+        origins.append(i)
+        times.append(time)
+        embeddings.append(None)
+        chunk.append(item)
+        if len(chunk) >= CHUNK:
+            flush()
+
+    for i, (item, name) in enumerate(zip(items, names)):
+        if not is_video(item):
+            entry(i, name, None, item)
+            continue
+        try:
+            for frame in sample_frames(item, fps=fps):  # type: ignore[arg-type]
+                entry(i, f"{name}@{frame.time:.2f}s", frame.time, frame.source())
+        except ImageLoadError as exc:
+            if on_error == "raise":
+                raise
+            flush()
+            labels.append(name)
+            origins.append(i)
+            times.append(None)
+            embeddings.append(None)
+            failures.append(Failure(len(labels) - 1, describe_input(item), exc))
+    flush()
+    return EmbeddedInputs(tuple(labels), tuple(origins), tuple(times), tuple(embeddings), tuple(failures))
+
+
+# -- dedup ---------------------------------------------------------------------------------
+
+
+def dedup_inputs(
+    prism: ImagePrism,
+    items: Sequence[object],
+    threshold: float | None = None,
+    *,
+    fps: float,
+    on_error: OnError = "skip",
+    progress: bool | None = None,
+) -> tuple[EmbeddedInputs, DedupResult]:
+    """:meth:`ImagePrism.dedup <imageprism.ImagePrism.dedup>` over images and the sampled frames of
+    videos together; the result's indices refer to the entries of the returned
+    :class:`EmbeddedInputs` (frames are inputs labelled ``"clip.mp4@12.50s"``)."""
+    names = [os.fspath(x) if isinstance(x, (str, os.PathLike)) else describe_input(x) for x in items]
+    embedded = embed_inputs(prism, items, names, fps=fps, on_error=on_error)
+    threshold = default_threshold(prism.threshold, prism.weights) if threshold is None else threshold
+    result = dedup_embeddings(
+        list(embedded.embeddings), plugins=prism.plugins, weights=prism.weights, missing=prism.missing,
+        threshold=threshold, failures=embedded.failures, progress=progress,
+    )
+    return embedded, result
+
+
+@dataclasses.dataclass(frozen=True)
+class VideoDedup:
+    """The distinct frames of a video (from :meth:`ImagePrism.dedup_video <imageprism.ImagePrism.dedup_video>`).
+
+    Attributes:
+        video: the video file.
+        fps: the sampling rate used.
+        times: the time in seconds of every sampled frame, in order.
+        result: the grouping of the sampled frames (indices into ``times``).
+    """
+
+    video: str
+    fps: float
+    times: np.ndarray
+    result: DedupResult
+
+    @property
+    def distinct_times(self) -> list[float]:
+        """Times of the distinct frames (one per group, its first frame), in order."""
+        return [float(self.times[i]) for i in self.result.unique]
+
+    @property
+    def labels(self) -> list[str]:
+        """``"clip.mp4@12.50s"`` for every sampled frame."""
+        return [frame_label(self.video, float(t)) for t in self.times]
+
+    def save_frames(self, folder: str | os.PathLike[str]) -> list[Path]:
+        """Write the distinct frames as PNG files (decodes the video again); returns the files."""
+        return write_frames(self.video, self.distinct_times, folder, fps=self.fps)
+
+    def to_dict(self) -> dict[str, object]:
+        """A JSON-ready dictionary: each distinct frame's time with the times of its group."""
+        return {
+            "video": self.video,
+            "fps": self.fps,
+            "frames": len(self.times),
+            "distinct": [
+                {"time": float(self.times[rep]), "members": [float(self.times[i]) for i in members]}
+                for rep, members in self.result.groups.items()
+            ],
+        }
+
+    def __repr__(self) -> str:
+        shown = ", ".join(f"{t:.2f}s" for t in self.distinct_times[:8])
+        more = ", ..." if len(self.result.unique) > 8 else ""
+        return f"VideoDedup({self.video!r}: {len(self.times)} frames at {self.fps:g} fps, {len(self.result.unique)} distinct at [{shown}{more}])"
+
+
+def dedup_video(
+    prism: ImagePrism,
+    video: str | os.PathLike[str],
+    threshold: float | None = None,
+    *,
+    fps: float = 1.0,
+    progress: bool | None = None,
+) -> VideoDedup:
+    """The distinct frames of ``video`` sampled at ``fps`` (see :class:`VideoDedup`)."""
+    if not is_video(video):
+        raise InputError(f"{video!r} is not a video path; video files end in one of: {', '.join(VIDEO_EXTENSIONS)}")
+    embedded, result = dedup_inputs(prism, [video], threshold, fps=fps, on_error="raise", progress=progress)
+    return VideoDedup(os.fspath(video), check_fps(fps), np.array(embedded.times, dtype=np.float64), result)

@@ -75,7 +75,7 @@ def test_errors_are_one_line(photos, tmp_path, capsys) -> None:
     empty = tmp_path / "empty"
     empty.mkdir()
     assert main(["index", "build", str(empty), "--out", str(tmp_path / "idx2")]) == 1
-    assert "no image or video files" in capsys.readouterr().err
+    assert "holds no image files" in capsys.readouterr().err
 
 
 def test_video_without_pyav_names_the_extra(photos, tmp_path, monkeypatch, capsys) -> None:

@@ -5,14 +5,16 @@ The videos are built here with PyAV from the dev photos (nothing is downloaded).
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 
 import pytest
 from PIL import Image
 
-from imageprism import ConfigError, ImageIndex, ImageLoadError
+from imageprism import ConfigError, ImageIndex, ImageLoadError, ImagePrism, InputError
 from imageprism._video import VIDEO_EXTENSIONS, is_video, sample_frames
+from imageprism.cli import main
 
 RATE = 10  # frames per second of the generated videos
 HOLD = 10  # frames each scene is held: one second
@@ -94,3 +96,54 @@ def test_missing_pyav_names_the_extra(monkeypatch, tmp_path) -> None:
     (tmp_path / "clip.mp4").write_bytes(b"")
     with pytest.raises(ImportError, match=r"pip install imageprism\[video\]"):
         list(sample_frames(tmp_path / "clip.mp4", fps=1))
+
+
+# -- dedup ------------------------------------------------------------------------------------
+
+
+def test_repeated_scenes_dedup_to_the_distinct_frames(clip, tmp_path) -> None:
+    path, scenes = clip
+    found = ImagePrism().dedup_video(path, fps=2)
+    assert found.times.tolist() == pytest.approx([0.0, 0.5, 1.0, 1.5, 2.0, 2.5, 3.0, 3.5])
+    assert found.result.labels.tolist() == [0, 0, 2, 2, 4, 4, 0, 0]  # scene 0 comes back at 3 s
+    assert found.distinct_times == pytest.approx([0.0, 1.0, 2.0])
+    assert found.labels[2] == f"{path}@1.00s"
+    assert found.to_dict()["distinct"][0] == {"time": 0.0, "members": [0.0, 0.5, 3.0, 3.5]}
+
+    files = found.save_frames(tmp_path / "frames")
+    assert [f.name for f in files] == ["clip@0.00s.png", "clip@1.00s.png", "clip@2.00s.png"]
+    prism = ImagePrism()
+    for file, scene in zip(files, scenes):
+        assert prism.compare(file, scene).scores["hash"] > 0.9
+
+
+def test_the_sampling_rate_decides_what_is_seen(dev_images, tmp_path) -> None:
+    scenes = _scenes(dev_images, 3)
+    path = write_video(tmp_path / "quick.mkv", scenes, [0, 1, 0, 1, 2], codec="ffv1")  # 1 s per scene
+    prism = ImagePrism()
+    assert prism.dedup_video(path, fps=1).distinct_times == pytest.approx([0.0, 1.0, 4.0])
+    assert prism.dedup_video(path, fps=0.5).distinct_times == pytest.approx([0.0, 4.0])  # scenes 0, 0, 2: 1 is missed
+    with pytest.raises(InputError, match="not a video path"):
+        prism.dedup_video(dev_images[0], fps=1)
+
+
+def test_cli_dedup_writes_the_distinct_frames(clip, dev_images, tmp_path, capsys) -> None:
+    path, scenes = clip
+    out = tmp_path / "frames"
+    assert main(["dedup", str(path), "--fps", "2", "--out", str(out), "--json"]) == 0
+    captured = capsys.readouterr()
+    groups = json.loads(captured.out)["groups"]
+    assert [g["representative"] for g in groups] == [f"{path}@{t:.2f}s" for t in (0, 1, 2)]
+    assert sorted(p.name for p in out.iterdir()) == ["clip@0.00s.png", "clip@1.00s.png", "clip@2.00s.png"]
+    assert "3 distinct frames written" in captured.err
+
+    still = tmp_path / "still.png"
+    scenes[1].save(still)
+    assert main(["dedup", str(still), str(path), "--fps", "1", "--csv"]) == 0
+    rows = capsys.readouterr().out.splitlines()[1:]
+    assert rows[2] == f"{path}@1.00s,{still},0,false"  # the frame joins the image given first
+
+    assert main(["dedup", str(still), "--out", str(out)]) == 1
+    assert "no input is a video" in capsys.readouterr().err
+    assert main(["dedup", str(path), "--contact-sheet", str(tmp_path / "s.png")]) == 1
+    assert "--out DIR" in capsys.readouterr().err

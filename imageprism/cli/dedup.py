@@ -1,6 +1,8 @@
 """``imageprism dedup PATH...``: group near-duplicate images, one representative per group.
 
-Folders are walked recursively for image files (every extension Pillow reads).
+Folders are walked recursively for image files (every extension Pillow reads) and
+video files. A video's frames, sampled at --fps, are inputs labelled
+"clip.mp4@12.50s" (needs imageprism[video]); --out writes the distinct ones as PNG.
 Inputs are taken in sorted path order; each joins the first representative whose
 score with it reaches the threshold. Unreadable files are reported on stderr (exit
 code 1) and listed as failures; the others are still grouped.
@@ -18,6 +20,7 @@ from pathlib import Path
 from PIL import Image
 
 from imageprism._dedup import DedupResult
+from imageprism._video import VIDEO_EXTENSIONS, dedup_inputs, is_video, write_frames
 from imageprism.cli._common import add_selection_flags, prism_from_args, write_json
 from imageprism.errors import InputError
 
@@ -37,12 +40,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     output.add_argument("--json", action="store_true", help="print every group as JSON")
     output.add_argument("--csv", action="store_true", help="print one CSV row per input: path, representative, group")
     parser.add_argument("--contact-sheet", metavar="PNG", help="write a PNG grid of the duplicate groups for review")
+    parser.add_argument("--fps", type=float, default=1.0, metavar="RATE", help="frames per second sampled from videos (default: 1)")
+    parser.add_argument("--out", metavar="DIR", help="write the distinct frames of the videos as PNG files to DIR")
     parser.set_defaults(func=run)
 
 
 def image_files(paths: Sequence[str]) -> list[str]:
-    """Files as given; folders replaced by the image files below them (recursive, sorted)."""
-    wanted = set(Image.registered_extensions())
+    """Files as given; folders replaced by the image and video files below them (recursive, sorted)."""
+    wanted = set(Image.registered_extensions()) | set(VIDEO_EXTENSIONS)
     out: list[str] = []
     for path in paths:
         if not os.path.isdir(path):
@@ -50,7 +55,10 @@ def image_files(paths: Sequence[str]) -> list[str]:
             continue
         found = sorted(str(p) for p in Path(path).rglob("*") if p.suffix.lower() in wanted and p.is_file())
         if not found:
-            raise InputError(f"folder {path!r} holds no image files (looked for .jpg, .png, .webp and the other Pillow formats)")
+            raise InputError(
+                f"folder {path!r} holds no image files (looked for .jpg, .png, .webp and the other Pillow "
+                "formats) and no video files (.mp4, .mov, .mkv, .webm and the other video extensions)"
+            )
         out.extend(found)
     return out
 
@@ -58,7 +66,20 @@ def image_files(paths: Sequence[str]) -> list[str]:
 def run(args: argparse.Namespace) -> int:
     files = image_files(args.paths)
     prism = prism_from_args(args)
-    result = prism.dedup(files, args.threshold, on_error="skip")
+    videos = [f for f in files if is_video(f)]
+    if args.out and not videos:
+        raise InputError("--out writes the distinct frames of videos, and no input is a video file")
+    if args.contact_sheet and videos:
+        raise InputError("--contact-sheet shows image files; for videos, write the distinct frames with --out DIR")
+    if videos:
+        try:
+            embedded, result = dedup_inputs(prism, files, args.threshold, fps=args.fps)
+        except ImportError as exc:
+            sys.stderr.write(f"imageprism dedup: error: {exc}\n")
+            return 1
+        inputs, files = files, list(embedded.labels)
+    else:
+        result = prism.dedup(files, args.threshold, on_error="skip")
     if args.json:
         write_json(as_json(result, files))
     elif args.csv:
@@ -71,6 +92,12 @@ def run(args: argparse.Namespace) -> int:
         groups = [[files[i] for i in members] for members in result.duplicate_groups.values()]
         contact_sheet(groups).save(args.contact_sheet, format="PNG")
         sys.stderr.write(f"contact sheet of {len(groups)} groups written to {args.contact_sheet}\n")
+    if args.out:
+        written = []
+        for origin in dict.fromkeys(embedded.origins[i] for i in result.unique if embedded.times[i] is not None):
+            times = [embedded.times[i] for i in result.unique if embedded.origins[i] == origin]
+            written += write_frames(inputs[origin], times, args.out, fps=args.fps)  # type: ignore[arg-type]
+        sys.stderr.write(f"{len(written)} distinct frames written to {args.out}\n")
     for failure in result.failures:
         sys.stderr.write(f"imageprism dedup: skipped: {failure.error}\n")
     return 1 if result.failures else 0

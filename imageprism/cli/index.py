@@ -3,17 +3,14 @@
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from PIL import Image
-
 from imageprism._index import ImageIndex
 from imageprism._results import Failure
-from imageprism._video import VIDEO_EXTENSIONS
 from imageprism.cli._common import add_selection_flags, prism_from_args
+from imageprism.cli.dedup import image_files
 from imageprism.errors import InputError
 
 
@@ -76,7 +73,7 @@ def run_add(args: argparse.Namespace) -> int:
 def _add(index: ImageIndex, args: argparse.Namespace) -> Sequence[Failure] | None:
     """Add the paths; ``None`` (after printing why) when a video needs PyAV and it is missing."""
     try:
-        return index.add(expand_paths(args.paths), fps=args.fps, on_error="skip")
+        return index.add(image_files(args.paths), fps=args.fps, on_error="skip")
     except ImportError as exc:
         sys.stderr.write(f"imageprism index: error: {exc}\n")
         return None
@@ -87,22 +84,3 @@ def _report(failures: Sequence[Failure], message: str, command: str) -> int:
     for failure in failures:
         sys.stderr.write(f"imageprism {command}: error: {failure.error}\n")
     return 1 if failures else 0
-
-
-def expand_paths(paths: Sequence[str]) -> list[str]:
-    """Files as given; folders replaced by their image and video files (recursive, sorted).
-
-    A folder's files are those whose extension Pillow reads or that is in
-    ``VIDEO_EXTENSIONS``; a folder without any is an error naming it.
-    """
-    wanted = set(Image.registered_extensions()) | set(VIDEO_EXTENSIONS)
-    out: list[str] = []
-    for path in paths:
-        if not os.path.isdir(path):
-            out.append(path)
-            continue
-        found = sorted(str(p) for p in Path(path).rglob("*") if p.suffix.lower() in wanted and p.is_file())
-        if not found:
-            raise InputError(f"folder {path!r} holds no image or video files (looked for {', '.join(sorted(wanted)[:8])}, ...)")
-        out.extend(found)
-    return out
