@@ -17,6 +17,7 @@ from imageprism._results import BatchEmbedding, CompareResult, Failure
 from imageprism._runtime import ModelRuntime
 from imageprism._types import Dimension, Profile
 from imageprism._version import __version__
+from imageprism._video import VideoDedup
 from imageprism.dimensions.hash import HashConfig
 from imageprism.errors import (
     ConfigError,
@@ -58,6 +59,7 @@ __all__ = [
     "ProfileError",
     "ProfileSpec",
     "SearchHit",
+    "VideoDedup",
     "__version__",
     "list_profiles",
     "load_profile",
