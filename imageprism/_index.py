@@ -49,6 +49,7 @@ import abc
 import dataclasses
 import json
 import os
+import threading
 import types
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
@@ -513,6 +514,9 @@ class ImageIndex:
         prism: the :class:`~imageprism.ImagePrism` whose dimensions are indexed and
             which embeds added and query images (default: ``ImagePrism()``, hash only).
 
+    One index may be shared by several threads: adds, searches and saves take a
+    lock, so they run one at a time (embedding, outside the lock, overlaps).
+
     >>> import numpy as np
     >>> index = ImageIndex()
     >>> ramp = np.tile(np.arange(64, dtype=np.uint8) * 4, (64, 1))
@@ -529,6 +533,7 @@ class ImageIndex:
         }
         self._ids: list[str] = []
         self._positions: dict[str, int] = {}
+        self._lock = threading.RLock()  # searches read faiss' memory without a copy: no add meanwhile
 
     # -- building -------------------------------------------------------------------
 
@@ -589,6 +594,10 @@ class ImageIndex:
         embeddings, ids = list(embeddings), list(ids)
         if len(embeddings) != len(ids):
             raise InputError(f"got {len(embeddings)} embeddings but {len(ids)} ids; give one id per embedding")
+        with self._lock:
+            self._add_embeddings(embeddings, ids)
+
+    def _add_embeddings(self, embeddings: list[Embeddings], ids: list[str]) -> None:
         self._check_new_ids(ids)
         if not ids:
             return
@@ -639,10 +648,11 @@ class ImageIndex:
 
     def embedding(self, item_id: str) -> dict[str, np.ndarray | None]:
         """The stored embeddings of one item (a vector not of unit length comes back normalised)."""
-        if item_id not in self._positions:
-            raise InputError(f"id {item_id!r} is not in this index of {len(self)} items")
-        position = self._positions[item_id]
-        return {name: store.take(np.array([position]))[0] for name, store in self._stores.items()}
+        with self._lock:
+            if item_id not in self._positions:
+                raise InputError(f"id {item_id!r} is not in this index of {len(self)} items")
+            position = np.array([self._positions[item_id]])
+            return {name: store.take(position)[0] for name, store in self._stores.items()}
 
     def __repr__(self) -> str:
         return f"ImageIndex({len(self)} items, dimensions={list(self._stores)}, weights={dict(self.prism.weights)})"
@@ -682,11 +692,12 @@ class ImageIndex:
         if isinstance(k, bool) or not isinstance(k, int) or k < 1:
             raise ConfigError(f"k={k!r} is invalid; use a positive integer (the number of hits)")
         ranking, missing = self._ranking(dimension, weights, profile)
-        if not len(self):
-            return []
         query = {name: _entry(embedding, name, "query") for name in self._stores}
-        fast = {name: self._stores[name].prepare(query[name]) for name in ranking}
-        return self._exact_top(query, fast, k, ranking, missing)
+        with self._lock:
+            if not len(self):
+                return []
+            fast = {name: self._stores[name].prepare(query[name]) for name in ranking}
+            return self._exact_top(query, fast, k, ranking, missing)
 
     def _ranking(
         self,
@@ -784,6 +795,10 @@ class ImageIndex:
             raise InputError(f"cannot save the index to {str(folder)!r}: it is a non-empty directory without {MANIFEST}")
         folder.mkdir(parents=True, exist_ok=True)
         (folder / MANIFEST).unlink(missing_ok=True)  # an index without its manifest is never read half-written
+        with self._lock:
+            return self._write(folder)
+
+    def _write(self, folder: Path) -> Path:
         dims = {}
         for name, store in self._stores.items():
             files = {}

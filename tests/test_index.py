@@ -313,3 +313,31 @@ def test_search_hit_is_a_plain_record() -> None:
     hit = SearchHit(id="a.jpg", score=0.5, scores={"hash": 0.5}, position=3)
     assert hit.to_dict() == {"id": "a.jpg", "score": 0.5, "scores": {"hash": 0.5}, "position": 3}
     assert "a.jpg" in repr(hit)
+
+
+def test_searches_while_adding_from_other_threads() -> None:
+    """Searches read faiss' memory without copying; adds must not move it underneath them."""
+    import concurrent.futures
+
+    prism = ImagePrism(dimensions=["hash", "semantic"])
+    items = _random_embeddings(prism, 600, seed=13)
+    ids = [f"i{i}" for i in range(len(items))]
+    index = ImageIndex(prism)
+    index.add_embeddings(items[:50], ids=ids[:50])
+
+    def search_many(seed: int) -> set[str]:
+        found = set()
+        for query in _random_embeddings(prism, 25, seed=seed):
+            found.update(h.id for h in index.search_embedding(query, k=5))
+        return found
+
+    with concurrent.futures.ThreadPoolExecutor(4) as pool:
+        searches = [pool.submit(search_many, seed) for seed in range(20, 24)]
+        for start in range(50, 600, 50):
+            index.add_embeddings(items[start : start + 50], ids=ids[start : start + 50])
+        seen = set().union(*(f.result() for f in searches))
+    assert seen <= set(ids)
+    whole = ImageIndex(prism)
+    whole.add_embeddings(items, ids=ids)
+    query = _random_embeddings(prism, 1, seed=30)[0]
+    assert index.search_embedding(query, k=10) == whole.search_embedding(query, k=10)
