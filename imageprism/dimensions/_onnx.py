@@ -90,16 +90,16 @@ class OnnxImageEmbedding(DimensionPlugin):
     def embed_raw(self, images: Sequence[Image.Image]) -> np.ndarray:
         """``(N, D)`` float32 vectors before normalisation (what the reference model gives).
 
-        Images go through the model ``config.batch_size`` at a time; the next batch is
-        preprocessed in a background thread while the current one runs.
+        Images go through the model ``config.batch_size`` at a time; when there are more,
+        the next batch is preprocessed in a background thread while the current one runs.
         """
         if not images:
             raise ValueError("embed_raw needs at least one image")
         model = self.open_model()
         step = self.config.batch_size
-        chunks = (images[i : i + step] for i in range(0, len(images), step))
+        chunks = (to_batch(images[i : i + step], self.preprocess) for i in range(0, len(images), step))
         vectors = []
-        for batch in prefetch(to_batch(chunk, self.preprocess) for chunk in chunks):
+        for batch in prefetch(chunks) if len(images) > step else chunks:
             (output,) = run_batched(model, batch, output_names=[self.output_name], batch_size=step, progress=False)
             vectors.append(self.pool(output))
         return np.concatenate(vectors).astype(np.float32, copy=False)
