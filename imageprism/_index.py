@@ -65,7 +65,7 @@ from imageprism._profiles import blend, load_profile, normalize_weights
 from imageprism._results import Failure
 from imageprism._types import Dimension, Profile
 from imageprism._version import __version__
-from imageprism._video import embed_inputs
+from imageprism._video import embed_inputs, is_video
 from imageprism.dimensions import DimensionPlugin, parse_dimension
 from imageprism.errors import ConfigError, ImagePrismError, InputError
 
@@ -675,6 +675,11 @@ class ImageIndex:
         and missing policy; its settings must match the index's). Every hit has
         the scores of all indexed dimensions.
         """
+        if is_video(image):
+            raise InputError(
+                f"the query {describe_input(image)} is a video; search with one image, e.g. a frame from "
+                "imageprism._video.sample_frames(path, fps=1)"
+            )
         return self.search_embedding(
             self.prism.embed(image), k=k, dimension=dimension, weights=weights, profile=profile
         )

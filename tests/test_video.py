@@ -65,6 +65,8 @@ def test_index_holds_frames_with_timestamps(clip, dev_images) -> None:
     hits = index.search(scenes[1], k=2)
     assert {h.id for h in hits} == {f"{path}@1.00s", f"{path}@1.50s"}
     assert hits[0].score > 0.9
+    with pytest.raises(InputError, match="is a video"):
+        index.search(path)
 
 
 def test_unreadable_video_is_reported(tmp_path, dev_images) -> None:
