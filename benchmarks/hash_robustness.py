@@ -98,6 +98,7 @@ CONFIGS: dict[str, HashConfig | None] = {
     "plain (default)": HashConfig.plain(),
     "dihedral": HashConfig(geometry="dihedral"),
     "crops": HashConfig(crop_scales=ROBUST_CROP_SCALES),
+    "dihedral + crops 8 ways": HashConfig(geometry="dihedral", crop_scales=ROBUST_CROP_SCALES),
     "robust": HashConfig.robust(),
 }
 

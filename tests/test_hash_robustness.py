@@ -51,7 +51,9 @@ GEOMETRIC = {
 def test_robust_configuration() -> None:
     config = HashConfig.robust()
     assert config.geometry == "dihedral" and min(config.crop_scales) <= 0.5 and not config.is_plain
-    assert config.n_variants == 8 * (1 + len(config.crop_scales))
+    assert config.crop_geometry == "mirror"
+    assert config.n_variants == 8 + 2 * len(config.crop_scales)  # whole image: 8 ways; crops: as is and mirrored
+    assert config.variants[0] == (1.0, "identity") and (0.5, "mirror") in config.variants
     assert HashConfig.plain().is_plain and HashConfig.plain().n_variants == 1
 
 
