@@ -8,7 +8,8 @@
 Everything public is importable from this package; its submodules are private.
 """
 
-from imageprism._cache import CacheStats, EmbeddingCache
+from imageprism._cache import CacheStats, EmbeddingCache, PersistentCache
+from imageprism._dedup import DedupResult
 from imageprism._image import DEFAULT_MAX_PIXELS
 from imageprism._index import ImageIndex, SearchHit
 from imageprism._prism import ImagePrism
@@ -18,7 +19,11 @@ from imageprism._runtime import ModelRuntime
 from imageprism._types import Dimension, Profile
 from imageprism._version import __version__
 from imageprism._video import VideoDedup
+from imageprism.dimensions.face import FaceConfig
 from imageprism.dimensions.hash import HashConfig
+from imageprism.dimensions.instance import InstanceConfig
+from imageprism.dimensions.semantic import SemanticConfig
+from imageprism.dimensions.style import StyleConfig
 from imageprism.errors import (
     ConfigError,
     DecompressionBombError,
@@ -26,6 +31,7 @@ from imageprism.errors import (
     ImageLoadError,
     ImagePrismError,
     InputError,
+    MissingDependencyError,
     ModelDownloadError,
     ModelError,
     ModelLoadError,
@@ -40,9 +46,11 @@ __all__ = [
     "ConfigError",
     "DEFAULT_MAX_PIXELS",
     "DecompressionBombError",
+    "DedupResult",
     "Dimension",
     "DimensionUnavailableError",
     "EmbeddingCache",
+    "FaceConfig",
     "Failure",
     "HashConfig",
     "ImageIndex",
@@ -50,15 +58,20 @@ __all__ = [
     "ImagePrism",
     "ImagePrismError",
     "InputError",
+    "InstanceConfig",
+    "MissingDependencyError",
     "ModelDownloadError",
     "ModelError",
     "ModelLoadError",
     "ModelNotCachedError",
     "ModelRuntime",
+    "PersistentCache",
     "Profile",
     "ProfileError",
     "ProfileSpec",
     "SearchHit",
+    "SemanticConfig",
+    "StyleConfig",
     "VideoDedup",
     "__version__",
     "list_profiles",

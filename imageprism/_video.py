@@ -30,9 +30,9 @@ import numpy as np
 from PIL import Image
 
 from imageprism._dedup import DedupResult, dedup_embeddings, default_threshold
-from imageprism._image import SourceImage, describe_input
+from imageprism._image import DEFAULT_MAX_PIXELS, SourceImage, describe_input
 from imageprism._results import Failure
-from imageprism.errors import ConfigError, ImageLoadError, InputError
+from imageprism.errors import ConfigError, ImageLoadError, InputError, MissingDependencyError
 
 if TYPE_CHECKING:
     from imageprism._prism import ImagePrism
@@ -76,9 +76,9 @@ class VideoFrame:
         """``"clip.mp4@12.50s"``: the file name and the frame's time."""
         return frame_label(self.video, self.time)
 
-    def source(self) -> SourceImage:
+    def source(self, max_pixels: int = DEFAULT_MAX_PIXELS) -> SourceImage:
         """The frame as an input of :class:`~imageprism.ImagePrism` (errors name :attr:`label`)."""
-        return SourceImage(self.label, image=self.image)
+        return SourceImage(self.label, image=self.image, max_pixels=max_pixels)
 
 
 def frame_label(video: str | os.PathLike[str], time: float) -> str:
@@ -102,7 +102,7 @@ def _av() -> Any:
     try:
         import av
     except ImportError as exc:
-        raise ImportError(f"{_INSTALL_HINT} ({exc})") from exc
+        raise MissingDependencyError(f"{_INSTALL_HINT} ({exc})") from exc
     return av
 
 
@@ -233,7 +233,7 @@ def embed_inputs(
             continue
         try:
             for frame in sample_frames(item, fps=fps):  # type: ignore[arg-type]
-                entry(i, f"{name}@{frame.time:.2f}s", frame.time, frame.source())
+                entry(i, frame_label(name, frame.time), frame.time, frame.source(prism.max_pixels))
         except ImageLoadError as exc:
             if on_error == "raise":
                 raise

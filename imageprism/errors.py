@@ -12,6 +12,7 @@ working in code that does not know about imageprism::
     │   ├── ConfigError                      unknown dimension, bad weights, bad config
     │   │   └── ProfileError                 a profile (YAML) is missing or malformed
     │   └── DimensionUnavailableError        a dimension this build does not provide
+    ├── MissingDependencyError (ImportError) an optional extra is not installed
     └── ModelError                           a model could not be obtained or run
         ├── ModelDownloadError               download failed or checksum mismatch
         ├── ModelNotCachedError              offline and the file is not in the cache
@@ -29,6 +30,7 @@ __all__ = [
     "ImageLoadError",
     "ImagePrismError",
     "InputError",
+    "MissingDependencyError",
     "ModelDownloadError",
     "ModelError",
     "ModelLoadError",
@@ -63,6 +65,10 @@ class ProfileError(ConfigError):
 
 class DimensionUnavailableError(InputError):
     """The requested dimension is not provided by this installation."""
+
+
+class MissingDependencyError(ImagePrismError, ImportError):
+    """An optional dependency (an extra) is not installed; the message names the pip command."""
 
 
 class ModelError(ImagePrismError):

@@ -20,7 +20,7 @@ from imageprism._runtime.hub import sha256_of
 from imageprism.dimensions import ImageRequest
 from imageprism.dimensions import style
 from imageprism.dimensions.style import POOLED_TENSOR, STYLE_PREPROCESS, StyleConfig, StyleDimension, expose_output
-from imageprism.errors import ConfigError, ModelLoadError
+from imageprism.errors import ConfigError, MissingDependencyError, ModelLoadError
 
 pytest.importorskip("onnx")
 
@@ -78,7 +78,7 @@ def test_graph_edit_exposes_the_pooled_tensor_once(standin: Path, tmp_path: Path
     # ...but a corrupted copy is not trusted
     derived.write_bytes(b"garbage")
     monkeypatch.setattr(style, "_derived", {})
-    with pytest.raises(ModelLoadError, match=r"imageprism\[style\]"):
+    with pytest.raises(MissingDependencyError, match=r"imageprism\[style\]"):
         expose_output(standin, POOLED_TENSOR, derived_root)
     monkeypatch.delitem(sys.modules, "onnx")
     assert expose_output(standin, POOLED_TENSOR, derived_root) == derived

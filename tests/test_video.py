@@ -10,6 +10,8 @@ import sys
 from pathlib import Path
 
 import pytest
+
+from imageprism import MissingDependencyError
 from PIL import Image
 
 from imageprism import ConfigError, ImageIndex, ImageLoadError, ImagePrism, InputError
@@ -96,8 +98,19 @@ def test_bad_rate_is_refused() -> None:
 def test_missing_pyav_names_the_extra(monkeypatch, tmp_path) -> None:
     monkeypatch.setitem(sys.modules, "av", None)  # makes "import av" fail
     (tmp_path / "clip.mp4").write_bytes(b"")
-    with pytest.raises(ImportError, match=r"pip install imageprism\[video\]"):
+    with pytest.raises(MissingDependencyError, match=r"pip install imageprism\[video\]") as info:
         list(sample_frames(tmp_path / "clip.mp4", fps=1))
+    assert isinstance(info.value, ImportError)  # still an ImportError for code that expects one
+
+
+def test_cli_reports_missing_pyav_in_one_line(tmp_path) -> None:
+    import subprocess
+
+    (tmp_path / "clip.mp4").write_bytes(b"")
+    code = "import sys; sys.modules['av'] = None; from imageprism.cli import main; sys.exit(main(sys.argv[1:]))"
+    out = subprocess.run([sys.executable, "-c", code, "dedup", str(tmp_path / "clip.mp4")], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 1
+    assert "pip install imageprism[video]" in out.stderr and "Traceback" not in out.stderr
 
 
 # -- dedup ------------------------------------------------------------------------------------

@@ -72,11 +72,7 @@ def run(args: argparse.Namespace) -> int:
     if args.contact_sheet and videos:
         raise InputError("--contact-sheet shows image files; for videos, write the distinct frames with --out DIR")
     if videos:
-        try:
-            embedded, result = dedup_inputs(prism, files, args.threshold, fps=args.fps)
-        except ImportError as exc:
-            sys.stderr.write(f"imageprism dedup: error: {exc}\n")
-            return 1
+        embedded, result = dedup_inputs(prism, files, args.threshold, fps=args.fps)
         inputs, files = files, list(embedded.labels)
     else:
         result = prism.dedup(files, args.threshold, on_error="skip")

@@ -53,9 +53,7 @@ def run_build(args: argparse.Namespace) -> int:
     if (out / "manifest.json").exists():
         raise InputError(f"{args.out!r} already holds an index; add to it with 'imageprism index add {args.out} PATH...'")
     index = ImageIndex(prism_from_args(args))
-    failures = _add(index, args)
-    if failures is None:
-        return 1
+    failures = index.add(image_files(args.paths), fps=args.fps, on_error="skip")
     index.save(out)
     return _report(failures, f"indexed {len(index)} items into {args.out}", "index build")
 
@@ -63,20 +61,9 @@ def run_build(args: argparse.Namespace) -> int:
 def run_add(args: argparse.Namespace) -> int:
     index = ImageIndex.load(args.index)
     before = len(index)
-    failures = _add(index, args)
-    if failures is None:
-        return 1
+    failures = index.add(image_files(args.paths), fps=args.fps, on_error="skip")
     index.save(args.index)
     return _report(failures, f"added {len(index) - before} items to {args.index} ({len(index)} in all)", "index add")
-
-
-def _add(index: ImageIndex, args: argparse.Namespace) -> Sequence[Failure] | None:
-    """Add the paths; ``None`` (after printing why) when a video needs PyAV and it is missing."""
-    try:
-        return index.add(image_files(args.paths), fps=args.fps, on_error="skip")
-    except ImportError as exc:
-        sys.stderr.write(f"imageprism index: error: {exc}\n")
-        return None
 
 
 def _report(failures: Sequence[Failure], message: str, command: str) -> int:

@@ -30,7 +30,7 @@ from imageprism._preprocess import IMAGENET_MEAN, IMAGENET_STD, Preprocess
 from imageprism._runtime import ModelSpec, OnnxModel
 from imageprism._runtime.hub import sha256_of
 from imageprism.dimensions._onnx import ModelConfig, OnnxImageEmbedding
-from imageprism.errors import ModelLoadError
+from imageprism.errors import MissingDependencyError, ModelLoadError
 
 __all__ = [
     "MOBILENETV2_7",
@@ -71,7 +71,7 @@ def _import_onnx():  # type: ignore[no-untyped-def]
     try:
         import onnx
     except ImportError:
-        raise ModelLoadError(
+        raise MissingDependencyError(
             "the style dimension needs the 'onnx' package once, to expose the pooled feature of the "
             'downloaded MobileNetV2 as a graph output: pip install "imageprism[style]"'
         ) from None
