@@ -141,8 +141,8 @@ def test_score_rejects_embeddings_of_another_configuration() -> None:
         ({"crop_scales": (0.1,)}, "0.1", "at least 0.25"),
         ({"crop_scales": (0.5, 0.5)}, "(0.5, 0.5)", "distinct"),
         ({"crop_scales": "0.5"}, "'0.5'", "side fractions"),
-        ({"geometry": "mirror", "crop_geometry": "dihedral"}, "'dihedral'", "'none', 'mirror'"),
-        ({"crop_geometry": "mirror"}, "crop_geometry='mirror'", "'none'"),
+        ({"crop_geometry": "spin"}, "crop_geometry='spin'", "'none', 'mirror', 'dihedral'"),
+        ({"crop_geometry": 3}, "crop_geometry=3", "None (the same as geometry)"),
     ],
 )
 def test_config_validation_names_bad_value_and_valid_ones(kwargs: dict, bad: str, valid: str) -> None:
@@ -162,7 +162,10 @@ def test_variants_and_row_labels() -> None:
     config = HashConfig(algorithms=("phash", "dhash"), geometry="mirror", crop_scales=(0.5,), crop_geometry="none")
     assert config.variants == ((1.0, "identity"), (1.0, "mirror"), (0.5, "identity"))
     assert config.row_labels == ("phash", "dhash", "phash/mirror", "dhash/mirror", "phash/crop0.5", "dhash/crop0.5")
-    assert HashConfig(geometry="dihedral", crop_scales=(0.5,)).crop_geometry == "dihedral"  # None: same as geometry
+    assert HashConfig(geometry="dihedral", crop_scales=(0.5,), crop_geometry=None).crop_geometry == "dihedral"  # None: same
+    # capped at the whole image's geometry
+    assert HashConfig(geometry="mirror", crop_geometry="dihedral").crop_geometry == "mirror"
+    assert HashConfig(geometry="none", crop_scales=(), crop_geometry="mirror") == HashConfig.plain()
 
 
 def test_named_configurations() -> None:

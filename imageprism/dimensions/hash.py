@@ -115,7 +115,7 @@ class HashConfig:
     90, 180 and 270 degree rotations). ``crop_scales``: side fractions (each in
     [0.25, 1)) of centre crops to hash besides the whole image, so that a crop
     matches the image it came from; e.g. ``(0.75, 0.5)``. ``crop_geometry``: the
-    flips and rotations hashed for each crop, at most ``geometry`` (``None``: the
+    flips and rotations hashed for each crop, capped at ``geometry`` (``None``: the
     same as ``geometry``); fewer variants keep unrelated scores lower. With these
     options the embedding holds one group of rows per variant (see
     :attr:`variants`) and the score takes the best alignment (see
@@ -153,13 +153,14 @@ class HashConfig:
         object.__setattr__(self, "geometry", self.geometry.lower())
         object.__setattr__(self, "crop_scales", self._valid_crops(self.crop_scales))
         crop_geometry = self.geometry if self.crop_geometry is None else self.crop_geometry
-        allowed = [g for g in GEOMETRIES if set(GEOMETRIES[g]) <= set(GEOMETRIES[self.geometry])]
-        if not isinstance(crop_geometry, str) or crop_geometry.lower() not in allowed:
+        if not isinstance(crop_geometry, str) or crop_geometry.lower() not in GEOMETRIES:
             raise ConfigError(
-                f"HashConfig.crop_geometry={self.crop_geometry!r} is invalid with geometry={self.geometry!r}; "
-                f"use None (the same) or one of {', '.join(map(repr, allowed))}"
+                f"HashConfig.crop_geometry={self.crop_geometry!r} is invalid; "
+                f"use None (the same as geometry) or one of {', '.join(map(repr, GEOMETRIES))}"
             )
-        object.__setattr__(self, "crop_geometry", crop_geometry.lower())
+        order = list(GEOMETRIES)  # nested: each geometry's transforms include the previous one's
+        capped = order[min(order.index(crop_geometry.lower()), order.index(self.geometry))]
+        object.__setattr__(self, "crop_geometry", capped)
 
     def _valid_crops(self, value: object) -> tuple[float, ...]:
         fix = (
