@@ -332,22 +332,23 @@ class _Buffer:
 def _scan(
     queries: np.ndarray,
     rows: np.ndarray,
-    hit: Callable[[np.ndarray, np.ndarray], np.ndarray],
+    hit: Callable[[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]],
     *,
     lower: bool = False,
     tile: int = 128,
+    col_tile: int = 8192,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Pairs ``(query, row)`` where ``hit(query block, row block)`` (a boolean matrix) holds.
+    """Pairs ``(query, row)`` found by ``hit(query tile, row tile)`` (which returns local indices).
 
-    Tiles of at most ``tile`` x 8192 keep temporaries small. ``lower``: rows are the
+    Tiles of at most ``tile`` x ``col_tile`` keep temporaries small. ``lower``: rows are the
     queries themselves, keep only pairs ``row < query`` (returned as ``(row, query)``).
     """
     found_q, found_r = [], []
     for lo in range(0, len(queries), tile):
         hi = min(lo + tile, len(queries))
         end = hi if lower else len(rows)
-        for c in range(0, end, 8192):
-            q, r = np.nonzero(hit(queries[lo:hi], rows[c : min(c + 8192, end)]))
+        for c in range(0, end, col_tile):
+            q, r = hit(queries[lo:hi], rows[c : min(c + col_tile, end)])
             q += lo
             r += c
             if lower:
@@ -416,20 +417,22 @@ class _BitsFinder(_Finder):
         if self.params is None:
             q, found = _scan(self.words[ids], self.flat.rows[: self.flat.size], self._close)
             return q, self.flat.ids[found]
-        chunks = self.params[0]
-        probe = self.keys[ids][:, :, None] ^ self.masks[None, None, :]  # (queries, chunks, masks)
-        q = np.broadcast_to(np.arange(len(ids))[:, None, None], probe.shape).ravel()
-        c = np.broadcast_to(np.arange(chunks)[None, :, None], probe.shape).ravel()
-        cand = self.heads[c, probe.ravel()]
+        chunks, bits, _ = self.params
+        nmasks = len(self.masks)
+        offsets = (np.arange(chunks, dtype=np.int32) << bits)[None, :, None]
+        probe = (self.keys[ids][:, :, None] ^ self.masks[None, None, :]) + offsets  # flat table slots
+        cand = self.heads.ravel()[probe.ravel()]
+        pos = np.flatnonzero(cand >= 0)
+        cand = cand[pos]
+        q, c = pos // (chunks * nmasks), (pos // nmasks) % chunks
         found_q, found_r = [], []
-        while True:
-            live = cand >= 0
-            q, c, cand = q[live], c[live], cand[live]
-            if not len(cand):
-                break
+        chained = self.next.ravel()
+        while len(cand):  # walk the bucket chains, one step for every probe at once
             found_q.append(q)
             found_r.append(cand)
-            cand = self.next[cand, c]
+            cand = chained[cand.astype(np.int64) * chunks + c]
+            live = cand >= 0
+            q, c, cand = q[live], c[live], cand[live]
         if not found_q:
             return np.empty(0, np.int64), np.empty(0, np.int64)
         q, r = np.concatenate(found_q).astype(np.int64), np.concatenate(found_r).astype(np.int64)
@@ -441,11 +444,11 @@ class _BitsFinder(_Finder):
         words = self.words[ids]
         return _scan(words, words, self._close, lower=True)
 
-    def _close(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    def _close(self, a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         dist = np.zeros((len(a), len(b)), np.int32)
         for w in range(a.shape[1]):
             dist += _popcount64(a[:, w, None] ^ b[None, :, w])
-        return dist <= self.max_distance
+        return np.nonzero(dist <= self.max_distance)
 
 
 def _chunk_keys(codes: np.ndarray, chunks: int, bits: int) -> np.ndarray:
@@ -495,6 +498,9 @@ def multihash_params(nbits: int, radius: int, n: int) -> tuple[int, int, int] | 
     return best[1]
 
 
+_COL_TILE = 16384
+
+
 class _VectorFinder(_Finder):
     """Exact cosine range search: a BLAS scan of principal-axis-reduced vectors, bounded by Cauchy-Schwarz."""
 
@@ -511,15 +517,18 @@ class _VectorFinder(_Finder):
         self.reps.add(ids, self.codes[ids])
 
     def query(self, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        q, found = _scan(self.codes[ids], self.reps.rows[: self.reps.size], self._close, tile=BLOCK_SIZE)
+        q, found = _scan(self.codes[ids], self.reps.rows[: self.reps.size], self._close, tile=BLOCK_SIZE, col_tile=_COL_TILE)
         return q, self.reps.ids[found]
 
     def within(self, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         block = self.codes[ids]
         return _scan(block, block, self._close, lower=True, tile=BLOCK_SIZE)
 
-    def _close(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
-        return a @ b.T >= self.radius
+    def _close(self, a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        bounds = a @ b.T
+        rows = np.flatnonzero(bounds.max(axis=1) >= self.radius)  # most rows have no candidate at all
+        q, r = np.nonzero(bounds[rows] >= self.radius)
+        return rows[q], r
 
 
 def _principal_axes(unit: np.ndarray, sample: int = 5000) -> np.ndarray:
@@ -537,9 +546,9 @@ def reduced_dims(unit: np.ndarray, threshold: float, sample: int = 2000) -> tupl
     the cost of exactly verifying the pairs whose bound survives (~``200 d`` each).
     """
     n, d = unit.shape
-    axes = _principal_axes(unit) if d > 16 else np.eye(d)
-    if n < 4 * sample or d <= 16:
-        return axes, d
+    if n < 4 * sample or d <= 16:  # small: a full scan is cheap
+        return np.eye(d), d
+    axes = _principal_axes(unit)
     rng = np.random.default_rng(1)
     rows = unit[rng.choice(n, sample, replace=False)].astype(np.float64)
     rotated = rows @ axes
@@ -591,7 +600,10 @@ def _check_columns(columns: Sequence[DedupColumn], weights: Mapping[str, float],
     sizes = {c.name: c.n for c in columns}
     if len(set(sizes.values())) > 1:
         raise InputError(f"every dimension needs one embedding per input; got counts {sizes}")
-    unknown = {name for name, w in weights.items() if w > 0} - set(sizes)
+    weighted = {name for name, w in weights.items() if w > 0}
+    if not weighted:
+        raise ConfigError(f"dedup needs a positive weight on at least one dimension; got weights {dict(weights)}")
+    unknown = weighted - set(sizes)
     if unknown:
         raise ConfigError(f"weights name dimensions without embeddings: {sorted(unknown)}; have {sorted(sizes)}")
     if missing not in MISSING_POLICIES:
