@@ -31,9 +31,14 @@ Finders, by :attr:`~imageprism.dimensions.DimensionPlugin.embedding_kind`:
   to minimise scan plus verification cost. Exact and several times cheaper than a
   full scan, but still a (BLAS) scan over the representatives: quadratic with a
   small constant (see ``benchmarks/README.md``).
-* ``"other"`` (``face``, hashes with flips/crops): no index; every representative
-  is a candidate and pairs are scored with the plugin's ``score`` one by one.
-  Exact, but quadratic and slow in Python: thousands of images, not millions.
+* ``"bit_variants"`` (hashes with flips, rotations or crops; the score is the best
+  alignment of either image's variant groups against the other's whole image):
+  ``score >= t`` needs some group of one input within ``D`` bits of group 0 of the
+  other, so two multi-index tables (group 0 of the representatives, searched with
+  every group of a query; all their groups, searched with the query's group 0).
+* ``"other"`` (``face``): no index; every representative is a candidate and pairs
+  are scored with the plugin's ``score`` one by one. Exact, but quadratic and slow
+  in Python: thousands of images, not millions.
 
 Inputs are processed in blocks: a block is searched against the representatives
 so far, then the block's unmatched inputs are resolved among themselves (a flat
@@ -45,6 +50,7 @@ to the indexes.
 from __future__ import annotations
 
 import abc
+import copy
 import dataclasses
 import functools
 import itertools
@@ -71,8 +77,8 @@ __all__ = [
     "labels_brute_force",
 ]
 
-Kind = Literal["bits", "vector", "other"]
-KINDS: tuple[str, ...] = ("bits", "vector", "other")
+Kind = Literal["bits", "bit_variants", "vector", "other"]
+KINDS: tuple[str, ...] = ("bits", "bit_variants", "vector", "other")
 
 #: inputs per block (see the module docstring)
 BLOCK_SIZE = 512
@@ -170,6 +176,10 @@ class DedupColumn:
 
     * ``"bits"``: ``data`` is a ``uint8`` array ``(n, rows, nbytes)``; the score is the
       mean over rows of :func:`~imageprism._math.hamming_similarity` with ``bits_per_row``.
+    * ``"bit_variants"``: the same array, its rows ``variants`` equal groups (flips,
+      crops...; group 0 the image itself); the score is the best alignment
+      ``max over v of max(m(v, 0), m(0, v))``, ``m`` the mean fraction of equal bits
+      between two groups (:attr:`~imageprism.dimensions.DimensionPlugin.bit_variants`).
     * ``"vector"``: ``data`` is a float array ``(n, d)``; the score is the cosine.
     * ``"other"``: ``data`` is a sequence of embeddings (``None`` allowed) and
       ``score`` scores one pair (``None`` when it cannot).
@@ -179,6 +189,7 @@ class DedupColumn:
     kind: str
     data: object
     bits_per_row: int | None = None
+    variants: int = 1
     score: Callable[[np.ndarray | None, np.ndarray | None], float | None] | None = None
 
     def __post_init__(self) -> None:
@@ -186,11 +197,12 @@ class DedupColumn:
             raise ConfigError(f"embedding kind {self.kind!r} of {self.name!r} is unknown; use one of {KINDS}")
         if self.kind == "other" and self.score is None:
             raise ConfigError(f"dimension {self.name!r} of kind 'other' needs a score function")
-        if self.kind == "bits":
+        if self.kind in ("bits", "bit_variants"):
             data = np.asarray(self.data)
-            if data.dtype != np.uint8 or data.ndim != 3:
+            if data.dtype != np.uint8 or data.ndim != 3 or data.shape[1] % max(self.variants, 1):
                 raise InputError(
-                    f"{self.name!r} embeddings must stack to a uint8 array (n, rows, nbytes), got {data.dtype} {data.shape}"
+                    f"{self.name!r} embeddings must stack to a uint8 array (n, rows, nbytes) with rows a multiple "
+                    f"of {self.variants} variants, got {data.dtype} {data.shape}"
                 )
             object.__setattr__(self, "data", data)
         elif self.kind == "vector":
@@ -220,6 +232,13 @@ class DedupColumn:
         if self.kind == "bits":
             data = self.data
             return hamming_similarity(data[a], data[b], self.bits_per_row).mean(axis=-1)  # type: ignore[index]
+        if self.kind == "bit_variants":
+            nbytes = self.data.shape[2]  # type: ignore[attr-defined]
+            x = self.data[a].reshape(len(a), self.variants, -1, nbytes)  # type: ignore[index]
+            y = self.data[b].reshape(len(b), self.variants, -1, nbytes)  # type: ignore[index]
+            x_vs_whole_y = hamming_similarity(x, np.broadcast_to(y[:, :1], x.shape), self.bits_per_row).mean(axis=2)
+            whole_x_vs_y = hamming_similarity(np.broadcast_to(x[:, :1], y.shape), y, self.bits_per_row).mean(axis=2)
+            return np.maximum(x_vs_whole_y.max(axis=1), whole_x_vs_y.max(axis=1))
         if self.kind == "vector":
             data = self.data
             dots = np.einsum("ij,ij->i", data[a].astype(np.float64), data[b].astype(np.float64))  # type: ignore[index]
@@ -237,10 +256,14 @@ class DedupColumn:
         """A candidate finder that loses no pair scoring ``>= threshold`` on this column."""
         if threshold <= 0 or self.kind == "other" or self.n == 0:
             return _AllPairs()
-        if self.kind == "bits":
+        if self.kind in ("bits", "bit_variants"):
             n, rows, nbytes = self.data.shape  # type: ignore[attr-defined]
-            radius = math.floor(rows * (self.bits_per_row or nbytes * 8) * (1.0 - threshold) + 1e-6)
-            return _BitsFinder(np.ascontiguousarray(self.data.reshape(n, -1)), radius)  # type: ignore[attr-defined]
+            group = rows // self.variants  # rows per variant
+            radius = math.floor(group * (self.bits_per_row or nbytes * 8) * (1.0 - threshold) + 1e-6)
+            codes = np.ascontiguousarray(self.data.reshape(n * self.variants, group * nbytes))  # type: ignore[attr-defined]
+            if self.kind == "bits":
+                return _BitsFinder(codes, radius)
+            return _VariantsFinder(codes, radius, self.variants)
         return _VectorFinder(_unit_rows(self.data, self._norms), threshold)  # type: ignore[arg-type]
 
 
@@ -374,14 +397,14 @@ class _BitsFinder(_Finder):
     cluster of near-identical inputs never fills them.
     """
 
-    def __init__(self, codes: np.ndarray, max_distance: int) -> None:
+    def __init__(self, codes: np.ndarray, max_distance: int, *, expected: int | None = None) -> None:
         pad = -codes.shape[1] % 8  # zero bytes change no distance; 64-bit words popcount fast
         if pad:
             codes = np.concatenate([codes, np.zeros((len(codes), pad), np.uint8)], axis=1)
         self.codes = np.ascontiguousarray(codes)
         self.words = self.codes.view(np.uint64)
         self.max_distance = max_distance
-        self.params = multihash_params(codes.shape[1] * 8, max_distance, len(codes))
+        self.params = multihash_params(codes.shape[1] * 8, max_distance, expected or len(codes))
         if self.params is None:
             self.flat = _Buffer(self.words.shape[1], np.uint64)
             return
@@ -396,6 +419,16 @@ class _BitsFinder(_Finder):
 
     def __repr__(self) -> str:
         return f"_BitsFinder(max_distance={self.max_distance}, multihash={self.params})"
+
+    def empty_like(self) -> _BitsFinder:
+        """A finder over the same codes with no representatives (the static arrays are shared)."""
+        twin = copy.copy(self)
+        if self.params is None:
+            twin.flat = _Buffer(self.words.shape[1], np.uint64)
+        else:
+            twin.heads = np.full_like(self.heads, -1)
+            twin.next = np.full_like(self.next, -1)
+        return twin
 
     def add(self, ids: np.ndarray) -> None:
         if not len(ids):
@@ -449,6 +482,44 @@ class _BitsFinder(_Finder):
         for w in range(a.shape[1]):
             dist += _popcount64(a[:, w, None] ^ b[None, :, w])
         return np.nonzero(dist <= self.max_distance)
+
+
+class _VariantsFinder(_Finder):
+    """Exact candidates for best-alignment scores over variant groups (kind ``bit_variants``).
+
+    ``score >= t`` needs, for some ``v``, group ``v`` of one input within ``D`` bits of
+    group 0 of the other. Two multi-index tables over the representatives' groups:
+    ``whole`` holds group 0 and is searched with every group of the queries; ``every``
+    holds all groups and is searched with the queries' group 0. ``codes`` has one
+    row per (input, group): row ``i * V + v``.
+    """
+
+    def __init__(self, codes: np.ndarray, max_distance: int, variants: int) -> None:
+        self.variants = variants
+        self.every = _BitsFinder(codes, max_distance, expected=len(codes))
+        self.whole = self.every.empty_like()
+
+    def add(self, ids: np.ndarray) -> None:
+        self.whole.add(ids * self.variants)
+        self.every.add((ids[:, None] * self.variants + np.arange(self.variants)).ravel())
+
+    def query(self, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        v = self.variants
+        q1, r1 = self.every.query(ids * v)
+        q2, r2 = self.whole.query((ids[:, None] * v + np.arange(v)).ravel())
+        return _union_pairs([(q1, r1 // v), (q2 // v, r2 // v)], int(ids.max(initial=0)) + 1)
+
+    def within(self, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        v = self.variants
+        whole = self.every.words[ids * v]  # (B, words)
+        groups = self.every.words[(ids[:, None] * v + np.arange(v)).ravel()]  # (B * V, words)
+        x, e = _scan(whole, groups, self.every._close)  # group 0 of x against any group of y
+        y = e // v
+        close = np.zeros((len(ids), len(ids)), bool)
+        close[x, y] = True
+        close |= close.T
+        i, j = np.nonzero(np.triu(close, k=1))
+        return i.astype(np.int64), j.astype(np.int64)
 
 
 def _chunk_keys(codes: np.ndarray, chunks: int, bits: int) -> np.ndarray:
@@ -801,7 +872,8 @@ def columns_from_embeddings(
 
 
 def _column(name: str, plugin: DimensionPlugin, values: Sequence[np.ndarray | None] | np.ndarray) -> DedupColumn:
-    kind = plugin.embedding_kind
+    variants = plugin.bit_variants or 1
+    kind = "bit_variants" if variants > 1 else plugin.embedding_kind
     if kind == "other":
         return DedupColumn(name, "other", list(values), score=plugin.score)
     if not isinstance(values, np.ndarray):
@@ -813,13 +885,13 @@ def _column(name: str, plugin: DimensionPlugin, values: Sequence[np.ndarray | No
             values = np.stack([np.asarray(v) for v in values]) if values else _empty(kind)
         except ValueError as exc:
             raise InputError(f"the {name!r} embeddings differ in shape: {exc}") from None
-    if kind == "bits":
-        return DedupColumn(name, "bits", values, bits_per_row=plugin.bits_per_row)
+    if kind in ("bits", "bit_variants"):
+        return DedupColumn(name, kind, values, bits_per_row=plugin.bits_per_row, variants=variants)
     return DedupColumn(name, "vector", values)
 
 
 def _empty(kind: str) -> np.ndarray:
-    return np.zeros((0, 1, 1), np.uint8) if kind == "bits" else np.zeros((0, 1), np.float32)
+    return np.zeros((0, 1, 1), np.uint8) if kind != "vector" else np.zeros((0, 1), np.float32)
 
 
 def dedup_embeddings(

@@ -252,3 +252,33 @@ def test_result_groups_and_json() -> None:
     assert "6 inputs, 3 unique, 2 groups with duplicates" in repr(r)
     with pytest.raises(ValueError):
         r.labels[0] = 3  # read-only
+
+
+def variant_codes(rng: np.random.Generator, n: int, variants: int = 16, k: int = 3) -> np.ndarray:
+    """Hashes with variant groups: near copies, and "mirrored" copies whose group 0 is a
+    variant group of their source (and vice versa), as a flipped image's hashes are."""
+    base = rng.integers(0, 256, (max(n // 8, 1), variants, k, 8), dtype=np.uint8)
+    pick = rng.integers(0, len(base), n)
+    codes = base[pick].copy()
+    swap = rng.random(n) < 0.4
+    for i in np.flatnonzero(swap):
+        v = rng.integers(1, variants)
+        codes[i, [0, v]] = codes[i, [v, 0]]
+    bits = np.unpackbits(codes, axis=-1)
+    bits ^= rng.random(bits.shape) < rng.random((n, 1, 1, 1)) * 0.12
+    return np.packbits(bits, axis=-1).reshape(n, variants * k, 8)
+
+
+@pytest.mark.parametrize("threshold", [0.8, 0.9, 0.95])
+def test_hash_variants_match_brute_force_and_the_plugin(threshold: float) -> None:
+    """Best-alignment scores (flips/crops, ``bit_variants``) through two multi-index tables."""
+    rng = np.random.default_rng(12)
+    codes = variant_codes(rng, 1500)
+    col = DedupColumn("hash", "bit_variants", codes, bits_per_row=64, variants=16)
+    labels = check_equal([col], threshold)
+    assert 1 < len(np.unique(labels)) < 1500
+    if hasattr(HashConfig, "robust"):
+        plugin = HashDimension(HashConfig.robust(), ModelRuntime())
+        if plugin.bit_variants == 16 and len(plugin.config.algorithms) == 3:
+            a, b = rng.integers(0, 1500, 300), rng.integers(0, 1500, 300)
+            assert col.pair_scores(a, b).tolist() == [plugin.score(codes[i], codes[j]) for i, j in zip(a, b)]
