@@ -144,3 +144,12 @@ def test_dev_images_with_planted_copies(dev_images: list[Path], tmp_path: Path) 
     result = ImagePrism().dedup([*originals, *copies])
     assert result.labels[8:].tolist() == [0, 1, 2, 3]
     assert len(result.unique) == len(set(result.labels[:8].tolist())) >= 7  # the originals stay apart (almost)
+
+
+def test_progress_bar_only_when_asked(capsys: pytest.CaptureFixture[str]) -> None:
+    images = [np.asarray(scene(i % 3)) for i in range(6)]
+    ImagePrism().dedup(images, progress=False)
+    assert capsys.readouterr().err == ""
+    ImagePrism().dedup(images, progress=True)
+    err = capsys.readouterr().err
+    assert "dedup" in err and "6/6" in err
