@@ -749,6 +749,8 @@ def greedy_labels(
     n = _check_columns(columns, weights, missing)
     scorer = _Scorer(columns, weights, missing)
     finders = [c.finder(threshold) for c in scorer.columns]
+    if any(isinstance(f, _AllPairs) for f in finders):
+        block_size = min(block_size, 64)  # every representative is a candidate: keep the pair arrays small
     labels = np.empty(n, np.int64)
     for start in range(0, n, block_size):
         ids = np.arange(start, min(n, start + block_size), dtype=np.int64)
