@@ -89,7 +89,7 @@ _VECTOR_MARGIN = 1e-4
 # -- result -------------------------------------------------------------------
 
 
-@dataclasses.dataclass(frozen=True, repr=False)
+@dataclasses.dataclass(frozen=True, repr=False, eq=False)
 class DedupResult:
     """The outcome of a deduplication.
 
@@ -156,6 +156,17 @@ class DedupResult:
 
     def __len__(self) -> int:
         return len(self.labels)
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, DedupResult):
+            return NotImplemented
+        return (
+            np.array_equal(self.labels, other.labels)
+            and self.threshold == other.threshold
+            and [(f.index, str(f.error)) for f in self.failures] == [(f.index, str(f.error)) for f in other.failures]
+        )
+
+    __hash__ = None  # type: ignore[assignment]
 
     def __repr__(self) -> str:
         dup = self.duplicate_groups

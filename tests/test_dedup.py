@@ -252,6 +252,8 @@ def test_result_groups_and_json() -> None:
     assert "6 inputs, 3 unique, 2 groups with duplicates" in repr(r)
     with pytest.raises(ValueError):
         r.labels[0] = 3  # read-only
+    assert r == DedupResult.from_labels([0, 0, 2, -1, 2, 5], threshold=0.9)
+    assert r != DedupResult.from_labels([0, 1, 2, -1, 2, 5], threshold=0.9)
 
 
 def variant_codes(rng: np.random.Generator, n: int, variants: int = 16, k: int = 3) -> np.ndarray:
