@@ -130,8 +130,8 @@ class DedupResult:
         """Representative -> all members of its group (itself first), in input order."""
         order = np.argsort(self.labels, kind="stable")
         sorted_labels = self.labels[order]
-        starts = np.flatnonzero(np.r_[True, sorted_labels[1:] != sorted_labels[:-1]]) if len(order) else []
-        bounds = [*starts, len(order)]
+        starts = np.flatnonzero(np.r_[True, sorted_labels[1:] != sorted_labels[:-1]]) if len(order) else np.empty(0, int)
+        bounds = [*starts.tolist(), len(order)]
         groups = {}
         for lo, hi in itertools.pairwise(bounds):
             rep = int(sorted_labels[lo])
@@ -348,8 +348,8 @@ class _Buffer:
     """Rows of the representatives, appended block by block (amortised doubling)."""
 
     def __init__(self, width: int, dtype: type) -> None:
-        self.rows = np.empty((64, width), dtype)
-        self.ids = np.empty(64, np.int64)
+        self.rows: np.ndarray = np.empty((64, width), dtype)
+        self.ids: np.ndarray = np.empty(64, np.int64)
         self.size = 0
 
     def add(self, ids: np.ndarray, rows: np.ndarray) -> None:
@@ -492,7 +492,8 @@ class _BitsFinder(_Finder):
         dist = np.zeros((len(a), len(b)), np.int32)
         for w in range(a.shape[1]):
             dist += _popcount64(a[:, w, None] ^ b[None, :, w])
-        return np.nonzero(dist <= self.max_distance)
+        q, r = np.nonzero(dist <= self.max_distance)
+        return q, r
 
 
 class _VariantsFinder(_Finder):
@@ -707,15 +708,16 @@ def blend_scores(
     if not names:
         return np.broadcast_to(np.float64(blend({}, weights, missing)), n).copy()
     present = np.stack([~np.isnan(np.asarray(scores[name], np.float64)) for name in names], axis=1)
+    # blend() is typed for one pair; on arrays it computes element-wise (see above)
     if present.all():
-        return np.broadcast_to(blend(scores, weights, missing), n).astype(np.float64)
+        return np.broadcast_to(blend(scores, weights, missing), n).astype(np.float64)  # type: ignore[arg-type]
     out = np.empty(n)
     patterns, which = np.unique(present, axis=0, return_inverse=True)
     which = np.asarray(which).ravel()
     for p, pattern in enumerate(patterns):
         rows = np.flatnonzero(which == p)
         subset = {name: np.asarray(scores[name])[rows] for name, ok in zip(names, pattern) if ok}
-        out[rows] = blend(subset, weights, missing)
+        out[rows] = blend(subset, weights, missing)  # type: ignore[arg-type]
     return out
 
 
