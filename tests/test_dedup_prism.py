@@ -15,7 +15,7 @@ from imageprism import ImageLoadError, ImagePrism
 from imageprism._contact_sheet import contact_sheet
 from imageprism._dedup import DedupResult
 from imageprism.cli import main
-from imageprism.errors import ConfigError
+from imageprism.errors import ConfigError, InputError
 
 
 def scene(seed: int, size: int = 96) -> Image.Image:
@@ -153,3 +153,18 @@ def test_progress_bar_only_when_asked(capsys: pytest.CaptureFixture[str]) -> Non
     ImagePrism().dedup(images, progress=True)
     err = capsys.readouterr().err
     assert "dedup" in err and "6/6" in err
+
+
+def test_dedup_embeddings_rejects_bad_input_clearly() -> None:
+    prism = ImagePrism()
+    good = prism.embed(np.asarray(scene(0)))
+    with pytest.raises(InputError, match="embedding 1 has no 'hash' entry"):
+        prism.dedup_embeddings([good, {"semantic": np.zeros(3)}])
+    with pytest.raises(InputError, match="embedding 1 is a list"):
+        prism.dedup_embeddings([good, [1, 2]])  # type: ignore[list-item]
+    with pytest.raises(InputError, match="no 'hash' value"):
+        prism.dedup_embeddings({"hash": [good["hash"], None]})
+    with pytest.raises(InputError, match="differ in shape"):
+        prism.dedup_embeddings({"hash": [good["hash"], good["hash"][:2]]})
+    with pytest.raises(InputError, match="uint8"):
+        prism.dedup_embeddings({"hash": np.zeros((2, 24), np.uint8)})
