@@ -117,3 +117,14 @@ def test_semantic_vectors_do_not_depend_on_batch_mates(tmp_path: Path, dev_image
     np.testing.assert_array_equal(vectors(SemanticConfig(model_path=quantized), dev_images[:4])[0], alone)
     batched = vectors(SemanticConfig(model_path=quantized, batch_size=4), dev_images[:4])[0]
     assert not np.array_equal(batched, alone)  # what the default avoids
+
+
+def test_instance_needs_a_token_sequence(tmp_path: Path, dev_images: list[Path]) -> None:
+    pytest.importorskip("onnx")
+    from fakehub import onnx_bytes
+
+    flat = tmp_path / "flat.onnx"
+    flat.write_bytes(onnx_bytes(output_name="last_hidden_state"))  # (N, 8): no token axis
+    prism = ImagePrism(dimensions=["instance"], config={"instance": InstanceConfig(model_path=flat)}, cache_dir=tmp_path)
+    with pytest.raises(ModelLoadError, match=r"expected \(batch, tokens, hidden\)"):
+        prism.embed(dev_images[0])
