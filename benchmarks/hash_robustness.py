@@ -95,11 +95,11 @@ EXTRA = {"crop 70% shifted 5%": _crop(0.7, shift=0.05), "crop 70% shifted 10%": 
 #: name -> imageprism configuration (None: imagehash itself)
 CONFIGS: dict[str, HashConfig | None] = {
     "imagehash": None,
-    "plain (default)": HashConfig.plain(),
+    "plain (old default)": HashConfig.plain(),
     "dihedral": HashConfig(geometry="dihedral"),
-    "crops": HashConfig(crop_scales=ROBUST_CROP_SCALES),
+    "crops": HashConfig(geometry="none", crop_scales=ROBUST_CROP_SCALES),
     "dihedral + crops 8 ways": HashConfig(geometry="dihedral", crop_scales=ROBUST_CROP_SCALES),
-    "robust": HashConfig.robust(),
+    "robust (default)": HashConfig.robust(),
 }
 
 

@@ -671,7 +671,7 @@ def reduce_vectors(unit: np.ndarray, axes: np.ndarray, k: int) -> np.ndarray:
 # -- the greedy pass --------------------------------------------------------------
 
 
-def _check_threshold(threshold: float) -> float:
+def check_threshold(threshold: float) -> float:
     if isinstance(threshold, bool) or not isinstance(threshold, (int, float, np.floating)) or not 0 <= threshold <= 1:
         raise ConfigError(f"dedup threshold={threshold!r} is invalid; use a number from 0 to 1 (e.g. 0.9)")
     return float(threshold)
@@ -756,7 +756,7 @@ def greedy_labels(
     block of ``k`` inputs (for progress bars). Returns ``labels`` (int64): the index
     of each input's representative.
     """
-    threshold = _check_threshold(threshold)
+    threshold = check_threshold(threshold)
     if weights is None:
         weights = {c.name: 1.0 / len(columns) for c in columns}
     n = _check_columns(columns, weights, missing)
@@ -815,7 +815,7 @@ def labels_brute_force(
 
     Quadratic; for tests and benchmarks. Same scores and blend as :func:`greedy_labels`.
     """
-    threshold = _check_threshold(threshold)
+    threshold = check_threshold(threshold)
     if weights is None:
         weights = {c.name: 1.0 / len(columns) for c in columns}
     n = _check_columns(columns, weights, missing)
@@ -922,7 +922,7 @@ def dedup_embeddings(
     """Greedy dedup of embedded inputs; entries of failed inputs (``None``, listed in ``failures``) get label -1."""
     from imageprism._runtime import progress_bar
 
-    threshold = _check_threshold(threshold)
+    threshold = check_threshold(threshold)
     if isinstance(embeddings, Mapping):
         ok = None
         n = len(next(iter(embeddings.values()))) if embeddings else 0
@@ -935,6 +935,8 @@ def dedup_embeddings(
         if unexplained:
             raise InputError(f"embedding {unexplained[0]} is None; every input needs its embeddings for dedup")
         embeddings = [embeddings[i] for i in ok.tolist()]  # type: ignore[misc]
+    if n == 0 or (ok is not None and ok.size == 0):  # nothing embedded: no column to build
+        return DedupResult.from_labels(np.full(n, -1, np.int64), threshold=threshold, failures=failures)
     columns = columns_from_embeddings(embeddings, plugins, weights)  # type: ignore[arg-type]
     total = columns[0].n if columns else 0
     with progress_bar(total, progress=progress, description="dedup") as bar:

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any, Literal, Optional
 import numpy as np
 
 from imageprism._cache import EmbeddingCache
-from imageprism._dedup import DedupResult, dedup_embeddings, default_threshold
+from imageprism._dedup import DedupResult, check_threshold, dedup_embeddings, default_threshold
 from imageprism._image import DEFAULT_MAX_PIXELS, ImageInput, SourceImage, describe_input, open_image
 from imageprism._profiles import MISSING_POLICIES, blend, load_profile, normalize_weights
 from imageprism._results import BatchEmbedding, CompareResult, Failure
@@ -246,11 +246,12 @@ class ImagePrism:
         >>> rng = np.random.default_rng(0)
         >>> a = np.kron(rng.integers(0, 256, (8, 8)), np.ones((8, 8))).astype(np.uint8)
         >>> brighter = np.clip(a.astype(int) + 12, 0, 255).astype(np.uint8)
-        >>> flipped = a[::-1].copy()
-        >>> ImagePrism().dedup([a, flipped, brighter]).labels.tolist()
-        [0, 1, 0]
+        >>> other = rng.integers(0, 256, (64, 64)).astype(np.uint8)
+        >>> ImagePrism().dedup([a, other, brighter, a[:, ::-1]]).labels.tolist()
+        [0, 1, 0, 0]
         """
-        threshold = default_threshold(self.threshold, self._weights) if threshold is None else threshold
+        # checked before the (possibly long) embedding, so a typo fails at once
+        threshold = check_threshold(default_threshold(self.threshold, self._weights) if threshold is None else threshold)
         batch = self.embed_batch(images, on_error=on_error, progress=progress)
         return dedup_embeddings(
             batch.embeddings, plugins=self._plugins, weights=self._weights, missing=self.missing,

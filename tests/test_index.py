@@ -183,7 +183,7 @@ def test_hashes_with_variants_are_searched_exactly(tmp_path) -> None:
 
 
 def test_mirror_index_finds_the_mirrored_photo(dev_images) -> None:
-    plain = ImageIndex.build(dev_images)
+    plain = ImageIndex.build(dev_images, prism=ImagePrism(config={"hash": HashConfig.plain()}))
     mirror = ImageIndex.build(dev_images, prism=ImagePrism(config={"hash": HashConfig(geometry="mirror")}))
     for target in dev_images[:3]:
         flipped = Image.open(target).transpose(Image.Transpose.FLIP_LEFT_RIGHT)
@@ -287,7 +287,7 @@ def test_ids_must_be_unique_and_adds_are_all_or_nothing() -> None:
         index.add(noise[2:])
     prism = ImagePrism(dimensions=["hash", "semantic"])
     two = ImageIndex(prism)
-    good = {"hash": np.zeros((3, 8), np.uint8), "semantic": _unit(np.ones(8))}
+    good = {"hash": np.zeros((len(HashConfig().row_labels), 8), np.uint8), "semantic": _unit(np.ones(8))}
     two.add_embeddings([good], ids=["x"])
     with pytest.raises(InputError, match="8-d vectors"):
         two.add_embeddings([{**good, "semantic": _unit(np.ones(9))}], ids=["y"])

@@ -82,8 +82,9 @@ def test_embed_returns_compact_arrays_and_hex_round_trip() -> None:
     prism = ImagePrism()
     emb = prism.embed(COFFEE)
     assert set(emb) == {"hash"}
-    assert emb["hash"].dtype == np.uint8 and emb["hash"].shape == (3, 8)
     cfg = prism.plugins["hash"].config
+    assert emb["hash"].dtype == np.uint8 and emb["hash"].shape == (len(cfg.row_labels), 8)
+    assert len(cfg.row_labels) == 3 * cfg.n_variants  # phash, dhash, ahash per flip/rotation/crop variant
     assert np.array_equal(cfg.from_hex(cfg.to_hex(emb["hash"])), emb["hash"])
 
 

@@ -79,8 +79,9 @@ def test_threshold_and_is_match(tmp_path: Path, images: tuple[np.ndarray, np.nda
 def test_profile_settings_configure_the_dimension(tmp_path: Path) -> None:
     path = profile_file(tmp_path, "weights: {hash: 1}\nsettings:\n  hash: {algorithms: [dhash], hash_size: 16}\n")
     prism = ImagePrism(profile=path)
-    assert prism.plugins["hash"].config == HashConfig(algorithms=("dhash",), hash_size=16)
-    assert prism.embed(np.zeros((40, 40), dtype=np.uint8))["hash"].shape == (1, 32)
+    config = prism.plugins["hash"].config
+    assert config == HashConfig(algorithms=("dhash",), hash_size=16)
+    assert prism.embed(np.zeros((40, 40), dtype=np.uint8))["hash"].shape == (config.n_variants, 32)
 
 
 def test_config_overrides_profile_settings(tmp_path: Path) -> None:
