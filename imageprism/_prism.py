@@ -291,9 +291,13 @@ class ImagePrism:
         )
 
     def _decoded_chunks(self, items: Sequence[Any]) -> Iterator[list[tuple[int, SourceImage | Failure]]]:
-        """Chunks of opened-and-decoded inputs; the next chunk decodes in a worker thread."""
+        """Chunks of opened-and-decoded inputs; the next chunk decodes in a worker thread.
+
+        A single chunk decodes inline: there is nothing to overlap it with.
+        """
         starts = range(0, len(items), self.batch_size)
-        return prefetch(self._decode_chunk(items, start) for start in starts)
+        chunks = (self._decode_chunk(items, start) for start in starts)
+        return chunks if len(starts) <= 1 else prefetch(chunks)
 
     def _decode_chunk(self, items: Sequence[Any], start: int) -> list[tuple[int, SourceImage | Failure]]:
         chunk: list[tuple[int, SourceImage | Failure]] = []

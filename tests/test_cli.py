@@ -71,3 +71,29 @@ def test_bad_input_is_one_line_and_nonzero(args: tuple[str, ...], needle: str) -
 def test_no_command_prints_help_and_fails() -> None:
     out = cli()
     assert out.returncode == 2 and "usage" in out.stderr
+
+
+def test_cache_flag_persists_embeddings_across_runs(tmp_path: Path) -> None:
+    import sqlite3
+
+    db = tmp_path / "embeddings.sqlite"
+    images = [str(EXAMPLES / "chelsea.jpg"), str(EXAMPLES / "coffee.jpg")]
+    first = cli("embed", *images, "--json", "--cache", str(db))
+    assert first.returncode == 0, first.stderr
+    with sqlite3.connect(db) as conn:
+        (rows,) = conn.execute("SELECT COUNT(*) FROM sqlite_master WHERE type = 'table'").fetchone()
+    assert rows >= 1 and db.stat().st_size > 0
+    second = cli("embed", *images, "--json", "--cache", str(db))
+    assert second.returncode == 0 and json.loads(second.stdout) == json.loads(first.stdout)
+
+
+def test_cache_flag_rerun_skips_the_work(tmp_path: Path) -> None:
+    """In-process, so the disk hits can be counted: the second run computes nothing."""
+    from imageprism import ImagePrism, PersistentCache
+
+    db = tmp_path / "c.sqlite"
+    images = [EXAMPLES / "chelsea.jpg", EXAMPLES / "rocket.jpg"]
+    ImagePrism(cache=PersistentCache(db)).embed_batch(images)
+    again = PersistentCache(db)
+    ImagePrism(cache=again).embed_batch(images)
+    assert again.stats.disk_hits == 2 and again.stats.misses == 0

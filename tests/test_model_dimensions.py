@@ -128,3 +128,24 @@ def test_instance_needs_a_token_sequence(tmp_path: Path, dev_images: list[Path])
     prism = ImagePrism(dimensions=["instance"], config={"instance": InstanceConfig(model_path=flat)}, cache_dir=tmp_path)
     with pytest.raises(ModelLoadError, match=r"expected \(batch, tokens, hidden\)"):
         prism.embed(dev_images[0])
+
+
+@pytest.mark.parametrize(
+    ("first", "second", "needle"),
+    [
+        (np.ones(8, np.float32), np.ones(9, np.float32), "differ in length"),
+        (np.full(8, np.nan, np.float32), np.ones(8, np.float32), "finite 1-D"),
+        (np.ones((2, 8), np.float32), np.ones(8, np.float32), "finite 1-D"),
+        ("not a vector", np.ones(8, np.float32), "finite 1-D"),
+        (np.ones(0, np.float32), np.ones(8, np.float32), "finite 1-D"),
+    ],
+)
+def test_stored_vectors_are_checked_before_scoring(first, second, needle) -> None:
+    """compare_embeddings on vectors from a user's store: bad ones are InputErrors, never NaN scores."""
+    from imageprism import ImagePrism, InputError
+
+    prism = ImagePrism(dimensions=["semantic"])  # no model is loaded to score stored vectors
+    with pytest.raises(InputError, match=needle):
+        prism.compare_embeddings({"semantic": first}, {"semantic": second})
+    good = np.ones(8, np.float32)
+    assert prism.compare_embeddings({"semantic": good}, {"semantic": good}).scores["semantic"] == pytest.approx(1.0)

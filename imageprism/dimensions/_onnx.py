@@ -22,7 +22,7 @@ from imageprism._preprocess import Preprocess, to_batch
 from imageprism._runtime import ModelRuntime, OnnxModel, prefetch, resolve_spec, run_batched
 from imageprism._runtime.batching import DEFAULT_BATCH_SIZE
 from imageprism.dimensions._base import DimensionPlugin
-from imageprism.errors import ConfigError
+from imageprism.errors import ConfigError, InputError
 
 __all__ = ["ModelConfig", "OnnxImageEmbedding"]
 
@@ -114,4 +114,23 @@ class OnnxImageEmbedding(DimensionPlugin):
         """Cosine similarity of two embeddings (``None`` if either is missing)."""
         if a is None or b is None:
             return None
+        a, b = self._vector(a, "first"), self._vector(b, "second")
+        if a.shape != b.shape:
+            raise InputError(
+                f"{self.name} embeddings differ in length ({a.shape[0]} vs {b.shape[0]}); "
+                "embed both with the same configuration"
+            )
         return cosine(a, b)
+
+    def _vector(self, value: object, which: str) -> np.ndarray:
+        """A stored embedding checked to be a finite 1-D float vector (e.g. from the user's own store)."""
+        try:
+            vector = np.asarray(value, dtype=np.float32)
+        except (TypeError, ValueError):
+            vector = None
+        if vector is None or vector.ndim != 1 or vector.size == 0 or not np.isfinite(vector).all():
+            raise InputError(
+                f"the {which} {self.name} embedding must be a finite 1-D float vector as ImagePrism.embed "
+                f"returns it, got {type(value).__name__} {getattr(value, 'shape', '')}".rstrip()
+            )
+        return vector
