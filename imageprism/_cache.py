@@ -80,8 +80,17 @@ class EmbeddingCache:
                 self._data.move_to_end(key)
                 self._hits += 1
                 return True, self._data[key]
-            self._misses += 1
-            return False, None
+        found, embedding = self._lookup_backing(key)
+        with self._lock:
+            if found:
+                self._hits += 1
+            else:
+                self._misses += 1
+        return found, embedding
+
+    def _lookup_backing(self, key: CacheKey) -> tuple[bool, Embedding]:
+        """Where a lookup that missed in memory looks next: nowhere, for the in-memory cache."""
+        return False, None
 
     def put(self, key: CacheKey, embedding: Embedding) -> Embedding:
         """Store a read-only copy of an embedding, evicting old entries past the bounds; return the copy."""
@@ -196,23 +205,16 @@ class PersistentCache(EmbeddingCache):
             self._connections.append(conn)
         return conn
 
-    def lookup(self, key: CacheKey) -> tuple[bool, Embedding]:
-        with self._lock:
-            if key in self._data:
-                self._data.move_to_end(key)
-                self._hits += 1
-                return True, self._data[key]
+    def _lookup_backing(self, key: CacheKey) -> tuple[bool, Embedding]:
+        """The SQLite file: a hit there is copied into memory and counted as a disk hit."""
         row = self._connect().execute(
             "SELECT dtype, shape, data FROM embeddings WHERE pixel_key = ? AND token = ?", key
         ).fetchone()
         embedding = _decode(row) if row is not None else _CORRUPT
         if embedding is _CORRUPT:
-            with self._lock:
-                self._misses += 1
             return False, None
         embedding = super().put(key, embedding)  # type: ignore[arg-type]
         with self._lock:
-            self._hits += 1
             self._disk_hits += 1
         return True, embedding
 
