@@ -252,7 +252,8 @@ class _Handler(http.server.BaseHTTPRequestHandler):
     hub: FakeHub
     protocol_version = "HTTP/1.1"
 
-    def _serve(self, with_body: bool) -> None:
+    def _serve(self, with_body: bool, keep: int | None = None) -> None:
+        """Answer one request; ``keep`` sends only that many body bytes under the full Content-Length."""
         self.hub._record(self.command, self.path, dict(self.headers.items()))
         status, headers, body = self.hub._answer(self.command, self.path)
         self.send_response(status)
@@ -262,7 +263,8 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         self.send_header("Connection", "close")
         self.end_headers()
         if with_body:
-            self.wfile.write(body)
+            self.wfile.write(body if keep is None else body[:keep])
+            self.wfile.flush()
         self.close_connection = True
 
     def do_HEAD(self) -> None:

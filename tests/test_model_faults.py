@@ -92,20 +92,10 @@ def cut_bodies(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[_Cut]]:
             original(self, with_body)  # type: ignore[arg-type]
             return
         cut.count += 1
-        self.hub._record(self.command, self.path, dict(self.headers.items()))  # type: ignore[attr-defined]
-        status, headers, body = self.hub._answer(self.command, self.path)  # type: ignore[attr-defined]
-        self.send_response(status)
-        for key, value in headers.items():
-            self.send_header(key, value)
-        self.send_header("Content-Length", str(len(body)))
-        self.send_header("Connection", "close")
-        self.end_headers()
-        self.wfile.write(body[: cut.keep])
-        self.wfile.flush()
+        original(self, with_body, keep=cut.keep)  # type: ignore[arg-type]
         cut.sent.set()
         if cut.stall:
-            cut.release.wait(30)
-        self.close_connection = True
+            cut.release.wait(30)  # the handler holds the connection open until released
 
     monkeypatch.setattr(fakehub._Handler, "_serve", serve)
     yield active
