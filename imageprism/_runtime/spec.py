@@ -179,15 +179,7 @@ def resolve_spec(
         if not local.is_file():
             what = "is a directory, not a file" if local.is_dir() else "does not exist"
             raise ConfigError(f"model path {os.fspath(path)!r} {what}; give the path of an existing .onnx file")
-        return dataclasses.replace(
-            default,
-            path=local,
-            sha256=None,
-            size=None,
-            license="user-provided",
-            io_verified=False,
-            dimension="",
-        )
+        return _user_provided(default, repo=default.repo, filename=default.filename, revision=default.revision, path=local)
     if not hub_override:
         return default
     new_repo = default.repo if repo is None else repo.strip()
@@ -203,15 +195,12 @@ def resolve_spec(
         new_rev = default.revision if new_repo == default.repo else None
     if (new_repo, new_file, new_rev) == (default.repo, default.filename, default.revision):
         return default
+    return _user_provided(default, repo=new_repo, filename=new_file, revision=new_rev, path=None)
+
+
+def _user_provided(default: ModelSpec, *, repo: str, filename: str, revision: str | None, path: Path | None) -> ModelSpec:
+    """``default`` at another location, minus the facts that described the default file."""
     return dataclasses.replace(
-        default,
-        repo=new_repo,
-        filename=new_file,
-        revision=new_rev,
-        sha256=None,
-        size=None,
-        license="user-provided",
-        io_verified=False,
-        dimension="",
-        path=None,
+        default, repo=repo, filename=filename, revision=revision, path=path,
+        sha256=None, size=None, license="user-provided", io_verified=False, dimension="",
     )
