@@ -13,11 +13,11 @@ from imageprism._dedup import (
     blend_scores,
     greedy_labels,
     labels_brute_force,
-    multihash_params,
 )
 from imageprism._math import cosine
 from imageprism._profiles import blend
 from imageprism._runtime import ModelRuntime
+from imageprism._search.range import multihash_params
 from imageprism.dimensions.hash import HashConfig, HashDimension
 from imageprism.errors import ConfigError, InputError
 
@@ -84,7 +84,9 @@ def test_vectors_clustered_match_brute_force(threshold: float) -> None:
 
 def test_vectors_reduced_projection_is_exact() -> None:
     """Large enough for the principal-axis reduction (k < d) to be used, with near-threshold pairs."""
-    from imageprism._dedup import _row_norms, _unit_rows, _VectorFinder
+    from imageprism._math import row_norms as _row_norms
+    from imageprism._math import unit_rows as _unit_rows
+    from imageprism._search.range import _VectorFinder
 
     rng = np.random.default_rng(4)
     v = clustered_vectors(rng, 9000, d=128, spread=0.25)

@@ -10,10 +10,10 @@ from __future__ import annotations
 import importlib
 
 from imageprism._types import Dimension
-from imageprism.dimensions._base import DimensionPlugin, ImageRequest
+from imageprism.dimensions._base import DimensionPlugin, ImageRequest, Layout
 from imageprism.errors import ConfigError, DimensionUnavailableError
 
-__all__ = ["REGISTRY", "DimensionPlugin", "ImageRequest", "available", "parse_dimension", "plugin_class"]
+__all__ = ["REGISTRY", "DimensionPlugin", "ImageRequest", "Layout", "available", "parse_dimension", "plugin_class"]
 
 #: dimension name -> "module:PluginClass"
 REGISTRY: dict[str, str] = {

@@ -19,7 +19,7 @@ from PIL import Image
 if TYPE_CHECKING:
     from imageprism._runtime import ModelRuntime, ModelSpec
 
-__all__ = ["DimensionPlugin", "ImageRequest"]
+__all__ = ["DimensionPlugin", "ImageRequest", "Layout"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -34,6 +34,34 @@ class ImageRequest:
 
     mode: Literal["RGB", "L"] = "RGB"
     min_side: int | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class Layout:
+    """How a dimension's embeddings are laid out and scored, for dedup and search.
+
+    ``kind``:
+
+    * ``"bits"``: packed-bit ``uint8`` arrays ``(rows, nbytes)`` with ``bits_per_row``
+      meaningful bits per row (``None``: all ``8 * nbytes``). With ``variants == 1``
+      the score is the mean over rows of the fraction of equal bits; with ``V > 1``
+      the rows are ``V`` equal groups (group 0 the image itself, the others flips,
+      crops...) and the score is their best alignment
+      (:func:`imageprism._math.best_alignment`).
+    * ``"vector"``: 1-d float vectors scored by their cosine.
+    * ``"pairwise"``: only the plugin's :meth:`DimensionPlugin.score` knows; pairs are
+      compared one by one.
+    """
+
+    kind: Literal["bits", "vector", "pairwise"] = "pairwise"
+    bits_per_row: int | None = None
+    variants: int = 1
+
+    def __post_init__(self) -> None:
+        if self.kind not in ("bits", "vector", "pairwise"):
+            raise ValueError(f"layout kind {self.kind!r} is unknown; use 'bits', 'vector' or 'pairwise'")
+        if self.variants < 1 or (self.variants > 1 and self.kind != "bits"):
+            raise ValueError(f"variants={self.variants} needs kind='bits' and a value of at least 1")
 
 
 class DimensionPlugin(abc.ABC):
@@ -60,31 +88,31 @@ class DimensionPlugin(abc.ABC):
         return ImageRequest()
 
     @property
-    def embedding_kind(self) -> str:
-        """How the embeddings are scored, for indexes (dedup, search).
+    def layout(self) -> Layout:
+        """How the embeddings are laid out and scored (default: pairwise, :meth:`score` only).
 
-        ``"bits"``: packed-bit ``uint8`` arrays ``(rows, nbytes)``, scored by the mean
-        over rows of the fraction of equal bits (:attr:`bits_per_row` meaningful
-        bits per row). ``"vector"``: 1-d float vectors, scored by their cosine.
-        ``"other"`` (the default): only :meth:`score` knows; compared pair by pair.
+        Declared once per plugin; dedup and the index pick their search columns from it.
         """
-        return "other"
+        return Layout()
+
+    @property
+    def embedding_kind(self) -> str:
+        """Legacy view of :attr:`layout`: ``"bits"`` (plain hashes), ``"vector"`` or ``"other"``."""
+        layout = self.layout
+        if layout.kind == "pairwise" or layout.variants > 1:
+            return "other"
+        return layout.kind
 
     @property
     def bits_per_row(self) -> int | None:
-        """Meaningful bits per row of a ``"bits"`` embedding (``None``: all ``8 * nbytes``)."""
-        return None
+        """Legacy view of :attr:`layout`: meaningful bits per row of packed-bit embeddings."""
+        return self.layout.bits_per_row
 
     @property
     def bit_variants(self) -> int | None:
-        """For packed-bit embeddings made of variant groups (flips, crops...): their number ``V``.
-
-        The rows are ``V`` equal groups, group 0 the image itself; with ``m(v, w)`` the
-        mean fraction of equal bits between group ``v`` of one embedding and group ``w``
-        of the other, the score is ``max over v of max(m(v, 0), m(0, v))``. ``1`` is a
-        plain ``"bits"`` embedding; ``None`` (the default): not packed bits.
-        """
-        return None
+        """Legacy view of :attr:`layout`: variant groups of packed-bit embeddings (``None``: not bits)."""
+        layout = self.layout
+        return layout.variants if layout.kind == "bits" else None
 
     @property
     def cache_token(self) -> str:

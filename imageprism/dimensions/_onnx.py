@@ -21,7 +21,7 @@ from imageprism._math import cosine, l2_normalize
 from imageprism._preprocess import Preprocess, to_batch
 from imageprism._runtime import ModelRuntime, OnnxModel, prefetch, resolve_spec, run_batched
 from imageprism._runtime.batching import DEFAULT_BATCH_SIZE
-from imageprism.dimensions._base import DimensionPlugin
+from imageprism.dimensions._base import DimensionPlugin, Layout
 from imageprism.errors import ConfigError, InputError
 
 __all__ = ["ModelConfig", "OnnxImageEmbedding"]
@@ -70,9 +70,9 @@ class OnnxImageEmbedding(DimensionPlugin):
         )
 
     @property
-    def embedding_kind(self) -> str:
-        """``"vector"``: unit vectors scored by cosine."""
-        return "vector"
+    def layout(self) -> Layout:
+        """Unit vectors scored by cosine."""
+        return Layout("vector")
 
     @property
     def cache_token(self) -> str:

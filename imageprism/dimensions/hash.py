@@ -46,8 +46,8 @@ from typing import ClassVar
 import numpy as np
 from PIL import Image
 
-from imageprism._math import hamming_similarity
-from imageprism.dimensions._base import DimensionPlugin, ImageRequest
+from imageprism._math import best_alignment
+from imageprism.dimensions._base import DimensionPlugin, ImageRequest, Layout
 from imageprism.errors import ConfigError, InputError
 
 __all__ = ["ALGORITHMS", "GEOMETRIES", "ROBUST_CROP_SCALES", "HashConfig", "HashDimension", "compute_hashes"]
@@ -470,18 +470,9 @@ class HashDimension(DimensionPlugin):
         return ImageRequest(mode="L")
 
     @property
-    def embedding_kind(self) -> str:
-        """``"bits"`` for plain hashes (mean fraction of equal bits); ``"other"`` with
-        variants (the score is a best alignment, see above)."""
-        return "bits" if self.config.is_plain else "other"
-
-    @property
-    def bits_per_row(self) -> int:
-        return self.config.nbits
-
-    @property
-    def bit_variants(self) -> int:
-        return self.config.n_variants
+    def layout(self) -> Layout:
+        """Packed bits: ``K`` rows per variant, ``config.n_variants`` variants (best alignment)."""
+        return Layout("bits", bits_per_row=self.config.nbits, variants=self.config.n_variants)
 
     def embed_batch(self, images: Sequence[Image.Image]) -> list[np.ndarray | None]:
         return [compute_hashes(image, config=self.config) for image in images]
@@ -490,12 +481,7 @@ class HashDimension(DimensionPlugin):
         if a is None or b is None:
             return None
         cfg = self.config
-        k = len(cfg.algorithms)
-        a = cfg._check(a).reshape(cfg.n_variants, k, -1)
-        b = cfg._check(b).reshape(cfg.n_variants, k, -1)
-        a_vs_whole_b = hamming_similarity(a, np.broadcast_to(b[:1], a.shape), cfg.nbits).mean(axis=1)
-        whole_a_vs_b = hamming_similarity(np.broadcast_to(a[:1], b.shape), b, cfg.nbits).mean(axis=1)
-        return float(max(a_vs_whole_b.max(), whole_a_vs_b.max()))
+        return float(best_alignment(cfg._check(a)[None], cfg._check(b)[None], cfg.n_variants, cfg.nbits)[0])
 
     def to_json(self, embedding: np.ndarray | None) -> object:
         return None if embedding is None else self.config.to_hex(embedding)

@@ -1,0 +1,136 @@
+"""Top-k search over columns: the items most similar to a query (for the index).
+
+A :class:`Searcher` gives every item of one column a *fast* score for a query, and
+the best ``m`` of them; fast scores differ from the exact ones
+(:meth:`Column.query_scores <imageprism._search.columns.Column.query_scores>`) by at
+most :attr:`Searcher.error`, which lets the index verify candidates exactly and
+return exactly the top ``k``. :func:`searcher_for` picks the searcher of a column:
+it is the place to swap in another strategy (e.g. an approximate graph, which would
+keep its own structure in step with the column in :meth:`Searcher.sync`).
+
+* :class:`BitsScan`: a popcount scan over 64-bit words; with variant groups, the
+  best alignment from group distances (``V`` groups of the query against every
+  item's group 0, and the query's group 0 against every group of every item).
+* :class:`VectorScan`: a float32 BLAS matrix-vector product over unit vectors.
+* :class:`PairwiseScan`: the plugin's ``score`` against every item, in Python.
+"""
+
+from __future__ import annotations
+
+import abc
+
+import numpy as np
+
+from imageprism._math import popcount
+from imageprism._search.columns import BitsColumn, Column, VectorColumn
+
+__all__ = ["BitsScan", "PairwiseScan", "Searcher", "VectorScan", "searcher_for", "top_positions"]
+
+_CHUNK = 16384  # items per chunk of a popcount scan (bounds the temporaries)
+
+
+def top_positions(scores: np.ndarray, m: int) -> tuple[np.ndarray, np.ndarray]:
+    """The ``m`` best positions (ties: lower position first) and their scores, best first."""
+    m = min(m, len(scores))
+    part = np.argpartition(-scores, m - 1)[:m] if m < len(scores) else np.arange(len(scores))
+    part = part[np.lexsort((part, -scores[part]))]
+    return part.astype(np.int64), scores[part]
+
+
+class Searcher(abc.ABC):
+    """Fast scores of a query against every item of one column."""
+
+    #: whether :meth:`top` is faster than scoring every item one by one
+    searchable: bool = True
+
+    def __init__(self, column: Column) -> None:
+        self.column = column
+
+    @property
+    def error(self) -> float:
+        """Largest difference between a fast score and the exact score."""
+        return 0.0
+
+    def sync(self) -> None:
+        """Bring any structure of the searcher in step with the column (after append, truncate, keep)."""
+
+    @abc.abstractmethod
+    def scores(self, query: np.ndarray | None) -> np.ndarray:
+        """Fast scores of a checked query (:meth:`Column.check_query`) against every item (NaN: cannot score)."""
+
+    def top(self, query: np.ndarray | None, m: int) -> tuple[np.ndarray, np.ndarray, float]:
+        """About the ``m`` items with the best fast scores: ``(positions, fast scores, bound)``.
+
+        Every item not in ``positions`` has a fast score of at most ``bound``
+        (``-inf`` when every item is returned).
+        """
+        positions, best = top_positions(np.nan_to_num(self.scores(query), nan=-np.inf), m)
+        bound = float(best[-1]) if m < len(self.column) else -np.inf
+        return positions, best, bound
+
+
+def _words(codes: np.ndarray) -> np.ndarray:
+    """The last axis of ``uint8`` codes as 64-bit words when it divides evenly, else as bytes."""
+    codes = np.ascontiguousarray(codes)
+    return codes.view(np.uint64) if codes.shape[-1] % 8 == 0 else codes
+
+
+class BitsScan(Searcher):
+    """Exact popcount scan of packed-bit codes, plain or with variant groups."""
+
+    column: BitsColumn
+
+    @property
+    def error(self) -> float:
+        return 1e-9
+
+    def scores(self, query: np.ndarray | None) -> np.ndarray:
+        column = self.column
+        v = column.variants
+        data = column.data
+        n, rows, nbytes = data.shape
+        k = rows // v
+        q = _words(np.asarray(query).reshape(v, k * nbytes))  # (V, words)
+        out = np.empty(n)
+        for s in range(0, n, _CHUNK):
+            x = _words(data[s : s + _CHUNK].reshape(-1, v, k * nbytes))  # (c, V, words)
+            # q_v against x_0 for every v, and q_0 against x_v for every v
+            best = popcount(x[:, :1] ^ q[None]).sum(axis=-1, dtype=np.int64).min(axis=1)
+            if v > 1:
+                best = np.minimum(best, popcount(x ^ q[None, :1]).sum(axis=-1, dtype=np.int64).min(axis=1))
+            out[s : s + _CHUNK] = best
+        return 1.0 - out / (k * (column.bits_per_row or 8 * nbytes))
+
+
+class VectorScan(Searcher):
+    """Inner products of unit vectors (a float32 BLAS scan): the cosine up to rounding."""
+
+    column: VectorColumn
+
+    @property
+    def error(self) -> float:
+        # float32 dot product vs the float64 cosine, for norms within the unit tolerance of 1
+        return (self.column.d or 1) * 2.0**-23 + 2.5e-4
+
+    def scores(self, query: np.ndarray | None) -> np.ndarray:
+        return (self.column.data @ np.asarray(query, np.float32)).astype(np.float64)
+
+
+class PairwiseScan(Searcher):
+    """The plugin's score against every item (exact, about a microsecond per item)."""
+
+    searchable = False
+
+    def scores(self, query: np.ndarray | None) -> np.ndarray:
+        return self.column.query_scores(query, np.arange(len(self.column)))
+
+
+def searcher_for(column: Column) -> Searcher:
+    """The searcher of a column (exact scans today)."""
+    if isinstance(column, BitsColumn):
+        return BitsScan(column)
+    if isinstance(column, VectorColumn):
+        if not column.unit:
+            raise ValueError(f"the {column.name!r} column must store unit vectors (unit=True) to be searched")
+        return VectorScan(column)
+    return PairwiseScan(column)
