@@ -30,7 +30,7 @@ from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
 
-from imageprism._profiles import MISSING_POLICIES, blend
+from imageprism._blend import Blend
 from imageprism._results import Failure
 from imageprism._search.columns import Column, ScoreFn, make_column, plugin_column
 from imageprism._search.range import BLOCK_SIZE, AllPairs, Finder, range_finder, union_pairs
@@ -130,8 +130,6 @@ class DedupResult:
             and [(f.index, str(f.error)) for f in self.failures] == [(f.index, str(f.error)) for f in other.failures]
         )
 
-    __hash__ = None  # type: ignore[assignment]
-
     def __repr__(self) -> str:
         dup = self.duplicate_groups
         return (
@@ -183,60 +181,40 @@ def check_threshold(threshold: float) -> float:
     return float(threshold)
 
 
-def _check_columns(columns: Sequence[Column], weights: Mapping[str, float], missing: str) -> int:
+def _check_columns(columns: Sequence[Column], blend: Blend) -> int:
     if not columns:
         raise ConfigError("dedup needs at least one dimension")
     sizes = {c.name: c.n for c in columns}
     if len(set(sizes.values())) > 1:
         raise InputError(f"every dimension needs one embedding per input; got counts {sizes}")
-    weighted = {name for name, w in weights.items() if w > 0}
-    if not weighted:
-        raise ConfigError(f"dedup needs a positive weight on at least one dimension; got weights {dict(weights)}")
-    unknown = weighted - set(sizes)
+    if not blend.weighted:
+        raise ConfigError(f"dedup needs a positive weight on at least one dimension; got weights {dict(blend.weights)}")
+    unknown = set(blend.weighted) - set(sizes)
     if unknown:
         raise ConfigError(f"weights name dimensions without embeddings: {sorted(unknown)}; have {sorted(sizes)}")
-    if missing not in MISSING_POLICIES:
-        raise ConfigError(f"unknown missing-score policy {missing!r}; valid policies are: {', '.join(MISSING_POLICIES)}")
     return next(iter(sizes.values()))
 
 
-def blend_scores(
-    scores: Mapping[str, np.ndarray], weights: Mapping[str, float], missing: str, n: int
-) -> np.ndarray:
-    """:func:`~imageprism._profiles.blend` of many pairs at once, bit for bit as pair by pair.
-
-    ``scores`` maps dimensions to float arrays of length ``n`` (NaN: the dimension
-    could not score that pair); a dimension absent from ``scores`` is missing for
-    every pair. ``blend`` is plain arithmetic, so called on arrays it does the same
-    float operations element by element; pairs are grouped by which scores are missing.
-    """
-    names = list(scores)
-    if not names:
-        return np.broadcast_to(np.float64(blend({}, weights, missing)), n).copy()
-    present = np.stack([~np.isnan(np.asarray(scores[name], np.float64)) for name in names], axis=1)
-    # blend() is typed for one pair; on arrays it computes element-wise (see above)
-    if present.all():
-        return np.broadcast_to(blend(scores, weights, missing), n).astype(np.float64)  # type: ignore[arg-type]
-    out = np.empty(n)
-    patterns, which = np.unique(present, axis=0, return_inverse=True)
-    which = np.asarray(which).ravel()
-    for p, pattern in enumerate(patterns):
-        rows = np.flatnonzero(which == p)
-        subset = {name: np.asarray(scores[name])[rows] for name, ok in zip(names, pattern) if ok}
-        out[rows] = blend(subset, weights, missing)  # type: ignore[arg-type]
-    return out
+def blend_scores(scores: Mapping[str, np.ndarray], weights: Mapping[str, float], missing: str, n: int) -> np.ndarray:
+    """:meth:`Blend.scores <imageprism._blend.Blend.scores>` for loose weights and policy."""
+    return Blend(weights, missing).scores(scores, n)
 
 
 class _Scorer:
     """Blended exact scores of input pairs."""
 
-    def __init__(self, columns: Sequence[Column], weights: Mapping[str, float], missing: str) -> None:
-        self.columns = [c for c in columns if weights.get(c.name, 0) > 0]
-        self.weights = dict(weights)
-        self.missing = missing
+    def __init__(self, columns: Sequence[Column], blend: Blend) -> None:
+        self.columns = [c for c in columns if blend.weights.get(c.name, 0) > 0]
+        self.blend = blend
 
     def __call__(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
-        return blend_scores({c.name: c.pair_scores(a, b) for c in self.columns}, self.weights, self.missing, len(a))
+        return self.blend.scores({c.name: c.pair_scores(a, b) for c in self.columns}, len(a))
+
+
+def _policy(columns: Sequence[Column], weights: Mapping[str, float] | None, missing: str) -> Blend:
+    if weights is None:
+        weights = {c.name: 1.0 / len(columns) for c in columns}
+    return Blend(weights, missing)
 
 
 def greedy_labels(
@@ -256,10 +234,9 @@ def greedy_labels(
     of each input's representative.
     """
     threshold = check_threshold(threshold)
-    if weights is None:
-        weights = {c.name: 1.0 / len(columns) for c in columns}
-    n = _check_columns(columns, weights, missing)
-    scorer = _Scorer(columns, weights, missing)
+    blend = _policy(columns, weights, missing)
+    n = _check_columns(columns, blend)
+    scorer = _Scorer(columns, blend)
     finders = [range_finder(c, threshold) for c in scorer.columns]
     if any(isinstance(f, AllPairs) for f in finders):
         block_size = min(block_size, 64)  # every representative is a candidate: keep the pair arrays small
@@ -315,10 +292,9 @@ def labels_brute_force(
     Quadratic; for tests and benchmarks. Same scores and blend as :func:`greedy_labels`.
     """
     threshold = check_threshold(threshold)
-    if weights is None:
-        weights = {c.name: 1.0 / len(columns) for c in columns}
-    n = _check_columns(columns, weights, missing)
-    scorer = _Scorer(columns, weights, missing)
+    blend = _policy(columns, weights, missing)
+    n = _check_columns(columns, blend)
+    scorer = _Scorer(columns, blend)
     labels = np.empty(n, np.int64)
     reps = np.empty(0, np.int64)
     for x in range(n):
@@ -334,21 +310,19 @@ def labels_brute_force(
 # -- from plugins and per-input embeddings -------------------------------------------
 
 
-#: the default threshold when neither ``threshold=`` nor the profile gives one, by the
-#: only dimension in use; other selections must say what they mean by a duplicate
-DEFAULT_THRESHOLDS: Mapping[str, float] = {"hash": 0.9}
-
-
-def default_threshold(profile_threshold: float | None, weights: Mapping[str, float]) -> float:
-    """``threshold=`` when omitted: the profile's threshold, else 0.9 for hash alone."""
-    if profile_threshold is not None:
-        return profile_threshold
-    weighted = [name for name, w in weights.items() if w > 0]
-    if len(weighted) == 1 and weighted[0] in DEFAULT_THRESHOLDS:
-        return DEFAULT_THRESHOLDS[weighted[0]]
+def default_threshold(blend: Blend, plugins: Mapping[str, DimensionPlugin]) -> float:
+    """``threshold=`` when omitted: the profile's threshold, else the one weighted dimension's default."""
+    if blend.threshold is not None:
+        return blend.threshold
+    weighted = blend.weighted
+    only = plugins.get(weighted[0]) if len(weighted) == 1 else None
+    if only is not None and only.default_threshold is not None:
+        return only.default_threshold
+    defaults = ", ".join(f"{name} alone, {p.default_threshold:g}" for name, p in plugins.items() if p.default_threshold is not None)
     raise ConfigError(
         f"dedup with dimensions {', '.join(weighted)} needs threshold= (no profile threshold applies; "
-        "only hash alone has a default, 0.9); e.g. prism.dedup(images, threshold=0.9)"
+        f"defaults exist only for one dimension alone: {defaults or 'none in use'}); "
+        "e.g. prism.dedup(images, threshold=0.9)"
     )
 
 
@@ -389,8 +363,7 @@ def dedup_embeddings(
     embeddings: Sequence[Mapping[str, np.ndarray | None] | None] | Mapping[str, Sequence[np.ndarray | None] | np.ndarray],
     *,
     plugins: Mapping[str, DimensionPlugin],
-    weights: Mapping[str, float],
-    missing: str,
+    blend: Blend,
     threshold: float,
     failures: Sequence[Failure] = (),
     progress: bool | None = None,
@@ -410,13 +383,13 @@ def dedup_embeddings(
         unexplained = [i for i in ok.tolist() if embeddings[i] is None]
         if unexplained:
             raise InputError(f"embedding {unexplained[0]} is None; every input needs its embeddings for dedup")
-        embeddings = [embeddings[i] for i in ok.tolist()]  # type: ignore[misc]
+        present: list[Mapping[str, np.ndarray | None]] = [e for e in (embeddings[i] for i in ok.tolist()) if e is not None]
     if n == 0 or (ok is not None and ok.size == 0):  # nothing embedded: no column to build
         return DedupResult.from_labels(np.full(n, -1, np.int64), threshold=threshold, failures=failures)
-    columns = columns_from_embeddings(embeddings, plugins, weights)  # type: ignore[arg-type]
+    columns = columns_from_embeddings(embeddings if ok is None else present, plugins, blend.weights)
     total = columns[0].n if columns else 0
     with progress_bar(total, progress=progress, description="dedup") as bar:
-        found = greedy_labels(columns, threshold, weights=weights, missing=missing, on_block=bar.update) if total else np.empty(0, np.int64)
+        found = greedy_labels(columns, threshold, weights=blend.weights, missing=blend.missing, on_block=bar.update) if total else np.empty(0, np.int64)
     if ok is None:
         labels = found
     else:

@@ -9,8 +9,8 @@ not change), each with a searcher (:mod:`imageprism._search.topk`).
 
 **Exactness.** A query gives every item a *fast* score: for one dimension, the
 searcher's top-``m``; for a blend, every item's fast score on each weighted
-dimension, blended with :func:`~imageprism._dedup.blend_scores` (the arithmetic of
-:func:`~imageprism._profiles.blend`). Fast and exact scores differ by at most the
+dimension, blended with :meth:`Blend.scores <imageprism._blend.Blend.scores>` (the
+arithmetic of :func:`~imageprism._blend.blend`). Fast and exact scores differ by at most the
 searcher's rounding bound ``e`` (float32 inner products of near-unit vectors:
 ``d * 2**-23 + 2.5e-4``; packed bits: ``1e-9``), so every item whose exact score
 reaches the ``k``-th best has a fast score within ``2e`` of the ``k``-th best fast
@@ -43,12 +43,12 @@ from typing import Any, cast
 
 import numpy as np
 
-from imageprism._dedup import blend_scores
+from imageprism._blend import Blend
 from imageprism._image import ImageInput, describe_input
 from imageprism._search.columns import Column, plugin_column
 from imageprism._search.topk import Searcher, searcher_for, top_positions
-from imageprism._prism import ImagePrism, OnError
-from imageprism._profiles import blend, load_profile, normalize_weights
+from imageprism._prism import ImagePrism, OnError, build_plugins, resolve_blend
+from imageprism._profiles import load_profile, normalize_weights
 from imageprism._results import Failure
 from imageprism._types import Dimension, Profile
 from imageprism._version import __version__
@@ -311,21 +311,21 @@ class ImageIndex:
         """Like :meth:`search`, for a query already embedded with this index's configuration."""
         if isinstance(k, bool) or not isinstance(k, int) or k < 1:
             raise ConfigError(f"k={k!r} is invalid; use a positive integer (the number of hits)")
-        ranking, missing = self._ranking(dimension, weights, profile)
+        ranking = self._ranking(dimension, weights, profile)
         query = {name: _entry(embedding, name, "query") for name in self._columns}
         with self._lock:
             if not len(self):
                 return []
-            fast = {name: self._columns[name].check_query(query[name]) for name in ranking}
-            return self._exact_top(query, fast, k, ranking, missing)
+            fast = {name: self._columns[name].check_query(query[name]) for name in ranking.weights}
+            return self._exact_top(query, fast, k, ranking)
 
     def _ranking(
         self,
         dimension: Dimension | str | None,
         weights: Mapping[Dimension | str, float] | None,
         profile: Profile | str | os.PathLike[str] | None,
-    ) -> tuple[dict[str, float], str]:
-        """The weights (positive only) and missing policy a query ranks by."""
+    ) -> Blend:
+        """The blend a query ranks by (positive weights only)."""
         given = [name for name, v in (("dimension", dimension), ("weights", weights), ("profile", profile)) if v is not None]
         if len(given) > 1:
             raise ConfigError(f"give at most one of dimension=, weights= and profile=, not {' and '.join(given)}")
@@ -335,9 +335,11 @@ class ImageIndex:
         elif weights is not None:
             chosen = normalize_weights(cast("Mapping[object, object]", weights), source="search(weights=...)")
         elif profile is not None:
-            query_prism = ImagePrism(profile=profile)
-            self._check_compatible(query_prism, what=f"profile {query_prism.profile.name!r}")  # type: ignore[union-attr]
-            chosen, missing = dict(query_prism.weights), query_prism.missing
+            policy, spec = resolve_blend(profile=profile)
+            assert spec is not None
+            plugins = build_plugins(policy.dimensions, spec.configs(), self.prism.runtime)
+            self._check_compatible(plugins, what=f"profile {spec.name!r}")
+            chosen, missing = dict(policy.weights), policy.missing
         else:
             chosen = dict(self.prism.weights)
         absent = [name for name in chosen if name not in self._columns]
@@ -346,19 +348,18 @@ class ImageIndex:
                 f"dimension {absent[0]!r} is not in this index (indexed: {', '.join(self._columns)}); "
                 "rank by indexed dimensions or build an index with it"
             )
-        return {name: w for name, w in chosen.items() if w > 0}, missing
+        return Blend({name: w for name, w in chosen.items() if w > 0}, missing)
 
     def _exact_top(
         self,
         query: Mapping[str, np.ndarray | None],
         fast: Mapping[str, Any],
         k: int,
-        weights: Mapping[str, float],
-        missing: str,
+        ranking: Blend,
     ) -> list[SearchHit]:
         n = len(self)
         k = min(k, n)
-        searchers = {name: self._searchers[name] for name in weights}
+        searchers = {name: self._searchers[name] for name in ranking.weights}
         slack = 2 * max(s.error for s in searchers.values()) + 1e-12
         if len(searchers) == 1 and next(iter(searchers.values())).searchable:
             (name, single), = searchers.items()
@@ -370,7 +371,7 @@ class ImageIndex:
                     break
                 m *= 4
         else:
-            all_fast = blend_scores({name: s.scores(fast[name]) for name, s in searchers.items()}, weights, missing, n)
+            all_fast = ranking.scores({name: s.scores(fast[name]) for name, s in searchers.items()}, n)
             kth = top_positions(all_fast, k)[1][-1]
             positions = np.flatnonzero(all_fast >= kth - slack)
             best = all_fast[positions]
@@ -378,9 +379,8 @@ class ImageIndex:
         # within `slack` of the k-th best fast score, so it is among the candidates.
         keep = best >= kth - slack
         positions = positions[keep]
-        exact = blend_scores(
-            {name: self._columns[name].query_scores(fast[name], positions) for name in searchers},
-            weights, missing, len(positions),
+        exact = ranking.scores(
+            {name: self._columns[name].query_scores(fast[name], positions) for name in searchers}, len(positions)
         )
         if np.any(np.abs(exact - best[keep]) > slack):  # a plugin whose layout misdescribes its score
             raise RuntimeError(f"fast and exact scores of {list(searchers)} disagree beyond {slack:g}; check its layout")
@@ -391,14 +391,14 @@ class ImageIndex:
                 name: self._plugins[name].score(query[name], column.take(np.array([p]))[0])
                 for name, column in self._columns.items()
             }
-            hits.append(SearchHit(self._ids[p], blend(scores, weights, missing), scores, p))
+            hits.append(SearchHit(self._ids[p], ranking.score(scores), scores, p))
         return hits
 
     # -- compatibility -------------------------------------------------------------------
 
-    def _check_compatible(self, prism: ImagePrism, *, what: str) -> None:
-        """Refuse a prism whose shared dimensions would embed differently from this index."""
-        for name, plugin in prism.plugins.items():
+    def _check_compatible(self, plugins: Mapping[str, DimensionPlugin], *, what: str) -> None:
+        """Refuse plugins whose shared dimensions would embed differently from this index."""
+        for name, plugin in plugins.items():
             ours = self._plugins.get(name)
             if ours is not None and ours.cache_token != plugin.cache_token:
                 raise ConfigError(

@@ -12,7 +12,8 @@ import numpy as np
 from imageprism._cache import EmbeddingCache
 from imageprism._dedup import DedupResult, check_threshold, dedup_embeddings, default_threshold
 from imageprism._image import DEFAULT_MAX_PIXELS, ImageInput, SourceImage, describe_input, open_image
-from imageprism._profiles import MISSING_POLICIES, blend, load_profile, normalize_weights
+from imageprism._blend import Blend
+from imageprism._profiles import ProfileSpec, load_profile, normalize_weights
 from imageprism._results import BatchEmbedding, CompareResult, Failure
 from imageprism._runtime import ModelRuntime, prefetch, progress_bar
 from imageprism._types import Dimension, Profile
@@ -70,36 +71,9 @@ class ImagePrism:
         providers: Sequence[str] | None = None,
         threads: int | None = None,
     ) -> None:
-        spec = load_profile(profile) if profile is not None else None
-        if isinstance(dimensions, (str, Dimension)):
-            dimensions = [dimensions]
-        if spec is not None and dimensions is not None:
-            raise ConfigError(
-                f"give either profile= or dimensions=, not both (profile {spec.name!r}); "
-                "to change a profile's dimensions, pass weights="
-            )
-        if weights is not None:
-            self._weights = normalize_weights(weights, source="ImagePrism(weights=...)")
-            if dimensions is not None:
-                names = [parse_dimension(d) for d in dimensions]
-                if sorted(set(names)) != sorted(self._weights):
-                    raise ConfigError(
-                        f"dimensions={names} and the keys of weights={sorted(self._weights)} differ; "
-                        "give weights= alone (its keys select the dimensions)"
-                    )
-        elif dimensions is not None:
-            names = list(dict.fromkeys(parse_dimension(d) for d in dimensions))
-            if not names:
-                raise ConfigError("dimensions= is empty; give at least one of: " + ", ".join(d.value for d in Dimension))
-            self._weights = {name: 1.0 / len(names) for name in names}
-        elif spec is not None:
-            self._weights = dict(spec.weights)
-        else:
-            self._weights = {"hash": 1.0}
-
+        self.blend, spec = resolve_blend(dimensions=dimensions, weights=weights, profile=profile)
         self.profile = spec
-        self.missing = spec.missing if spec is not None else MISSING_POLICIES[0]
-        self.threshold = spec.threshold if spec is not None else None
+        self._weights = dict(self.blend.weights)
         profile_configs = spec.configs() if spec is not None else {}
         configs = self._merge_configs({k: v for k, v in profile_configs.items() if k in self._weights}, config)
 
@@ -113,10 +87,7 @@ class ImagePrism:
         self.cache = cache if cache is not None else EmbeddingCache()
         self.max_pixels = max_pixels
         self.batch_size = batch_size
-        self._plugins: dict[str, DimensionPlugin] = {}
-        for name in self._weights:
-            cls = plugin_class(name)
-            self._plugins[name] = cls(configs.get(name) or cls.config_type(), self.runtime)
+        self._plugins = build_plugins(self.blend.dimensions, configs, self.runtime)
 
     def _merge_configs(
         self, base: Mapping[str, object], overrides: Mapping[Dimension | str, object] | None
@@ -154,6 +125,16 @@ class ImagePrism:
         return dict(self._weights)
 
     @property
+    def missing(self) -> str:
+        """How a dimension that cannot score a pair counts in the blend (``blend.missing``)."""
+        return self.blend.missing
+
+    @property
+    def threshold(self) -> float | None:
+        """The profile's match threshold, if any (``blend.threshold``)."""
+        return self.blend.threshold
+
+    @property
     def plugins(self) -> Mapping[str, DimensionPlugin]:
         """The dimension plugins in use, by name."""
         return dict(self._plugins)
@@ -183,7 +164,7 @@ class ImagePrism:
                   for name, plugin in self._plugins.items()}
         return CompareResult(
             scores=scores,
-            weighted_score=blend(scores, self._weights, self.missing),
+            weighted_score=self.blend.score(scores),
             weights=self._weights,
             threshold=self.threshold,
         )
@@ -251,10 +232,10 @@ class ImagePrism:
         [0, 1, 0, 0]
         """
         # checked before the (possibly long) embedding, so a typo fails at once
-        threshold = check_threshold(default_threshold(self.threshold, self._weights) if threshold is None else threshold)
+        threshold = check_threshold(default_threshold(self.blend, self._plugins) if threshold is None else threshold)
         batch = self.embed_batch(images, on_error=on_error, progress=progress)
         return dedup_embeddings(
-            batch.embeddings, plugins=self._plugins, weights=self._weights, missing=self.missing,
+            batch.embeddings, plugins=self._plugins, blend=self.blend,
             threshold=threshold, failures=batch.failures, progress=progress,
         )
 
@@ -284,11 +265,8 @@ class ImagePrism:
         or ``{dimension: sequence or stacked array}`` with one entry per input. They
         must come from an ``ImagePrism`` with the same dimension configurations.
         """
-        threshold = default_threshold(self.threshold, self._weights) if threshold is None else threshold
-        return dedup_embeddings(
-            embeddings, plugins=self._plugins, weights=self._weights, missing=self.missing,
-            threshold=threshold, progress=progress,
-        )
+        threshold = default_threshold(self.blend, self._plugins) if threshold is None else threshold
+        return dedup_embeddings(embeddings, plugins=self._plugins, blend=self.blend, threshold=threshold, progress=progress)
 
     def _decoded_chunks(self, items: Sequence[Any]) -> Iterator[list[tuple[int, SourceImage | Failure]]]:
         """Chunks of opened-and-decoded inputs; the next chunk decodes in a worker thread.
@@ -341,6 +319,59 @@ class ImagePrism:
                 for i in todo[key]:
                     results[i][name] = embedding
         return results
+
+
+def build_plugins(names: Iterable[str], configs: Mapping[str, object], runtime: ModelRuntime) -> dict[str, DimensionPlugin]:
+    """One plugin per dimension name, with its config from ``configs`` (else the default config)."""
+    plugins: dict[str, DimensionPlugin] = {}
+    for name in names:
+        cls = plugin_class(name)
+        plugins[name] = cls(configs.get(name) or cls.config_type(), runtime)
+    return plugins
+
+
+def resolve_blend(
+    *,
+    dimensions: Iterable[Dimension | str] | Dimension | str | None = None,
+    weights: Mapping[Dimension | str, float] | None = None,
+    profile: Profile | str | os.PathLike[str] | ProfileSpec | None = None,
+) -> tuple[Blend, ProfileSpec | None]:
+    """The one resolver of ``dimensions=`` / ``weights=`` / ``profile=`` into a :class:`Blend`.
+
+    ``weights=`` selects the dimensions (and replaces a profile's weights);
+    ``dimensions=`` alone weights them equally; a profile gives weights, missing
+    policy and threshold; nothing at all means hash alone. Returns the blend and the
+    loaded profile (``None`` without one).
+    """
+    spec = profile if isinstance(profile, ProfileSpec) else load_profile(profile) if profile is not None else None
+    if isinstance(dimensions, (str, Dimension)):
+        dimensions = [dimensions]
+    if spec is not None and dimensions is not None:
+        raise ConfigError(
+            f"give either profile= or dimensions=, not both (profile {spec.name!r}); "
+            "to change a profile's dimensions, pass weights="
+        )
+    if weights is not None:
+        chosen = normalize_weights(weights, source="ImagePrism(weights=...)")
+        if dimensions is not None:
+            names = [parse_dimension(d) for d in dimensions]
+            if sorted(set(names)) != sorted(chosen):
+                raise ConfigError(
+                    f"dimensions={names} and the keys of weights={sorted(chosen)} differ; "
+                    "give weights= alone (its keys select the dimensions)"
+                )
+    elif dimensions is not None:
+        names = list(dict.fromkeys(parse_dimension(d) for d in dimensions))
+        if not names:
+            raise ConfigError("dimensions= is empty; give at least one of: " + ", ".join(d.value for d in Dimension))
+        chosen = {name: 1.0 / len(names) for name in names}
+    elif spec is not None:
+        chosen = dict(spec.weights)
+    else:
+        chosen = {"hash": 1.0}
+    if spec is None:
+        return Blend(chosen), None
+    return Blend(chosen, spec.missing, spec.threshold), spec
 
 
 def _pick(embeddings: Mapping[str, np.ndarray | None], name: str, which: str) -> np.ndarray | None:

@@ -20,7 +20,7 @@ A profile file is one flat mapping (parsed with ``yaml.safe_load``)::
 dimension without letting it move the blended score. ``missing`` says what a
 dimension that cannot score a pair (``face`` with no face found) does: ``zero``
 counts it as 0, ``renormalize`` spreads its weight over the dimensions that did
-score. :func:`blend` is the one place where scores are blended.
+score. :func:`imageprism._blend.blend` is the one place where scores are blended.
 
 Built-in profiles ship inside the package (``imageprism/profiles/*.yaml``); a
 source checkout reads them from ``<repo>/profiles``. :func:`load_profile` takes a
@@ -42,6 +42,7 @@ from typing import TYPE_CHECKING, Literal, cast
 
 import yaml
 
+from imageprism._blend import MISSING_POLICIES, Blend, blend
 from imageprism._types import Dimension, Profile
 from imageprism.errors import ConfigError, DimensionUnavailableError, ProfileError
 
@@ -58,9 +59,6 @@ __all__ = [
 ]
 
 MissingPolicy = Literal["zero", "renormalize"]
-
-#: how a dimension that could not score a pair is treated by :func:`blend`
-MISSING_POLICIES: tuple[str, ...] = ("zero", "renormalize")
 
 #: the keys a profile file may have
 PROFILE_KEYS: tuple[str, ...] = ("description", "weights", "missing", "threshold", "settings")
@@ -99,6 +97,11 @@ class ProfileSpec:
             f"ProfileSpec(name={self.name!r}, weights={{{weights}}}, missing={self.missing!r}, "
             f"threshold={self.threshold!r}, source={str(self.source)!r})"
         )
+
+    @property
+    def blend(self) -> Blend:
+        """The profile's weights, missing policy and threshold as one value."""
+        return Blend(self.weights, self.missing, self.threshold)
 
     @property
     def dimensions(self) -> list[str]:
@@ -214,38 +217,6 @@ def normalize_weights(
         checked = {name: w / largest for name, w in checked.items()}
         total = math.fsum(checked.values())
     return {name: w / total for name, w in checked.items()}
-
-
-def blend(scores: Mapping[str, float | None], weights: Mapping[str, float], missing: str = "zero") -> float:
-    """The weighted score: the sum of weight x score over the weighted dimensions.
-
-    ``weights`` come from :func:`normalize_weights` (they sum to 1; any other
-    total is divided out). A dimension whose score is ``None`` or absent from
-    ``scores`` could not score the pair: with ``missing="zero"`` it contributes 0;
-    with ``"renormalize"`` the weights of the dimensions that did score are
-    rescaled to sum to 1. When no weighted dimension scored, the result is 0.0
-    under either policy (no evidence of similarity, never a match).
-
-    >>> blend({"hash": 0.9, "face": None}, {"hash": 0.5, "face": 0.5})
-    0.45
-    >>> blend({"hash": 0.9, "face": None}, {"hash": 0.5, "face": 0.5}, "renormalize")
-    0.9
-    """
-    if missing not in MISSING_POLICIES:
-        raise ConfigError(
-            f"unknown missing-score policy {missing!r}; valid policies are: {', '.join(MISSING_POLICIES)}"
-        )
-    weighted = 0.0
-    scored_weight = 0.0
-    total_weight = 0.0
-    for dim, weight in weights.items():
-        total_weight += weight
-        score = scores.get(dim)
-        if score is not None:
-            weighted += weight * score
-            scored_weight += weight
-    denominator = scored_weight if missing == "renormalize" else total_weight
-    return weighted / denominator if denominator > 0 else 0.0
 
 
 def load_profile(profile: Profile | str | os.PathLike[str]) -> ProfileSpec:

@@ -264,9 +264,9 @@ def dedup_inputs(
     :class:`EmbeddedInputs` (frames are inputs labelled ``"clip.mp4@12.50s"``)."""
     names = [os.fspath(x) if isinstance(x, (str, os.PathLike)) else describe_input(x) for x in items]
     embedded = embed_inputs(prism, items, names, fps=fps, on_error=on_error)
-    threshold = default_threshold(prism.threshold, prism.weights) if threshold is None else threshold
+    threshold = default_threshold(prism.blend, prism.plugins) if threshold is None else threshold
     result = dedup_embeddings(
-        list(embedded.embeddings), plugins=prism.plugins, weights=prism.weights, missing=prism.missing,
+        list(embedded.embeddings), plugins=prism.plugins, blend=prism.blend,
         threshold=threshold, failures=embedded.failures, progress=progress,
     )
     return embedded, result

@@ -75,6 +75,9 @@ class DimensionPlugin(abc.ABC):
 
     name: ClassVar[str]
     config_type: ClassVar[type[Any]]
+    #: dedup's threshold when this dimension is used alone and neither ``threshold=`` nor
+    #: a profile gives one (``None``: the caller must say what a duplicate is)
+    default_threshold: ClassVar[float | None] = None
     #: the default model files this dimension may download (``imageprism models list``)
     default_models: ClassVar[tuple[ModelSpec, ...]] = ()
 

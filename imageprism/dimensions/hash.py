@@ -461,6 +461,7 @@ class HashDimension(DimensionPlugin):
 
     name: ClassVar[str] = "hash"
     config_type: ClassVar[type[HashConfig]] = HashConfig
+    default_threshold: ClassVar[float | None] = 0.9
     config: HashConfig
 
     @property
