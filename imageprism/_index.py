@@ -36,7 +36,6 @@ import dataclasses
 import json
 import os
 import threading
-import types
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, cast
@@ -45,12 +44,19 @@ import numpy as np
 
 from imageprism._blend import Blend
 from imageprism._image import ImageInput, describe_input
-from imageprism._search.columns import Column, plugin_column
-from imageprism._search.topk import Searcher, searcher_for, top_positions
+from imageprism._index_files import (
+    FORMAT_NAME,
+    FORMAT_VERSION,
+    MANIFEST,
+    load_array,
+    read_manifest,
+)
 from imageprism._prism import ImagePrism, OnError, build_plugins, resolve_blend
 from imageprism._profiles import load_profile, normalize_weights
-from imageprism._results import Failure
-from imageprism._types import Dimension, Profile
+from imageprism._results import Failure, SearchHit
+from imageprism._search.columns import Column, plugin_column
+from imageprism._search.topk import Searcher, searcher_for, top_positions
+from imageprism._types import Dimension, Embeddings, Profile
 from imageprism._version import __version__
 from imageprism._video import embed_inputs, is_video
 from imageprism.dimensions import DimensionPlugin, parse_dimension
@@ -58,39 +64,6 @@ from imageprism.errors import ConfigError, ImagePrismError, InputError
 
 __all__ = ["FORMAT_VERSION", "ImageIndex", "SearchHit"]
 
-#: version of the on-disk layout written by :meth:`ImageIndex.save`
-FORMAT_VERSION = 1
-MANIFEST = "manifest.json"
-_FORMAT_NAME = "imageprism-index"
-Embeddings = Mapping[str, "np.ndarray | None"]
-
-
-@dataclasses.dataclass(frozen=True)
-class SearchHit:
-    """One match of a query.
-
-    Attributes:
-        id: the item's id (its path unless another id was given when adding it).
-        score: the score the hits are ranked by (blended, or the one dimension's).
-        scores: every indexed dimension's score of the pair (``None``: cannot score).
-        position: the item's insertion position in the index.
-    """
-
-    id: str
-    score: float
-    scores: Mapping[str, float | None]
-    position: int
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "scores", types.MappingProxyType(dict(self.scores)))
-
-    def to_dict(self) -> dict[str, object]:
-        """A JSON-ready dictionary."""
-        return {"id": self.id, "score": self.score, "scores": dict(self.scores), "position": self.position}
-
-    def __repr__(self) -> str:
-        scores = ", ".join(f"{k}={'None' if v is None else f'{v:.4f}'}" for k, v in self.scores.items())
-        return f"SearchHit(id={self.id!r}, score={self.score:.4f}, {scores}, position={self.position})"
 
 
 # -- the index ------------------------------------------------------------------------
@@ -386,7 +359,7 @@ class ImageIndex:
             raise RuntimeError(f"fast and exact scores of {list(searchers)} disagree beyond {slack:g}; check its layout")
         order = np.lexsort((positions, -exact))[:k]
         hits = []
-        for p, score in zip(positions[order].tolist(), exact[order].tolist()):
+        for p in positions[order].tolist():
             scores = {
                 name: self._plugins[name].score(query[name], column.take(np.array([p]))[0])
                 for name, column in self._columns.items()
@@ -434,7 +407,7 @@ class ImageIndex:
                 files[key] = filename
             dims[name] = {"kind": column.kind, "cache_token": self._plugins[name].cache_token, "files": files}
         manifest = {
-            "format": _FORMAT_NAME,
+            "format": FORMAT_NAME,
             "format_version": FORMAT_VERSION,
             "imageprism_version": __version__,
             "count": len(self),
@@ -459,7 +432,7 @@ class ImageIndex:
         match the saved one.
         """
         folder = Path(os.fspath(path))
-        manifest = _read_manifest(folder)
+        manifest = read_manifest(folder)
         if prism is None:
             prism = _prism_from_manifest(manifest, folder)
         index = cls(prism)
@@ -483,7 +456,7 @@ class ImageIndex:
         for name, column in index._columns.items():
             files = saved[name].get("files", {})
             if count:
-                column.restore({key: _load_array(folder / file) for key, file in files.items()})
+                column.restore({key: load_array(folder / file) for key, file in files.items()})
             if len(column) != count:
                 raise InputError(f"index {str(folder)!r} is damaged: {name!r} holds {len(column)} items, expected {count}")
         index._sync()
@@ -512,29 +485,6 @@ def _profile_ref(prism: ImagePrism) -> str | None:
     return str(spec.source.resolve())
 
 
-def _read_manifest(folder: Path) -> dict[str, Any]:
-    file = folder / MANIFEST
-    if not file.is_file():
-        hint = "" if folder.exists() else " (no such directory)"
-        raise InputError(f"{str(folder)!r} is not an imageprism index{hint}: {MANIFEST} is missing; build one with ImageIndex.save")
-    try:
-        manifest = json.loads(file.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise InputError(f"index {str(folder)!r}: {MANIFEST} cannot be read: {exc}") from exc
-    if not isinstance(manifest, dict) or manifest.get("format") != _FORMAT_NAME:
-        raise InputError(f"{str(file)!r} is not an imageprism index manifest")
-    version = manifest.get("format_version")
-    if version != FORMAT_VERSION:
-        raise InputError(
-            f"index {str(folder)!r} has format version {version!r}; this imageprism {__version__} reads version "
-            f"{FORMAT_VERSION}; rebuild the index with this version"
-        )
-    for key, kind in (("dimensions", dict), ("weights", dict), ("ids", list), ("count", int), ("missing", str)):
-        if not isinstance(manifest.get(key), kind):
-            raise InputError(f"index {str(folder)!r} is damaged: {MANIFEST} has no valid {key!r}")
-    return manifest
-
-
 def _prism_from_manifest(manifest: Mapping[str, Any], folder: Path) -> ImagePrism:
     profile = manifest.get("profile")
     try:
@@ -543,11 +493,3 @@ def _prism_from_manifest(manifest: Mapping[str, Any], folder: Path) -> ImagePris
         return ImagePrism(weights=manifest["weights"])
     except ConfigError as exc:
         raise ConfigError(f"index {str(folder)!r}: cannot rebuild its ImagePrism ({exc}); pass prism=") from exc
-
-
-def _load_array(file: Path) -> np.ndarray:
-    try:
-        return np.load(file, allow_pickle=False)
-    except (OSError, ValueError) as exc:
-        raise InputError(f"index file {str(file)!r} cannot be read: {exc}") from exc
-

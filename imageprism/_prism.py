@@ -5,18 +5,30 @@ from __future__ import annotations
 import os
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal, Optional
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from imageprism._cache import EmbeddingCache
-from imageprism._dedup import DedupResult, check_threshold, dedup_embeddings, default_threshold
-from imageprism._image import DEFAULT_MAX_PIXELS, ImageInput, SourceImage, describe_input, open_image
 from imageprism._blend import Blend
+from imageprism._cache import EmbeddingCache
+from imageprism._dedup import (
+    DedupResult,
+    check_threshold,
+    dedup_embeddings,
+    default_threshold,
+)
+from imageprism._image import (
+    DEFAULT_MAX_PIXELS,
+    ImageInput,
+    SourceImage,
+    describe_input,
+    open_image,
+)
 from imageprism._profiles import ProfileSpec, load_profile, normalize_weights
 from imageprism._results import BatchEmbedding, CompareResult, Failure
 from imageprism._runtime import ModelRuntime, prefetch, progress_bar
-from imageprism._types import Dimension, Profile
+from imageprism._types import Dimension, OnError, Profile
+from imageprism._types import EmbeddingDict as Embeddings
 from imageprism.dimensions import DimensionPlugin, parse_dimension, plugin_class
 from imageprism.errors import ConfigError, ImageLoadError, InputError
 
@@ -25,8 +37,6 @@ if TYPE_CHECKING:
 
 __all__ = ["ImagePrism"]
 
-Embeddings = dict[str, Optional[np.ndarray]]
-OnError = Literal["raise", "skip"]
 
 
 class ImagePrism:

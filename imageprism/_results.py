@@ -7,13 +7,11 @@ import types
 from collections.abc import Mapping
 from typing import Optional
 
-import numpy as np
-
+from imageprism._types import Embeddings
 from imageprism.errors import ImagePrismError
 
-__all__ = ["BatchEmbedding", "CompareResult", "Failure"]
+__all__ = ["BatchEmbedding", "CompareResult", "Failure", "SearchHit"]
 
-Embeddings = Mapping[str, Optional[np.ndarray]]
 
 
 def _frozen(mapping: Mapping[str, object]) -> Mapping[str, object]:
@@ -88,3 +86,31 @@ class BatchEmbedding:
 
     def __repr__(self) -> str:
         return f"BatchEmbedding({len(self.embeddings)} inputs, {len(self.failures)} failures)"
+
+
+@dataclasses.dataclass(frozen=True)
+class SearchHit:
+    """One match of a query.
+
+    Attributes:
+        id: the item's id (its path unless another id was given when adding it).
+        score: the score the hits are ranked by (blended, or the one dimension's).
+        scores: every indexed dimension's score of the pair (``None``: cannot score).
+        position: the item's insertion position in the index.
+    """
+
+    id: str
+    score: float
+    scores: Mapping[str, float | None]
+    position: int
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "scores", types.MappingProxyType(dict(self.scores)))
+
+    def to_dict(self) -> dict[str, object]:
+        """A JSON-ready dictionary."""
+        return {"id": self.id, "score": self.score, "scores": dict(self.scores), "position": self.position}
+
+    def __repr__(self) -> str:
+        scores = ", ".join(f"{k}={'None' if v is None else f'{v:.4f}'}" for k, v in self.scores.items())
+        return f"SearchHit(id={self.id!r}, score={self.score:.4f}, {scores}, position={self.position})"

@@ -1,10 +1,21 @@
-"""Public enumerations: the dimensions and the built-in profiles."""
+"""Public enumerations (the dimensions, the built-in profiles) and the package's type aliases, once."""
 
 from __future__ import annotations
 
 import enum
+from collections.abc import Mapping
+from typing import Literal, Optional
 
-__all__ = ["Dimension", "Profile"]
+import numpy as np
+
+__all__ = ["Dimension", "EmbeddingDict", "Embeddings", "OnError", "Profile"]
+
+#: one input's embeddings: dimension name -> array (``None``: the dimension cannot describe it)
+Embeddings = Mapping[str, Optional[np.ndarray]]
+#: the same, as built and returned by ``ImagePrism.embed``
+EmbeddingDict = dict[str, Optional[np.ndarray]]
+#: what a batch job does with an input it cannot load
+OnError = Literal["raise", "skip"]
 
 
 class Dimension(str, enum.Enum):

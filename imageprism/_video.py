@@ -22,9 +22,9 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from PIL import Image
@@ -32,6 +32,7 @@ from PIL import Image
 from imageprism._dedup import DedupResult, dedup_embeddings, default_threshold
 from imageprism._image import DEFAULT_MAX_PIXELS, SourceImage, describe_input
 from imageprism._results import Failure
+from imageprism._types import Embeddings, OnError
 from imageprism.errors import ConfigError, ImageLoadError, InputError, MissingDependencyError
 
 if TYPE_CHECKING:
@@ -50,8 +51,6 @@ __all__ = [
     "write_frames",
 ]
 
-Embeddings = Mapping[str, "np.ndarray | None"]
-OnError = Literal["raise", "skip"]
 #: inputs embedded per call while streaming (bounds the decoded frames held at once)
 CHUNK = 64
 

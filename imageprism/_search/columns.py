@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import abc
 from collections.abc import Callable, Mapping, Sequence
+
 import numpy as np
 
 from imageprism._math import best_alignment, near_unit, row_norms
