@@ -372,21 +372,23 @@ def dedup_embeddings(
     from imageprism._runtime import progress_bar
 
     threshold = check_threshold(threshold)
+    source: Sequence[Mapping[str, np.ndarray | None]] | Mapping[str, Sequence[np.ndarray | None] | np.ndarray]
     if isinstance(embeddings, Mapping):
         ok = None
         n = len(next(iter(embeddings.values()))) if embeddings else 0
+        source = embeddings
     else:
-        embeddings = list(embeddings)
-        n = len(embeddings)
+        rows = list(embeddings)
+        n = len(rows)
         failed = {f.index for f in failures}
-        ok = np.array([i for i, e in enumerate(embeddings) if i not in failed], dtype=np.int64)
-        unexplained = [i for i in ok.tolist() if embeddings[i] is None]
+        ok = np.array([i for i, e in enumerate(rows) if i not in failed], dtype=np.int64)
+        unexplained = [i for i in ok.tolist() if rows[i] is None]
         if unexplained:
             raise InputError(f"embedding {unexplained[0]} is None; every input needs its embeddings for dedup")
-        present: list[Mapping[str, np.ndarray | None]] = [e for e in (embeddings[i] for i in ok.tolist()) if e is not None]
+        source = [e for e in (rows[i] for i in ok.tolist()) if e is not None]
     if n == 0 or (ok is not None and ok.size == 0):  # nothing embedded: no column to build
         return DedupResult.from_labels(np.full(n, -1, np.int64), threshold=threshold, failures=failures)
-    columns = columns_from_embeddings(embeddings if ok is None else present, plugins, blend.weights)
+    columns = columns_from_embeddings(source, plugins, blend.weights)
     total = columns[0].n if columns else 0
     with progress_bar(total, progress=progress, description="dedup") as bar:
         found = greedy_labels(columns, threshold, weights=blend.weights, missing=blend.missing, on_block=bar.update) if total else np.empty(0, np.int64)

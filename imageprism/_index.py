@@ -51,12 +51,12 @@ from imageprism._index_files import (
     load_array,
     read_manifest,
 )
-from imageprism._prism import ImagePrism, OnError, build_plugins, resolve_blend
+from imageprism._prism import ImagePrism, build_plugins, resolve_blend
 from imageprism._profiles import load_profile, normalize_weights
 from imageprism._results import Failure, SearchHit
 from imageprism._search.columns import Column, plugin_column
 from imageprism._search.topk import Searcher, searcher_for, top_positions
-from imageprism._types import Dimension, Embeddings, Profile
+from imageprism._types import Dimension, Embeddings, OnError, Profile
 from imageprism._version import __version__
 from imageprism._video import embed_inputs, is_video
 from imageprism.dimensions import DimensionPlugin, parse_dimension
@@ -141,8 +141,8 @@ class ImageIndex:
                 raise InputError(f"ids must be {len(items)} strings, one per input; got {len(ids)} values")
         names = [self._default_id(item, i, ids) for i, item in enumerate(items)]
         embedded = embed_inputs(self.prism, items, names, fps=fps, on_error=on_error)
-        ok = [j for j, e in enumerate(embedded.embeddings) if e is not None]
-        self.add_embeddings([embedded.embeddings[j] for j in ok], ids=[embedded.labels[j] for j in ok])  # type: ignore[misc]
+        present = [(e, embedded.labels[j]) for j, e in enumerate(embedded.embeddings) if e is not None]
+        self.add_embeddings([e for e, _ in present], ids=[label for _, label in present])
         return tuple(dataclasses.replace(f, index=embedded.origins[f.index]) for f in embedded.failures)
 
     def _default_id(self, item: object, i: int, ids: Sequence[str] | None) -> str:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 
@@ -362,7 +362,7 @@ def resolve_blend(
             "to change a profile's dimensions, pass weights="
         )
     if weights is not None:
-        chosen = normalize_weights(weights, source="ImagePrism(weights=...)")
+        chosen = normalize_weights(cast("Mapping[object, object]", weights), source="ImagePrism(weights=...)")
         if dimensions is not None:
             names = [parse_dimension(d) for d in dimensions]
             if sorted(set(names)) != sorted(chosen):

@@ -12,7 +12,8 @@ from __future__ import annotations
 import queue
 import threading
 from collections.abc import Iterable, Iterator, Sequence
-from typing import TypeVar
+from contextlib import AbstractContextManager
+from typing import Any, TypeVar, cast
 
 import numpy as np
 
@@ -100,7 +101,7 @@ class _NoBar:
         pass
 
 
-def progress_bar(total: int, *, progress: bool | None = None, description: str = "embedding"):  # type: ignore[no-untyped-def]
+def progress_bar(total: int, *, progress: bool | None = None, description: str = "embedding") -> AbstractContextManager[Any]:
     """A context manager with ``update(n)``: a tqdm bar on stderr, or nothing.
 
     ``progress=True`` always shows it, ``False`` never, ``None`` (default) only for
@@ -108,7 +109,7 @@ def progress_bar(total: int, *, progress: bool | None = None, description: str =
     """
     if progress is False or (progress is None and total < PROGRESS_MIN_ITEMS):
         return _NoBar()
-    from tqdm.auto import tqdm  # type: ignore[import-untyped]
+    from tqdm.auto import tqdm
 
     # disable=None: tqdm hides the bar when stderr is not a terminal
     return tqdm(total=total, desc=description, unit="img", disable=None if progress is None else False)
@@ -162,7 +163,7 @@ def prefetch(items: Iterable[T], *, depth: int = 1) -> Iterator[T]:
                 return
             if isinstance(obj, _Raised):
                 raise obj.exc
-            yield obj  # type: ignore[misc]
+            yield cast(T, obj)
     finally:
         stop.set()
         worker.join()

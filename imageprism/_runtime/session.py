@@ -21,7 +21,7 @@ from imageprism._runtime.spec import ModelSpec
 from imageprism.errors import ConfigError, ModelLoadError
 
 if TYPE_CHECKING:
-    import onnxruntime  # type: ignore[import-untyped]
+    import onnxruntime
 
 __all__ = ["OnnxModel", "open_model", "resolve_providers"]
 
@@ -104,7 +104,7 @@ def resolve_providers(requested: Sequence[str] | None) -> tuple[str, ...]:
     remains, the CPU provider is used. A provider name that is not a string is a
     ``ConfigError``.
     """
-    import onnxruntime  # type: ignore[import-untyped]
+    import onnxruntime
 
     if requested is None:
         return _DEFAULT_PROVIDERS
@@ -165,7 +165,7 @@ def open_model(
 def _create_session(
     path: Path, spec: ModelSpec, providers: tuple[str, ...], threads: int | None, redownload: str | None = None
 ) -> onnxruntime.InferenceSession:
-    import onnxruntime  # type: ignore[import-untyped]
+    import onnxruntime
 
     options = onnxruntime.SessionOptions()
     options.log_severity_level = _ORT_LOG_ERROR  # e.g. UltraFace warns once per unused initializer

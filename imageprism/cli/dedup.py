@@ -92,7 +92,7 @@ def run(args: argparse.Namespace) -> int:
         written = []
         for origin in dict.fromkeys(embedded.origins[i] for i in result.unique if embedded.times[i] is not None):
             times = [embedded.times[i] for i in result.unique if embedded.origins[i] == origin]
-            written += write_frames(inputs[origin], times, args.out, fps=args.fps)  # type: ignore[arg-type]
+            written += write_frames(inputs[origin], times, args.out, fps=args.fps)
         sys.stderr.write(f"{len(written)} distinct frames written to {args.out}\n")
     for failure in result.failures:
         sys.stderr.write(f"imageprism dedup: skipped: {failure.error}\n")

@@ -24,7 +24,7 @@ from imageprism.errors import ConfigError, ImagePrismError
 __all__ = ["register", "run"]
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "models",
         help="list, download and locate model files",

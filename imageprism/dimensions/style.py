@@ -24,7 +24,7 @@ import os
 import tempfile
 import threading
 from pathlib import Path
-from typing import ClassVar
+from typing import Any, ClassVar
 
 from imageprism._preprocess import IMAGENET_MEAN, IMAGENET_STD, Preprocess
 from imageprism._runtime import ModelSpec, OnnxModel
@@ -67,7 +67,7 @@ STYLE_PREPROCESS = Preprocess(
 )
 
 
-def _import_onnx():  # type: ignore[no-untyped-def]
+def _import_onnx() -> Any:  # onnx ships no type stubs
     try:
         import onnx
     except ImportError:
