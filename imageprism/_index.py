@@ -59,7 +59,7 @@ from imageprism._search.topk import Searcher, searcher_for, top_positions
 from imageprism._types import Dimension, Embeddings, OnError, Profile
 from imageprism._version import __version__
 from imageprism._video import embed_inputs, is_video
-from imageprism.dimensions import DimensionPlugin, parse_dimension
+from imageprism.dimensions import DimensionPlugin, known_names, parse_dimension
 from imageprism.errors import ConfigError, ImagePrismError, InputError
 
 __all__ = ["FORMAT_VERSION", "ImageIndex", "SearchHit"]
@@ -304,13 +304,13 @@ class ImageIndex:
             raise ConfigError(f"give at most one of dimension=, weights= and profile=, not {' and '.join(given)}")
         missing = self.prism.missing
         if dimension is not None:
-            chosen = {parse_dimension(dimension): 1.0}
+            chosen = {parse_dimension(dimension, known_names(self.prism.registry)): 1.0}
         elif weights is not None:
-            chosen = normalize_weights(cast("Mapping[object, object]", weights), source="search(weights=...)")
+            chosen = normalize_weights(cast("Mapping[object, object]", weights), source="search(weights=...)", known=known_names(self.prism.registry))
         elif profile is not None:
-            policy, spec = resolve_blend(profile=profile)
+            policy, spec = resolve_blend(profile=profile, registry=self.prism.registry)
             assert spec is not None
-            plugins = build_plugins(policy.dimensions, spec.configs(), self.prism.runtime)
+            plugins = build_plugins(policy.dimensions, spec.configs(), self.prism.runtime, self.prism.registry)
             self._check_compatible(plugins, what=f"profile {spec.name!r}")
             chosen, missing = dict(policy.weights), policy.missing
         else:

@@ -29,7 +29,7 @@ from imageprism._results import BatchEmbedding, CompareResult, Failure
 from imageprism._runtime import ModelRuntime, prefetch, progress_bar
 from imageprism._types import Dimension, OnError, Profile
 from imageprism._types import EmbeddingDict as Embeddings
-from imageprism.dimensions import DimensionPlugin, parse_dimension, plugin_class
+from imageprism.dimensions import DimensionPlugin, Registry, known_names, parse_dimension, plugin_class
 from imageprism.errors import ConfigError, ImageLoadError, InputError
 
 if TYPE_CHECKING:
@@ -56,6 +56,9 @@ class ImagePrism:
         batch_size: images per inference batch in :meth:`embed_batch`.
         runtime: model runtime settings; or give ``offline``, ``cache_dir``, ``providers``
             and ``threads`` directly.
+        registry: extra dimensions for this instance, ``{name: DimensionPlugin subclass}``
+            (consulted before the built-in registry): how a new or fake dimension is
+            plugged in without touching global state.
 
     Constructing an instance downloads nothing and opens no model: models load on
     first use. One instance may be shared by several threads.
@@ -76,12 +79,14 @@ class ImagePrism:
         max_pixels: int = DEFAULT_MAX_PIXELS,
         batch_size: int = 16,
         runtime: ModelRuntime | None = None,
+        registry: Registry | None = None,
         offline: bool | None = None,
         cache_dir: str | Path | None = None,
         providers: Sequence[str] | None = None,
         threads: int | None = None,
     ) -> None:
-        self.blend, spec = resolve_blend(dimensions=dimensions, weights=weights, profile=profile)
+        self.registry: Registry = dict(registry or {})
+        self.blend, spec = resolve_blend(dimensions=dimensions, weights=weights, profile=profile, registry=self.registry)
         self.profile = spec
         self._weights = dict(self.blend.weights)
         profile_configs = spec.configs() if spec is not None else {}
@@ -97,7 +102,7 @@ class ImagePrism:
         self.cache = cache if cache is not None else EmbeddingCache()
         self.max_pixels = max_pixels
         self.batch_size = batch_size
-        self._plugins = build_plugins(self.blend.dimensions, configs, self.runtime)
+        self._plugins = build_plugins(self.blend.dimensions, configs, self.runtime, self.registry)
 
     def _merge_configs(
         self, base: Mapping[str, object], overrides: Mapping[Dimension | str, object] | None
@@ -108,13 +113,13 @@ class ImagePrism:
         if not isinstance(overrides, Mapping):
             raise ConfigError(f"config= must be a mapping of dimension to config object, got {type(overrides).__name__}")
         for key, value in overrides.items():
-            name = parse_dimension(key)
+            name = parse_dimension(key, known_names(self.registry))
             if name not in self._weights:
                 raise ConfigError(
                     f"config= has an entry for {name!r}, which is not among the dimensions in use "
                     f"({', '.join(self._weights)}); add it to dimensions= or weights="
                 )
-            expected = plugin_class(name).config_type
+            expected = plugin_class(name, self.registry).config_type
             if not isinstance(value, expected):
                 raise ConfigError(
                     f"config[{name!r}] must be a {expected.__name__}, got {type(value).__name__} {value!r}"
@@ -331,11 +336,13 @@ class ImagePrism:
         return results
 
 
-def build_plugins(names: Iterable[str], configs: Mapping[str, object], runtime: ModelRuntime) -> dict[str, DimensionPlugin]:
+def build_plugins(
+    names: Iterable[str], configs: Mapping[str, object], runtime: ModelRuntime, registry: Registry | None = None
+) -> dict[str, DimensionPlugin]:
     """One plugin per dimension name, with its config from ``configs`` (else the default config)."""
     plugins: dict[str, DimensionPlugin] = {}
     for name in names:
-        cls = plugin_class(name)
+        cls = plugin_class(name, registry)
         plugins[name] = cls(configs.get(name) or cls.config_type(), runtime)
     return plugins
 
@@ -345,14 +352,16 @@ def resolve_blend(
     dimensions: Iterable[Dimension | str] | Dimension | str | None = None,
     weights: Mapping[Dimension | str, float] | None = None,
     profile: Profile | str | os.PathLike[str] | ProfileSpec | None = None,
+    registry: Registry | None = None,
 ) -> tuple[Blend, ProfileSpec | None]:
     """The one resolver of ``dimensions=`` / ``weights=`` / ``profile=`` into a :class:`Blend`.
 
     ``weights=`` selects the dimensions (and replaces a profile's weights);
     ``dimensions=`` alone weights them equally; a profile gives weights, missing
     policy and threshold; nothing at all means hash alone. Returns the blend and the
-    loaded profile (``None`` without one).
+    loaded profile (``None`` without one). ``registry`` adds dimension names (see ``ImagePrism``).
     """
+    known = known_names(registry)
     spec = profile if isinstance(profile, ProfileSpec) else load_profile(profile) if profile is not None else None
     if isinstance(dimensions, (str, Dimension)):
         dimensions = [dimensions]
@@ -362,16 +371,16 @@ def resolve_blend(
             "to change a profile's dimensions, pass weights="
         )
     if weights is not None:
-        chosen = normalize_weights(cast("Mapping[object, object]", weights), source="ImagePrism(weights=...)")
+        chosen = normalize_weights(cast("Mapping[object, object]", weights), source="ImagePrism(weights=...)", known=known)
         if dimensions is not None:
-            names = [parse_dimension(d) for d in dimensions]
+            names = [parse_dimension(d, known) for d in dimensions]
             if sorted(set(names)) != sorted(chosen):
                 raise ConfigError(
                     f"dimensions={names} and the keys of weights={sorted(chosen)} differ; "
                     "give weights= alone (its keys select the dimensions)"
                 )
     elif dimensions is not None:
-        names = list(dict.fromkeys(parse_dimension(d) for d in dimensions))
+        names = list(dict.fromkeys(parse_dimension(d, known) for d in dimensions))
         if not names:
             raise ConfigError("dimensions= is empty; give at least one of: " + ", ".join(d.value for d in Dimension))
         chosen = {name: 1.0 / len(names) for name in names}

@@ -35,7 +35,7 @@ import importlib.resources
 import math
 import numbers
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from pathlib import Path
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Literal, cast
@@ -165,6 +165,7 @@ def normalize_weights(
     *,
     source: str,
     error: type[ConfigError] = ConfigError,
+    known: Collection[str] | None = None,
 ) -> dict[str, float]:
     """Validate weights and scale them to sum to 1; keys become dimension names.
 
@@ -187,11 +188,12 @@ def normalize_weights(
     checked: dict[str, float] = {}
     for key, value in weights.items():
         try:
-            name = parse_dimension(key)
+            name = parse_dimension(key, known)
         except ConfigError:
+            valid = list(known) if known is not None else [d.value for d in Dimension]
             raise error(
-                f"{source}: unknown dimension {key!r}{_did_you_mean(key, [d.value for d in Dimension])}; "
-                f"valid dimensions are: {_DIMENSIONS}"
+                f"{source}: unknown dimension {key!r}{_did_you_mean(key, valid)}; "
+                f"valid dimensions are: {', '.join(valid)}"
             ) from None
         if name in checked:
             raise error(f"{source}: dimension {name!r} is given twice; give each dimension once")
