@@ -40,9 +40,9 @@ from PIL import Image, ImageOps
 
 from imageprism import ImagePrism
 from imageprism._image import open_image
-from imageprism._preprocess import to_batch
 from imageprism._runtime import ModelRuntime, run_batched
 from imageprism.dimensions import ImageRequest, plugin_class
+from imageprism.dimensions._preprocess import to_batch
 
 HERE = Path(__file__).resolve().parent
 MODELS = HERE / ".models"

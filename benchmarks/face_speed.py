@@ -47,8 +47,8 @@ sys.path.insert(0, str(HERE.parent / "tests"))  # the stand-in builder lives wit
 
 from face_standins import arcface_standin, save
 
-from imageprism._face import ARCFACE_TEMPLATE, align_face, arcface_input, square_crop
 from imageprism._runtime import ModelRuntime, run_batched
+from imageprism.dimensions._face import ARCFACE_TEMPLATE, align_face, arcface_input, square_crop
 from imageprism.dimensions.face import FaceConfig, FaceDimension
 
 

@@ -16,7 +16,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from imageprism._face import YUNET_OUTPUTS, YUNET_SIZE, YUNET_STRIDES
+from imageprism.dimensions._face import YUNET_OUTPUTS, YUNET_SIZE, YUNET_STRIDES
 
 _OPSET = [helper.make_opsetid("", 13)]
 

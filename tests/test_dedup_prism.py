@@ -12,9 +12,9 @@ import pytest
 from PIL import Image, ImageEnhance
 
 from imageprism import ImageLoadError, ImagePrism
-from imageprism._contact_sheet import contact_sheet
 from imageprism._dedup import DedupResult
 from imageprism.cli import main
+from imageprism.cli._contact_sheet import contact_sheet
 from imageprism.errors import ConfigError, InputError
 
 

@@ -14,9 +14,9 @@ from onnx import TensorProto, helper
 from PIL import Image
 
 import imageprism.dimensions.face as face_mod
-from imageprism._face import ARCFACE_TEMPLATE
 from imageprism._runtime import ModelRuntime
 from imageprism.dimensions import plugin_class
+from imageprism.dimensions._face import ARCFACE_TEMPLATE
 from imageprism.dimensions.face import ARCFACE, FaceConfig, FaceDimension
 from imageprism.errors import ConfigError, ModelDownloadError, ModelLoadError
 

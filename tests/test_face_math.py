@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from imageprism._face import (
+from imageprism.dimensions._face import (
     ARCFACE_TEMPLATE,
     align_face,
     arcface_input,

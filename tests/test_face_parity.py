@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from imageprism._face import (
+from imageprism.dimensions._face import (
     ARCFACE_TEMPLATE,
     align_face,
     box_iou,
@@ -94,7 +94,7 @@ def test_yunet_decoding_matches_opencv_face_detector_yn(tmp_path: Path) -> None:
     """OpenCV's own ``FaceDetectorYN`` (the reference decoder) on a stand-in graph with known outputs."""
     from face_standins import save, yunet_outputs, yunet_standin
 
-    from imageprism._face import yunet_input, yunet_postprocess
+    from imageprism.dimensions._face import yunet_input, yunet_postprocess
 
     rng = np.random.default_rng(7)
     cells: dict[tuple[int, int], dict[str, object]] = {}

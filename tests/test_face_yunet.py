@@ -10,7 +10,7 @@ import pytest
 from face_standins import yunet_outputs, yunet_standin
 from PIL import Image
 
-from imageprism._face import yunet_decode, yunet_input, yunet_postprocess
+from imageprism.dimensions._face import yunet_decode, yunet_input, yunet_postprocess
 
 # Known cells (stride, row * cols + col) and what they must decode to, by hand:
 CELLS = {

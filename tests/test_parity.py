@@ -127,7 +127,7 @@ def test_generator_reproduces_the_committed_fixtures(dev_images_dir: Path, refer
     """Re-run the generator: same reference vectors, and imageprism's preprocessing is transformers' exactly."""
     import parity_generate
 
-    from imageprism._preprocess import to_batch
+    from imageprism.dimensions._preprocess import to_batch
 
     vectors = parity_generate.generate(tmp_path, dev_images_dir)
     for name in CASES:

@@ -1,4 +1,4 @@
-"""imageprism._preprocess: resize rules, crop, normalisation table, odd shapes."""
+"""imageprism.dimensions._preprocess: resize rules, crop, normalisation table, odd shapes."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from imageprism._preprocess import (
+from imageprism.dimensions._preprocess import (
     CLIP_MEAN,
     CLIP_STD,
     Preprocess,

@@ -14,11 +14,10 @@ from style_standin import LOGITS, expected_pool, mobilenet_standin
 
 from imageprism import ImagePrism
 from imageprism._image import open_image
-from imageprism._preprocess import to_batch
 from imageprism._runtime import ModelRuntime
 from imageprism._runtime.hub import sha256_of
-from imageprism.dimensions import ImageRequest
-from imageprism.dimensions import style
+from imageprism.dimensions import ImageRequest, style
+from imageprism.dimensions._preprocess import to_batch
 from imageprism.dimensions.style import POOLED_TENSOR, STYLE_PREPROCESS, StyleConfig, StyleDimension, expose_output
 from imageprism.errors import ConfigError, MissingDependencyError, ModelLoadError
 

@@ -21,7 +21,6 @@ from imageprism._math import cosine
 from imageprism.dimensions import REGISTRY, DimensionPlugin, ImageRequest, Layout
 from imageprism.errors import ConfigError
 
-
 # -- the one file's worth --------------------------------------------------------------------
 
 

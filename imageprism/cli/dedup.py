@@ -83,7 +83,7 @@ def run(args: argparse.Namespace) -> int:
     else:
         sys.stdout.write(as_text(result, files))
     if args.contact_sheet:
-        from imageprism._contact_sheet import contact_sheet
+        from imageprism.cli._contact_sheet import contact_sheet
 
         groups = [[files[i] for i in members] for members in result.duplicate_groups.values()]
         contact_sheet(groups).save(args.contact_sheet, format="PNG")

@@ -1,7 +1,7 @@
 """What the semantic, instance and style dimensions share: one image in, one ONNX vector out.
 
 A subclass names its default :class:`~imageprism._runtime.ModelSpec`, its
-:class:`~imageprism._preprocess.Preprocess` recipe and the output it reads, and may
+:class:`~imageprism.dimensions._preprocess.Preprocess` recipe and the output it reads, and may
 override :meth:`OnnxImageEmbedding.pool` (how the output tensor becomes one vector per
 image) and :meth:`OnnxImageEmbedding.open_model` (e.g. a one-time graph edit).
 Embeddings are L2-normalised float32 vectors; the score is their cosine.
@@ -18,10 +18,10 @@ import numpy as np
 from PIL import Image
 
 from imageprism._math import cosine, l2_normalize
-from imageprism._preprocess import Preprocess, to_batch
 from imageprism._runtime import ModelRuntime, OnnxModel, prefetch, resolve_spec, run_batched
 from imageprism._runtime.batching import DEFAULT_BATCH_SIZE
 from imageprism.dimensions._base import DimensionPlugin, Layout
+from imageprism.dimensions._preprocess import Preprocess, to_batch
 from imageprism.errors import ConfigError, InputError
 
 __all__ = ["ModelConfig", "OnnxImageEmbedding"]

@@ -30,7 +30,6 @@ from typing import ClassVar, Literal
 import numpy as np
 from PIL import Image
 
-from imageprism import _face
 from imageprism._math import cosine, l2_normalize
 from imageprism._runtime import (
     ModelRuntime,
@@ -39,6 +38,7 @@ from imageprism._runtime import (
     resolve_spec,
     run_batched,
 )
+from imageprism.dimensions import _face
 from imageprism.dimensions._base import DimensionPlugin
 from imageprism.errors import ConfigError, ModelDownloadError, ModelLoadError
 

@@ -20,9 +20,9 @@ from typing import ClassVar
 
 import numpy as np
 
-from imageprism._preprocess import IMAGENET_MEAN, IMAGENET_STD, Preprocess
 from imageprism._runtime import ModelSpec
 from imageprism.dimensions._onnx import ModelConfig, OnnxImageEmbedding
+from imageprism.dimensions._preprocess import IMAGENET_MEAN, IMAGENET_STD, Preprocess
 from imageprism.errors import ModelLoadError
 
 __all__ = ["DINOV2_PREPROCESS", "DINOV2_SMALL", "InstanceConfig", "InstanceDimension"]

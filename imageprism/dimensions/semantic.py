@@ -16,9 +16,9 @@ from __future__ import annotations
 import dataclasses
 from typing import ClassVar
 
-from imageprism._preprocess import CLIP_MEAN, CLIP_STD, Preprocess
 from imageprism._runtime import ModelSpec
 from imageprism.dimensions._onnx import ModelConfig, OnnxImageEmbedding
+from imageprism.dimensions._preprocess import CLIP_MEAN, CLIP_STD, Preprocess
 
 __all__ = ["CLIP_PREPROCESS", "CLIP_VIT_B32", "SemanticConfig", "SemanticDimension"]
 

@@ -26,10 +26,10 @@ import threading
 from pathlib import Path
 from typing import Any, ClassVar
 
-from imageprism._preprocess import IMAGENET_MEAN, IMAGENET_STD, Preprocess
 from imageprism._runtime import ModelSpec, OnnxModel
 from imageprism._runtime.hub import sha256_of
 from imageprism.dimensions._onnx import ModelConfig, OnnxImageEmbedding
+from imageprism.dimensions._preprocess import IMAGENET_MEAN, IMAGENET_STD, Preprocess
 from imageprism.errors import MissingDependencyError, ModelLoadError
 
 __all__ = [
