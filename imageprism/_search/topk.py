@@ -26,8 +26,6 @@ from imageprism._search.columns import BitsColumn, Column, VectorColumn
 
 __all__ = ["BitsScan", "PairwiseScan", "Searcher", "VectorScan", "searcher_for", "top_positions"]
 
-_CHUNK = 16384  # items per chunk of a popcount scan (bounds the temporaries)
-
 
 def top_positions(scores: np.ndarray, m: int) -> tuple[np.ndarray, np.ndarray]:
     """The ``m`` best positions (ties: lower position first) and their scores, best first."""
@@ -76,30 +74,54 @@ def _words(codes: np.ndarray) -> np.ndarray:
 
 
 class BitsScan(Searcher):
-    """Exact popcount scan of packed-bit codes, plain or with variant groups."""
+    """Exact popcount scan of packed-bit codes, plain or with variant groups.
+
+    The searcher keeps the codes word-major (one contiguous ``(n, V)`` plane per
+    64-bit word, rebuilt lazily after the column changes): a scan then runs over
+    contiguous memory, word by word.
+    """
 
     column: BitsColumn
+
+    def __init__(self, column: BitsColumn) -> None:
+        super().__init__(column)
+        self._planes: np.ndarray | None = None  # (words, n, V)
 
     @property
     def error(self) -> float:
         return 1e-9
 
+    def sync(self) -> None:
+        self._planes = None
+
+    def _word_planes(self) -> np.ndarray:
+        if self._planes is None or self._planes.shape[1] != len(self.column):
+            data = self.column.data
+            n, rows, nbytes = data.shape
+            v = self.column.variants
+            words = _words(data.reshape(n, v, rows // v * nbytes))  # (n, V, words)
+            self._planes = np.ascontiguousarray(np.moveaxis(words, -1, 0))
+        return self._planes
+
     def scores(self, query: np.ndarray | None) -> np.ndarray:
         column = self.column
         v = column.variants
-        data = column.data
-        n, rows, nbytes = data.shape
+        rows, nbytes = np.asarray(query).shape
         k = rows // v
-        q = _words(np.asarray(query).reshape(v, k * nbytes))  # (V, words)
-        out = np.empty(n)
-        for s in range(0, n, _CHUNK):
-            x = _words(data[s : s + _CHUNK].reshape(-1, v, k * nbytes))  # (c, V, words)
-            # q_v against x_0 for every v, and q_0 against x_v for every v
-            best = popcount(x[:, :1] ^ q[None]).sum(axis=-1, dtype=np.int64).min(axis=1)
-            if v > 1:
-                best = np.minimum(best, popcount(x ^ q[None, :1]).sum(axis=-1, dtype=np.int64).min(axis=1))
-            out[s : s + _CHUNK] = best
-        return 1.0 - out / (k * (column.bits_per_row or 8 * nbytes))
+        q = _words(np.ascontiguousarray(np.asarray(query)).reshape(v, k * nbytes))  # (V, words)
+        planes = self._word_planes()
+        # q_v against x_0 for every v, and q_0 against x_v for every v; summed word by word
+        # (a reduction over a short last axis costs far more than a few element-wise adds)
+        whole = popcount(planes[0][:, :1] ^ q[None, :, 0]).astype(np.int32)
+        for w in range(1, planes.shape[0]):
+            whole += popcount(planes[w][:, :1] ^ q[None, :, w])
+        best = whole.min(axis=1)
+        if v > 1:
+            groups = popcount(planes[0] ^ q[0, 0]).astype(np.int32)
+            for w in range(1, planes.shape[0]):
+                groups += popcount(planes[w] ^ q[0, w])
+            best = np.minimum(best, groups.min(axis=1))
+        return 1.0 - best / (k * (column.bits_per_row or 8 * nbytes))
 
 
 class VectorScan(Searcher):
