@@ -137,6 +137,12 @@ class VectorScan(Searcher):
     def scores(self, query: np.ndarray | None) -> np.ndarray:
         return (self.column.data @ np.asarray(query, np.float32)).astype(np.float64)
 
+    def top(self, query: np.ndarray | None, m: int) -> tuple[np.ndarray, np.ndarray, float]:
+        sims = self.column.data @ np.asarray(query, np.float32)  # float32, no NaN: rank it as it is
+        positions, best = top_positions(sims, m)
+        bound = float(best[-1]) if m < len(self.column) else -np.inf
+        return positions, best.astype(np.float64), bound
+
 
 class PairwiseScan(Searcher):
     """The plugin's score against every item (exact, about a microsecond per item)."""
