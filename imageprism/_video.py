@@ -20,6 +20,7 @@ only embeddings are kept, so a long video does not fill memory with pixels.
 from __future__ import annotations
 
 import dataclasses
+import io
 import math
 import os
 from collections.abc import Iterator, Mapping, Sequence
@@ -30,6 +31,7 @@ import numpy as np
 from PIL import Image
 
 from imageprism._dedup import DedupResult, dedup_embeddings, default_threshold
+from imageprism._files import atomic_write
 from imageprism._image import DEFAULT_MAX_PIXELS, SourceImage, describe_input
 from imageprism._results import Failure
 from imageprism.errors import ConfigError, ImageLoadError, InputError, MissingDependencyError
@@ -148,11 +150,16 @@ def sample_frames(path: str | os.PathLike[str], *, fps: float) -> Iterator[Video
         raise ImageLoadError(f"{name!r} has no decodable video frames")
 
 
-def write_frames(video: str | os.PathLike[str], times: Sequence[float], folder: str | os.PathLike[str], *, fps: float) -> list[Path]:
+def write_frames(
+    video: str | os.PathLike[str], times: Sequence[float], folder: str | os.PathLike[str], *, fps: float,
+    stem: str | None = None, overwrite: bool = False,
+) -> list[Path]:
     """Decode ``video`` again and save its sampled frames at ``times`` as PNG files in ``folder``.
 
-    Files are named ``<video stem>@<seconds>s.png``. ``times`` must come from
-    :func:`sample_frames` with the same ``fps``. Returns the files written, in time order.
+    Files are named ``<stem>@<seconds>s.png`` (``stem``: the video's file stem by
+    default), each written atomically; an existing file is refused unless
+    ``overwrite``. ``times`` must come from :func:`sample_frames` with the same
+    ``fps``. Returns the files written, in time order.
     """
     out = Path(os.fspath(folder))
     out.mkdir(parents=True, exist_ok=True)
@@ -160,8 +167,10 @@ def write_frames(video: str | os.PathLike[str], times: Sequence[float], folder: 
     written = []
     for frame in sample_frames(video, fps=fps):
         if frame.time in wanted:
-            path = out / f"{Path(frame.video).stem}@{frame.time:.2f}s.png"
-            frame.image.save(path, format="PNG")
+            path = out / f"{stem or Path(frame.video).stem}@{frame.time:.2f}s.png"
+            data = io.BytesIO()
+            frame.image.save(data, format="PNG")
+            atomic_write(path, data.getvalue(), overwrite=overwrite)
             written.append(path)
     return written
 

@@ -6,6 +6,7 @@ The videos are built here with PyAV from the dev photos (nothing is downloaded).
 from __future__ import annotations
 
 import json
+import re
 import sys
 from pathlib import Path
 
@@ -156,9 +157,10 @@ def test_cli_dedup_writes_the_distinct_frames(clip, dev_images, tmp_path, capsys
     scenes[1].save(still)
     assert main(["dedup", str(still), str(path), "--fps", "1", "--csv"]) == 0
     rows = capsys.readouterr().out.splitlines()[1:]
-    assert rows[2] == f"{path}@1.00s,{still},0,false"  # the frame joins the image given first
+    # the frame joins the image given first (group ids count from 1, as in the text output), with its score
+    assert re.fullmatch(rf"{re.escape(f'{path}@1.00s,{still},1,false,')}(0\.9\d+|1\.0+),\1", rows[2]), rows[2]
 
     assert main(["dedup", str(still), "--out", str(out)]) == 1
     assert "no input is a video" in capsys.readouterr().err
     assert main(["dedup", str(path), "--contact-sheet", str(tmp_path / "s.png")]) == 1
-    assert "--out DIR" in capsys.readouterr().err
+    assert "--frames DIR" in capsys.readouterr().err

@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
+from collections.abc import Sequence
 from typing import Any
 
 from imageprism._cache import PersistentCache
+from imageprism._files import check_writable_folder
 from imageprism._prism import ImagePrism
+from imageprism.errors import InputError
 
 
 def add_selection_flags(parser: argparse.ArgumentParser) -> None:
@@ -43,3 +47,27 @@ def write_json(value: Any) -> None:
 
 def fmt_score(value: float | None) -> str:
     return "n/a (cannot score this pair)" if value is None else f"{value:.4f}"
+
+
+def plural(n: int, word: str) -> str:
+    """``word`` or ``word + "s"`` for ``n`` of them: 1 group, 2 groups."""
+    return word if n == 1 else word + "s"
+
+
+def check_output_files(outputs: Sequence[str], inputs: Sequence[str], *, force: bool) -> None:
+    """Refuse, before any work, outputs that would replace an input, an existing file (without
+    ``--force``), or that cannot be written; one line each."""
+    sources = {os.path.realpath(p) for p in inputs}
+    seen: set[str] = set()
+    for output in outputs:
+        real = os.path.realpath(output)
+        if real in sources:
+            raise InputError(f"output {output!r} is one of the inputs; inputs are never overwritten (choose another name)")
+        if real in seen:
+            raise InputError(f"output {output!r} is given twice; give each output its own file")
+        seen.add(real)
+        if os.path.isdir(output):
+            raise InputError(f"output {output!r} is a folder; give a file name")
+        if os.path.lexists(output) and not force:
+            raise InputError(f"output {output!r} already exists; pass --force to replace it, or choose another name")
+        check_writable_folder(os.path.dirname(os.path.abspath(output)), what=f"the folder of {output!r},")
