@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 import sys
 from pathlib import Path
 
@@ -164,3 +165,23 @@ def test_cli_dedup_writes_the_distinct_frames(clip, dev_images, tmp_path, capsys
     assert "no input is a video" in capsys.readouterr().err
     assert main(["dedup", str(path), "--contact-sheet", str(tmp_path / "s.png")]) == 1
     assert "--frames DIR" in capsys.readouterr().err
+
+
+def test_cli_frames_of_videos_with_one_name_never_collide_or_overwrite(clip, dev_images, tmp_path, capsys) -> None:
+    path, _ = clip
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    shutil.copy(path, tmp_path / "a" / "clip.mp4")
+    write_video(tmp_path / "b" / "clip.mp4", _scenes(dev_images, 6)[3:], [0, 1])  # other scenes, same name
+    out = tmp_path / "frames"
+    args = ["dedup", str(tmp_path / "a"), str(tmp_path / "b"), "--fps", "1", "--frames", str(out)]
+    assert main(args) == 0
+    assert "5 distinct frames written" in capsys.readouterr().err
+    names = sorted(p.name for p in out.iterdir())
+    assert names == ["clip-2@0.00s.png", "clip-2@1.00s.png", "clip@0.00s.png", "clip@1.00s.png", "clip@2.00s.png"]
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    assert main(args) == 1  # the frames exist: refused, nothing replaced
+    assert "already exists; refusing to overwrite" in capsys.readouterr().err
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+    assert main([*args, "--force"]) == 0
+    assert sorted(p.name for p in out.iterdir()) == names

@@ -70,4 +70,7 @@ def check_output_files(outputs: Sequence[str], inputs: Sequence[str], *, force: 
             raise InputError(f"output {output!r} is a folder; give a file name")
         if os.path.lexists(output) and not force:
             raise InputError(f"output {output!r} already exists; pass --force to replace it, or choose another name")
-        check_writable_folder(os.path.dirname(os.path.abspath(output)), what=f"the folder of {output!r},")
+        folder = os.path.dirname(os.path.abspath(output))
+        if not os.path.exists(folder):
+            raise InputError(f"output {output!r} cannot be written: the folder {folder!r} does not exist")
+        check_writable_folder(folder, what=f"output {output!r}:")
