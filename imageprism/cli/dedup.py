@@ -22,11 +22,11 @@ from pathlib import Path
 
 from PIL import Image
 
-from imageprism._dedup import DedupResult
+from imageprism._dedup import DedupResult, check_threshold, default_threshold
 from imageprism._files import atomic_write, check_writable_folder
 from imageprism._keep import KEEP_POLICIES, dedup_in_order, keep_order
 from imageprism._video import VIDEO_EXTENSIONS, dedup_inputs, is_video, write_frames
-from imageprism.cli._common import add_selection_flags, check_output_files, plural, prism_from_args, write_json
+from imageprism.cli._common import add_selection_flags, check_output_files, cli_message, plural, prism_from_args, write_json
 from imageprism.cli._evidence import Member, members, score_text
 from imageprism.errors import InputError
 
@@ -66,14 +66,18 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def image_files(paths: Sequence[str]) -> list[str]:
-    """Files as given; folders replaced by the image and video files below them (recursive, sorted)."""
+    """Files as given; folders replaced by the image and video files below them (recursive, sorted).
+
+    Symlinked folders are followed once; a loop (a link back to a folder already
+    walked) and a dangling symlink are skipped with a warning line on stderr.
+    """
     wanted = set(Image.registered_extensions()) | set(VIDEO_EXTENSIONS)
     out: list[str] = []
     for path in paths:
         if not os.path.isdir(path):
             out.append(path)
             continue
-        found = sorted(str(p) for p in Path(path).rglob("*") if p.suffix.lower() in wanted and p.is_file())
+        found = sorted(_walk(path, wanted))
         if not found:
             raise InputError(
                 f"folder {path!r} holds no image files (looked for .jpg, .png, .webp and the other Pillow "
@@ -81,6 +85,32 @@ def image_files(paths: Sequence[str]) -> list[str]:
             )
         out.extend(found)
     return out
+
+
+def _walk(root: str, wanted: set[str]) -> list[str]:
+    seen = {os.path.realpath(root)}
+    found = []
+    for folder, dirs, files in os.walk(root, followlinks=True):
+        for name in list(dirs):
+            link = os.path.join(folder, name)
+            real = os.path.realpath(link)
+            if real in seen:  # a symlink loop, or a second way into a folder already walked
+                dirs.remove(name)
+                _warn(f"skipped {link!r}: a symlink to {real!r}, which this walk already covers (a loop)")
+            seen.add(real)
+        for name in files:
+            file = os.path.join(folder, name)
+            if Path(name).suffix.lower() not in wanted:
+                continue
+            if os.path.islink(file) and not os.path.exists(file):
+                _warn(f"skipped {file!r}: a dangling symlink (its target {os.readlink(file)!r} does not exist)")
+            elif os.path.isfile(file):
+                found.append(file)
+    return found
+
+
+def _warn(message: str) -> None:
+    sys.stderr.write(f"imageprism: warning: {message}\n")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -99,14 +129,15 @@ def run(args: argparse.Namespace) -> int:
     if args.frames:
         check_writable_folder(args.frames, what="--frames")
     prism = prism_from_args(args)
+    threshold = check_threshold(default_threshold(prism.threshold, prism.weights) if args.threshold is None else args.threshold)
     if videos:
-        embedded, result = dedup_inputs(prism, files, args.threshold, fps=args.fps)
+        embedded, result = dedup_inputs(prism, files, threshold, fps=args.fps)
         inputs, files, embeddings, keep = files, list(embedded.labels), embedded.embeddings, "first"
     else:
         keep = args.keep
         order = keep_order(files, keep)
         batch = prism.embed_batch(files, on_error="skip")
-        result = dedup_in_order(prism, batch.embeddings, batch.failures, order, args.threshold)
+        result = dedup_in_order(prism, batch.embeddings, batch.failures, order, threshold)
         embeddings = batch.embeddings
     rows = members(prism, result, files, embeddings)
     dims = list(prism.dimensions)
@@ -129,7 +160,7 @@ def run(args: argparse.Namespace) -> int:
                                     stem=stems[inputs[origin]], overwrite=args.force)
         sys.stderr.write(f"{len(written)} distinct frames written to {args.frames}\n")
     for failure in result.failures:
-        sys.stderr.write(f"imageprism dedup: skipped: {failure.error}\n")
+        sys.stderr.write(f"imageprism dedup: skipped: {cli_message(str(failure.error))}\n")
     return 1 if result.failures else 0
 
 
