@@ -274,7 +274,7 @@ class ImagePrism:
         """The distinct frames of a video sampled at ``fps`` frames per second, with their times.
 
         The sampled frames are grouped as :meth:`dedup` groups images (same threshold
-        default). Needs PyAV: ``pip install imageprism[video]``. See :class:`~imageprism._video.VideoDedup`.
+        default). Needs PyAV: ``pip install ".[video]"`` from the checkout. See :class:`~imageprism._video.VideoDedup`.
         """
         from imageprism._video import dedup_video
 

@@ -1,6 +1,6 @@
 """Video files as input: frames sampled at a fixed rate, with their timestamps.
 
-Needs PyAV (``pip install imageprism[video]``), imported on first use only.
+Needs PyAV (``pip install ".[video]"`` from the checkout), imported on first use only.
 
 A path is treated as a video when its extension is in :data:`VIDEO_EXTENSIONS`
 (case-insensitive); everything else goes to the image loader. Deciding by name
@@ -62,7 +62,7 @@ VIDEO_EXTENSIONS: tuple[str, ...] = (
     ".3gp", ".avi", ".flv", ".m4v", ".mkv", ".mov", ".mp4", ".mpeg", ".mpg", ".mts", ".ogv", ".ts", ".webm", ".wmv",
 )
 
-_INSTALL_HINT = "reading video needs PyAV: pip install imageprism[video]"
+_INSTALL_HINT = 'reading video needs PyAV: pip install ".[video]" from the imageprism checkout (or pip install av)'
 
 
 @dataclasses.dataclass(frozen=True)

@@ -30,7 +30,7 @@ def _scenes(dev_images: list[Path], count: int) -> list[Image.Image]:
 
 def write_video(path: Path, scenes: list[Image.Image], order: list[int], *, codec: str = "mpeg4") -> Path:
     """A ``RATE`` fps video showing ``scenes[i]`` for ``HOLD`` frames, for each ``i`` in ``order``."""
-    av = pytest.importorskip("av", reason="PyAV is not installed (pip install imageprism[video])")
+    av = pytest.importorskip("av", reason="PyAV is not installed (pip install ".[video]")")
     with av.open(str(path), "w") as container:
         stream = container.add_stream(codec, rate=RATE)
         stream.width, stream.height = scenes[0].size
@@ -74,7 +74,7 @@ def test_index_holds_frames_with_timestamps(clip, dev_images) -> None:
 
 
 def test_unreadable_video_is_reported(tmp_path, dev_images) -> None:
-    pytest.importorskip("av", reason="PyAV is not installed (pip install imageprism[video])")
+    pytest.importorskip("av", reason="PyAV is not installed (pip install ".[video]")")
     fake = tmp_path / "fake.mp4"
     fake.write_bytes(b"\x00" * 1000)
     with pytest.raises(ImageLoadError, match="fake.mp4"):
@@ -112,7 +112,7 @@ def test_cli_reports_missing_pyav_in_one_line(tmp_path) -> None:
     code = "import sys; sys.modules['av'] = None; from imageprism.cli import main; sys.exit(main(sys.argv[1:]))"
     out = subprocess.run([sys.executable, "-c", code, "dedup", str(tmp_path / "clip.mp4")], capture_output=True, text=True, timeout=120)
     assert out.returncode == 1
-    assert "pip install imageprism[video]" in out.stderr and "Traceback" not in out.stderr
+    assert 'pip install ".[video]"' in out.stderr and "Traceback" not in out.stderr
 
 
 # -- dedup ------------------------------------------------------------------------------------

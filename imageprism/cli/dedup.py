@@ -2,7 +2,7 @@
 
 Folders are walked recursively for image files (every extension Pillow reads) and
 video files. A video's frames, sampled at --fps, are inputs labelled
-"clip.mp4@12.50s" (needs imageprism[video]); --frames writes the distinct ones as PNG.
+"clip.mp4@12.50s" (needs PyAV: pip install ".[video]"); --frames writes the distinct ones as PNG.
 Inputs are visited in the --keep order (default: largest first, so the largest copy
 of each group is the one kept; video frames in time order); each joins the first
 representative whose score with it reaches the threshold, else is kept. Every

@@ -51,7 +51,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 def _add_fps(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--fps", type=float, default=1.0, metavar="RATE",
-        help="frames per second sampled from videos (default: 1); needs imageprism[video]",
+        help="frames per second sampled from videos (default: 1); needs PyAV: pip install ".[video]"",
     )
 
 
