@@ -24,7 +24,7 @@ import os
 import stat
 import warnings
 from collections.abc import Callable, Mapping, Sequence
-from typing import TYPE_CHECKING, Any, Literal, Union
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 from PIL import Image
@@ -41,7 +41,7 @@ __all__ = ["KEEP_POLICIES", "Keep", "dedup_in_order", "keep_order", "pixels_and_
 #: the named policies, in the order help texts list them
 KEEP_POLICIES: tuple[str, ...] = ("first", "largest", "newest", "oldest")
 
-Keep = Union[Literal["first", "largest", "newest", "oldest"], Callable[[Any], Any]]
+Keep = Literal["first", "largest", "newest", "oldest"] | Callable[[Any], Any]
 
 
 def keep_order(items: Sequence[object], keep: Keep) -> np.ndarray:

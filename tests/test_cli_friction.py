@@ -70,7 +70,7 @@ def test_compare_without_profile_gives_a_verdict(capsys: pytest.CaptureFixture[s
 
 
 def test_python_warnings_become_one_line(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
-    import imageprism.cli.compare as compare
+    from imageprism.cli import compare
 
     def noisy(args: argparse.Namespace) -> int:
         warnings.warn("first line\n  second line", UserWarning, stacklevel=1)

@@ -12,11 +12,16 @@ import sys
 from pathlib import Path
 
 import pytest
-
-from imageprism import MissingDependencyError
 from PIL import Image
 
-from imageprism import ConfigError, ImageIndex, ImageLoadError, ImagePrism, InputError
+from imageprism import (
+    ConfigError,
+    ImageIndex,
+    ImageLoadError,
+    ImagePrism,
+    InputError,
+    MissingDependencyError,
+)
 from imageprism._video import VIDEO_EXTENSIONS, is_video, sample_frames
 from imageprism.cli import main
 
@@ -30,7 +35,7 @@ def _scenes(dev_images: list[Path], count: int) -> list[Image.Image]:
 
 def write_video(path: Path, scenes: list[Image.Image], order: list[int], *, codec: str = "mpeg4") -> Path:
     """A ``RATE`` fps video showing ``scenes[i]`` for ``HOLD`` frames, for each ``i`` in ``order``."""
-    av = pytest.importorskip("av", reason="PyAV is not installed (pip install ".[video]")")
+    av = pytest.importorskip("av", reason='PyAV is not installed (pip install ".[video]")')
     with av.open(str(path), "w") as container:
         stream = container.add_stream(codec, rate=RATE)
         stream.width, stream.height = scenes[0].size
@@ -74,7 +79,7 @@ def test_index_holds_frames_with_timestamps(clip, dev_images) -> None:
 
 
 def test_unreadable_video_is_reported(tmp_path, dev_images) -> None:
-    pytest.importorskip("av", reason="PyAV is not installed (pip install ".[video]")")
+    pytest.importorskip("av", reason='PyAV is not installed (pip install ".[video]")')
     fake = tmp_path / "fake.mp4"
     fake.write_bytes(b"\x00" * 1000)
     with pytest.raises(ImageLoadError, match="fake.mp4"):

@@ -56,7 +56,9 @@ def prism_with_cache(index_dir: str, cache: str | None) -> ImagePrism | None:
     """For a saved index: its own ImagePrism rebuilt with ``--cache``, or ``None`` (let the index rebuild it)."""
     if cache is None:
         return None
-    from imageprism._index import _read_manifest  # the saved profile and weights; load() checks the rest
+    from imageprism._index import (
+        _read_manifest,  # the saved profile and weights; load() checks the rest
+    )
 
     manifest = _read_manifest(Path(index_dir))
     return ImagePrism(profile=manifest.get("profile"), weights=manifest["weights"], cache=PersistentCache(cache or None))

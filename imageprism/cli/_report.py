@@ -56,8 +56,8 @@ def html_report(rows: Sequence[Member], *, title: str, summary: str, sizes: dict
         f'<html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title>',
         f"<style>{_STYLE}</style></head><body>",
         f"<h1>{html.escape(title)}</h1><p id=\"summary\">{html.escape(summary)}</p>",
-        '<p>Show duplicates scoring from <input id="min-score" type="number" step="0.01" min="0" max="1" value="0">'
-        ' to <input id="max-score" type="number" step="0.01" min="0" max="1" value="1"></p>',
+        ('<p>Show duplicates scoring from <input id="min-score" type="number" step="0.01" min="0" max="1" value="0">'
+         ' to <input id="max-score" type="number" step="0.01" min="0" max="1" value="1"></p>'),
     ]
     for group, members in groups.items():
         if len(members) < 2:

@@ -8,8 +8,13 @@ import sys
 from collections.abc import Mapping
 
 from imageprism._dedup import check_threshold, default_threshold
+from imageprism.cli._common import (
+    add_selection_flags,
+    fmt_score,
+    prism_from_args,
+    write_json,
+)
 from imageprism.errors import ConfigError
-from imageprism.cli._common import add_selection_flags, fmt_score, prism_from_args, write_json
 
 
 def register(sub: argparse._SubParsersAction) -> None:

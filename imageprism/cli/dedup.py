@@ -26,7 +26,14 @@ from imageprism._dedup import DedupResult, check_threshold, default_threshold
 from imageprism._files import atomic_write, check_writable_folder
 from imageprism._keep import KEEP_POLICIES, dedup_in_order, keep_order
 from imageprism._video import VIDEO_EXTENSIONS, dedup_inputs, is_video, write_frames
-from imageprism.cli._common import add_selection_flags, check_output_files, cli_message, plural, prism_from_args, write_json
+from imageprism.cli._common import (
+    add_selection_flags,
+    check_output_files,
+    cli_message,
+    plural,
+    prism_from_args,
+    write_json,
+)
 from imageprism.cli._evidence import Member, members, score_text
 from imageprism.errors import InputError
 

@@ -9,7 +9,12 @@ from __future__ import annotations
 import argparse
 import sys
 
-from imageprism.cli._common import add_selection_flags, cli_message, prism_from_args, write_json
+from imageprism.cli._common import (
+    add_selection_flags,
+    cli_message,
+    prism_from_args,
+    write_json,
+)
 from imageprism.cli.dedup import image_files
 from imageprism.errors import InputError
 

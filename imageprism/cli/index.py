@@ -10,7 +10,12 @@ from pathlib import Path
 from imageprism._index import ImageIndex
 from imageprism._results import Failure
 from imageprism._video import frame_label
-from imageprism.cli._common import add_cache_flag, add_selection_flags, prism_from_args, prism_with_cache
+from imageprism.cli._common import (
+    add_cache_flag,
+    add_selection_flags,
+    prism_from_args,
+    prism_with_cache,
+)
 from imageprism.cli.dedup import image_files
 from imageprism.errors import InputError
 
@@ -51,7 +56,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 def _add_fps(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--fps", type=float, default=1.0, metavar="RATE",
-        help="frames per second sampled from videos (default: 1); needs PyAV: pip install ".[video]"",
+        help='frames per second sampled from videos (default: 1); needs PyAV: pip install ".[video]"',
     )
 
 

@@ -18,8 +18,8 @@ import sys
 from collections.abc import Sequence
 
 from imageprism._runtime import ModelRuntime, ModelSpec, resolve_spec
-from imageprism.dimensions import available, parse_dimension, plugin_class
 from imageprism.cli._common import write_json
+from imageprism.dimensions import available, parse_dimension, plugin_class
 from imageprism.errors import ConfigError, ImagePrismError
 
 __all__ = ["register", "run"]
