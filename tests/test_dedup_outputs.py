@@ -9,6 +9,7 @@ import io
 import json
 import os
 import shutil
+import subprocess
 from html.parser import HTMLParser
 from pathlib import Path
 
@@ -168,3 +169,21 @@ def test_atomic_write_refuses_existing_and_replaces_with_overwrite(tmp_path: Pat
     assert target.read_bytes() == b"one"
     atomic_write(target, b"two", overwrite=True)
     assert target.read_bytes() == b"two" and sorted(p.name for p in tmp_path.iterdir()) == ["out.bin"]
+
+
+@pytest.mark.skipif(not shutil.which("chromium"), reason="no headless browser (chromium) installed")
+def test_html_report_in_a_browser_filters_by_score(folder: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Loaded in headless Chromium: the page's script hides duplicates outside the score range."""
+    page_path = tmp_path / "groups.html"
+    assert main(["dedup", str(folder), "--report", str(page_path), "--json"]) == 0
+    scores = {e["path"]: e["score"] for g in json.loads(capsys.readouterr().out)["groups"] for e in g["scores"]}
+    low, second = sorted(scores.values())[:2]
+    cut = round((low + second) / 2, 4)  # hides the lowest-scoring duplicate only
+    dom = subprocess.run(
+        ["chromium", "--headless", "--no-sandbox", "--disable-gpu", "--dump-dom", f"{page_path.as_uri()}#min={cut}"],
+        capture_output=True, text=True, timeout=120, check=True,
+    ).stdout
+    page = _Page()
+    page.feed(dom)
+    hidden = {c["data-path"] for cards in page.groups.values() for c in cards if "display: none" in c.get("style", "")}
+    assert hidden == {p for p, s in scores.items() if s < cut} and len(hidden) == 1

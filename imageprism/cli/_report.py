@@ -1,7 +1,8 @@
 """``dedup --report groups.html``: a self-contained HTML page of the duplicate groups.
 
 One file, no external resources: thumbnails are embedded as JPEG data URIs, and a
-few lines of script filter the duplicates by their score to the kept copy. Each
+few lines of script filter the duplicates by their score to the kept copy (also
+from the address: ``groups.html#min=0.95&max=0.99``). Each
 group shows its id (the same as in text, JSON and CSV), and each member its path,
 pixel size, file size and scores; the kept copy is marked.
 """
@@ -43,6 +44,9 @@ function applyFilter(){
 }
 document.getElementById('min-score').addEventListener('input',applyFilter);
 document.getElementById('max-score').addEventListener('input',applyFilter);
+location.hash.slice(1).split('&').forEach(function(kv){  // e.g. groups.html#min=0.95&max=0.99
+  var p=kv.split('='),el=document.getElementById(p[0]+'-score');if(el&&p[1])el.value=p[1];});
+applyFilter();
 """
 
 
