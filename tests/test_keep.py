@@ -38,7 +38,9 @@ def thumbs(tmp_path: Path) -> tuple[Path, Path, Path]:
 def test_cli_keeps_the_largest_copy_by_default(thumbs: tuple[Path, Path, Path], capsys: pytest.CaptureFixture[str]) -> None:
     original, thumb, _ = thumbs
     assert main(["dedup", str(original.parent), "--csv"]) == 0
-    rows = {r["path"]: r for r in csv.DictReader(io.StringIO(capsys.readouterr().out))}
+    out, err = capsys.readouterr()
+    rows = {r["path"]: r for r in csv.DictReader(io.StringIO(out))}
+    assert "--keep largest" in err  # the policy is stated beside the CSV
     assert rows[str(thumb)]["representative"] == str(original)
     assert rows[str(original)]["is_representative"] == "true" and rows[str(thumb)]["is_representative"] == "false"
     assert float(rows[str(thumb)]["score"]) >= 0.9 and rows[str(thumb)]["score"] == rows[str(thumb)]["score_hash"]

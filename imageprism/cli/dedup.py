@@ -152,6 +152,7 @@ def run(args: argparse.Namespace) -> int:
         write_json(as_json(result, files, rows, keep))
     elif args.csv:
         write_csv(result, files, rows, dims)
+        sys.stderr.write(f"imageprism dedup: representatives: {_KEPT[keep]} (--keep {keep})\n")
     else:
         sys.stdout.write(as_text(result, files, rows, keep))
     if args.contact_sheet:
