@@ -307,9 +307,12 @@ class VideoDedup:
         """``"clip.mp4@12.50s"`` for every sampled frame."""
         return [frame_label(self.video, float(t)) for t in self.times]
 
-    def save_frames(self, folder: str | os.PathLike[str]) -> list[Path]:
-        """Write the distinct frames as PNG files (decodes the video again); returns the files."""
-        return write_frames(self.video, self.distinct_times, folder, fps=self.fps)
+    def save_frames(self, folder: str | os.PathLike[str], *, overwrite: bool = False) -> list[Path]:
+        """Write the distinct frames as PNG files (decodes the video again); returns the files.
+
+        Each file is written atomically; an existing one is refused unless ``overwrite``.
+        """
+        return write_frames(self.video, self.distinct_times, folder, fps=self.fps, overwrite=overwrite)
 
     def to_dict(self) -> dict[str, object]:
         """A JSON-ready dictionary: each distinct frame's time with the times of its group."""

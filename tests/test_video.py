@@ -105,7 +105,7 @@ def test_bad_rate_is_refused() -> None:
 def test_missing_pyav_names_the_extra(monkeypatch, tmp_path) -> None:
     monkeypatch.setitem(sys.modules, "av", None)  # makes "import av" fail
     (tmp_path / "clip.mp4").write_bytes(b"")
-    with pytest.raises(MissingDependencyError, match=r"pip install imageprism\[video\]") as info:
+    with pytest.raises(MissingDependencyError, match=r"pip install \"\.\[video\]\"") as info:
         list(sample_frames(tmp_path / "clip.mp4", fps=1))
     assert isinstance(info.value, ImportError)  # still an ImportError for code that expects one
 
@@ -137,6 +137,9 @@ def test_repeated_scenes_dedup_to_the_distinct_frames(clip, tmp_path) -> None:
     prism = ImagePrism()
     for file, scene in zip(files, scenes):
         assert prism.compare(file, scene).scores["hash"] > 0.9
+    with pytest.raises(InputError, match="already exists"):
+        found.save_frames(tmp_path / "frames")  # never replaces a file silently
+    assert found.save_frames(tmp_path / "frames", overwrite=True) == files
 
 
 def test_the_sampling_rate_decides_what_is_seen(dev_images, tmp_path) -> None:
