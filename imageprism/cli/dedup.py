@@ -2,12 +2,13 @@
 
 Folders are walked recursively for image files (every extension Pillow reads) and
 video files. A video's frames, sampled at --fps, are inputs labelled
-"clip.mp4@12.50s" (needs PyAV: pip install ".[video]"); --frames writes the distinct ones as PNG.
-Inputs are visited in the --keep order (default: largest first, so the largest copy
-of each group is the one kept; video frames in time order); each joins the first
-representative whose score with it reaches the threshold, else is kept. Every
-duplicate is shown with its score to the kept copy, per dimension. Unreadable files are reported on stderr (exit
-code 1) and listed as failures; the others are still grouped.
+"clip.mp4@12.50s" (needs PyAV: pip install ".[video]"); --frames writes the
+distinct ones as PNG. Inputs are visited in the --keep order (default: largest
+first, so the largest copy of each group is the one kept; video frames in time
+order); each joins the first representative whose score with it reaches the
+threshold, else is kept. Every duplicate is shown with its score to the kept copy,
+blended and per dimension. Unreadable files are reported on stderr (exit code 1)
+and listed as failures; the others are still grouped.
 """
 
 from __future__ import annotations
