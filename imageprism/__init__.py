@@ -12,6 +12,7 @@ from imageprism._cache import CacheStats, EmbeddingCache, PersistentCache
 from imageprism._dedup import DedupResult
 from imageprism._image import DEFAULT_MAX_PIXELS
 from imageprism._index import ImageIndex, SearchHit
+from imageprism._match import InputMatches, match
 from imageprism._prism import ImagePrism
 from imageprism._profiles import ProfileSpec, list_profiles, load_profile
 from imageprism._results import BatchEmbedding, CompareResult, Failure
@@ -58,6 +59,7 @@ __all__ = [
     "ImagePrism",
     "ImagePrismError",
     "InputError",
+    "InputMatches",
     "InstanceConfig",
     "MissingDependencyError",
     "ModelDownloadError",
@@ -76,4 +78,5 @@ __all__ = [
     "__version__",
     "list_profiles",
     "load_profile",
+    "match",
 ]

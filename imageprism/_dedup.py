@@ -91,7 +91,7 @@ class DedupResult:
 
     @functools.cached_property
     def groups(self) -> dict[int, tuple[int, ...]]:
-        """Representative -> all members of its group (itself first), in input order."""
+        """Representative -> all members of its group: itself first, then the others in input order."""
         order = np.argsort(self.labels, kind="stable")
         sorted_labels = self.labels[order]
         starts = np.flatnonzero(np.r_[True, sorted_labels[1:] != sorted_labels[:-1]]) if len(order) else np.empty(0, int)
@@ -99,8 +99,8 @@ class DedupResult:
         groups = {}
         for lo, hi in itertools.pairwise(bounds):
             rep = int(sorted_labels[lo])
-            if rep >= 0:
-                groups[rep] = tuple(order[lo:hi].tolist())
+            if rep >= 0:  # the representative first (with keep= it need not be the earliest input)
+                groups[rep] = (rep, *(i for i in order[lo:hi].tolist() if i != rep))
         return dict(sorted(groups.items()))
 
     @property

@@ -24,6 +24,7 @@ from imageprism._image import (
     describe_input,
     open_image,
 )
+from imageprism._keep import Keep, dedup_in_order, keep_order
 from imageprism._profiles import ProfileSpec, load_profile, normalize_weights
 from imageprism._results import BatchEmbedding, CompareResult, Failure
 from imageprism._runtime import ModelRuntime, prefetch, progress_bar
@@ -224,6 +225,7 @@ class ImagePrism:
         images: Iterable[ImageInput],
         threshold: float | None = None,
         *,
+        keep: Keep = "first",
         on_error: OnError = "raise",
         progress: bool | None = None,
     ) -> DedupResult:
@@ -237,6 +239,9 @@ class ImagePrism:
         get label ``-1`` and are listed in ``failures``. The grouping is exact (equal to
         comparing each image with every representative) but uses an index, so it
         scales to a million hashes; see the README's dedup section.
+        ``keep`` chooses the representatives by setting the order of that pass:
+        ``"first"`` (input order), ``"largest"``, ``"newest"``, ``"oldest"`` or a key
+        function (see :mod:`imageprism._keep`).
 
         >>> import numpy as np
         >>> rng = np.random.default_rng(0)
@@ -248,7 +253,11 @@ class ImagePrism:
         """
         # checked before the (possibly long) embedding, so a typo fails at once
         threshold = check_threshold(default_threshold(self.blend, self._plugins) if threshold is None else threshold)
-        batch = self.embed_batch(images, on_error=on_error, progress=progress)
+        items = list(images)
+        order = keep_order(items, keep)  # before the embedding too: a bad keep fails at once
+        batch = self.embed_batch(items, on_error=on_error, progress=progress)
+        if keep != "first":
+            return dedup_in_order(self, batch.embeddings, batch.failures, order, threshold, progress=progress)
         return dedup_embeddings(
             batch.embeddings, plugins=self._plugins, blend=self.blend,
             threshold=threshold, failures=batch.failures, progress=progress,
@@ -261,7 +270,7 @@ class ImagePrism:
         """The distinct frames of a video sampled at ``fps`` frames per second, with their times.
 
         The sampled frames are grouped as :meth:`dedup` groups images (same threshold
-        default). Needs PyAV: ``pip install imageprism[video]``. See :class:`~imageprism._video.VideoDedup`.
+        default). Needs PyAV: ``pip install ".[video]"`` from the checkout. See :class:`~imageprism._video.VideoDedup`.
         """
         from imageprism._video import dedup_video
 

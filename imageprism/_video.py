@@ -1,6 +1,6 @@
 """Video files as input: frames sampled at a fixed rate, with their timestamps.
 
-Needs PyAV (``pip install imageprism[video]``), imported on first use only.
+Needs PyAV (``pip install ".[video]"`` from the checkout), imported on first use only.
 
 A path is treated as a video when its extension is in :data:`VIDEO_EXTENSIONS`
 (case-insensitive); everything else goes to the image loader. Deciding by name
@@ -20,6 +20,7 @@ only embeddings are kept, so a long video does not fill memory with pixels.
 from __future__ import annotations
 
 import dataclasses
+import io
 import math
 import os
 from collections.abc import Iterator, Sequence
@@ -30,6 +31,7 @@ import numpy as np
 from PIL import Image
 
 from imageprism._dedup import DedupResult, dedup_embeddings, default_threshold
+from imageprism._files import atomic_write
 from imageprism._image import DEFAULT_MAX_PIXELS, SourceImage, describe_input
 from imageprism._results import Failure
 from imageprism._types import Embeddings, OnError
@@ -59,7 +61,7 @@ VIDEO_EXTENSIONS: tuple[str, ...] = (
     ".3gp", ".avi", ".flv", ".m4v", ".mkv", ".mov", ".mp4", ".mpeg", ".mpg", ".mts", ".ogv", ".ts", ".webm", ".wmv",
 )
 
-_INSTALL_HINT = "reading video needs PyAV: pip install imageprism[video]"
+_INSTALL_HINT = 'reading video needs PyAV: pip install ".[video]" from the imageprism checkout (or pip install av)'
 
 
 @dataclasses.dataclass(frozen=True)
@@ -147,11 +149,16 @@ def sample_frames(path: str | os.PathLike[str], *, fps: float) -> Iterator[Video
         raise ImageLoadError(f"{name!r} has no decodable video frames")
 
 
-def write_frames(video: str | os.PathLike[str], times: Sequence[float], folder: str | os.PathLike[str], *, fps: float) -> list[Path]:
+def write_frames(
+    video: str | os.PathLike[str], times: Sequence[float], folder: str | os.PathLike[str], *, fps: float,
+    stem: str | None = None, overwrite: bool = False,
+) -> list[Path]:
     """Decode ``video`` again and save its sampled frames at ``times`` as PNG files in ``folder``.
 
-    Files are named ``<video stem>@<seconds>s.png``. ``times`` must come from
-    :func:`sample_frames` with the same ``fps``. Returns the files written, in time order.
+    Files are named ``<stem>@<seconds>s.png`` (``stem``: the video's file stem by
+    default), each written atomically; an existing file is refused unless
+    ``overwrite``. ``times`` must come from :func:`sample_frames` with the same
+    ``fps``. Returns the files written, in time order.
     """
     out = Path(os.fspath(folder))
     out.mkdir(parents=True, exist_ok=True)
@@ -159,8 +166,10 @@ def write_frames(video: str | os.PathLike[str], times: Sequence[float], folder: 
     written = []
     for frame in sample_frames(video, fps=fps):
         if frame.time in wanted:
-            path = out / f"{Path(frame.video).stem}@{frame.time:.2f}s.png"
-            frame.image.save(path, format="PNG")
+            path = out / f"{stem or Path(frame.video).stem}@{frame.time:.2f}s.png"
+            data = io.BytesIO()
+            frame.image.save(data, format="PNG")
+            atomic_write(path, data.getvalue(), overwrite=overwrite)
             written.append(path)
     return written
 
@@ -297,9 +306,12 @@ class VideoDedup:
         """``"clip.mp4@12.50s"`` for every sampled frame."""
         return [frame_label(self.video, float(t)) for t in self.times]
 
-    def save_frames(self, folder: str | os.PathLike[str]) -> list[Path]:
-        """Write the distinct frames as PNG files (decodes the video again); returns the files."""
-        return write_frames(self.video, self.distinct_times, folder, fps=self.fps)
+    def save_frames(self, folder: str | os.PathLike[str], *, overwrite: bool = False) -> list[Path]:
+        """Write the distinct frames as PNG files (decodes the video again); returns the files.
+
+        Each file is written atomically; an existing one is refused unless ``overwrite``.
+        """
+        return write_frames(self.video, self.distinct_times, folder, fps=self.fps, overwrite=overwrite)
 
     def to_dict(self) -> dict[str, object]:
         """A JSON-ready dictionary: each distinct frame's time with the times of its group."""

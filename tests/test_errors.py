@@ -32,6 +32,6 @@ def test_missing_onnx_for_style_names_the_extra(monkeypatch: pytest.MonkeyPatch)
     from imageprism.dimensions import style
 
     monkeypatch.setitem(sys.modules, "onnx", None)  # makes "import onnx" fail
-    with pytest.raises(errors.MissingDependencyError, match=r"imageprism\[style\]") as info:
+    with pytest.raises(errors.MissingDependencyError, match=r"pip install \"\.\[style\]\"") as info:
         style._import_onnx()
     assert isinstance(info.value, ImportError)

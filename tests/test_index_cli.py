@@ -83,5 +83,5 @@ def test_video_without_pyav_names_the_extra(photos, tmp_path, monkeypatch, capsy
     clip = tmp_path / "clip.mp4"
     clip.write_bytes(b"\x00" * 10)
     assert main(["index", "build", str(clip), "--out", str(tmp_path / "idx")]) == 1
-    assert "pip install imageprism[video]" in capsys.readouterr().err
+    assert 'pip install ".[video]"' in capsys.readouterr().err
     assert not (tmp_path / "idx").exists()

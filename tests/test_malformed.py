@@ -564,7 +564,10 @@ def test_cli_reports_bad_files_in_one_line_each(corpus: Path, reference: Path) -
     missing = corpus / "cli-missing.jpg"
     out = cli("embed", str(reference), str(bomb), str(missing), "--json")
     assert out.returncode == 1, out.stderr
-    assert [record["image"] for record in json.loads(out.stdout)] == [str(reference)]
+    records = json.loads(out.stdout)  # every input is listed; the bad ones with their error, no embedding
+    assert [record["image"] for record in records if "error" not in record] == [str(reference)]
+    assert [record["image"] for record in records if "error" in record] == [str(bomb), str(missing)]
+    assert all(set(record) == {"image", "error"} for record in records if "error" in record)
     lines = out.stderr.strip().splitlines()
     assert len(lines) == 2 and "Traceback" not in out.stderr
     assert "cli-bomb.png" in lines[0] and "max_pixels" in lines[0]

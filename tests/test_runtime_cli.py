@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 from collections.abc import Sequence
 from pathlib import Path
 from typing import ClassVar
@@ -50,7 +51,12 @@ def hub_env(fake_hub: FakeHub, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) 
 
 
 def _rows(out: str) -> dict[tuple[str, str], list[str]]:
-    return {(cols[1], cols[2]): cols for line in out.splitlines()[1:] if len(cols := line.split()) >= 7}
+    """``models list --json`` as rows: dimension, repo, file, revision, size, licence, cached (yes/no)."""
+    return {
+        (m["repo"], m["file"]): [m["dimension"], m["repo"], m["file"], m["revision"] or "main", str(m["size"]),
+                                 m["license"], "yes" if m["cached"] else "no"]
+        for m in json.loads(out)["models"]
+    }
 
 
 def test_models_path_follows_argument_then_environment(
@@ -111,6 +117,10 @@ def test_default_models_match_the_notes() -> None:
 
 def test_models_list_prints_every_default_with_its_pinned_revision(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["models", "list"]) == 0
+    text = capsys.readouterr().out
+    assert text.splitlines()[0].split() == ["DIMENSION", "FILE", "SIZE", "LICENCE", "CACHED"]
+    assert max(len(line) for line in text.splitlines()[:-1]) <= 100  # narrow; --json has every field
+    assert main(["models", "list", "--json"]) == 0
     out = capsys.readouterr().out
     specs = [spec for name in available() for spec in plugin_class(name).default_models]
     rows = _rows(out)
@@ -121,11 +131,11 @@ def test_models_list_prints_every_default_with_its_pinned_revision(capsys: pytes
     for spec in specs:  # the pins recorded in ../shared/notes/models.md section 0
         revision = NOTES[(spec.repo, spec.filename)][0]
         assert rows[(spec.repo, spec.filename)][3] == (revision or "main")
-    assert out.splitlines()[0].split() == ["DIMENSION", "REPO", "FILE", "REVISION", "SIZE", "LICENCE", "CACHED"]
+        assert spec.filename.rsplit("/", 1)[-1] in text and spec.dimension in text
 
 
 def test_models_download_then_list_shows_cached(hub_env: FakeHub, capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["models", "list"]) == 0
+    assert main(["models", "list", "--json"]) == 0
     rows = _rows(capsys.readouterr().out)
     assert rows[("acme/vision", "onnx/model.onnx")][-1] == "no"
     assert hub_env.requests == []  # listing never touches the network
@@ -136,7 +146,7 @@ def test_models_download_then_list_shows_cached(hub_env: FakeHub, capsys: pytest
     assert "semantic: acme/extra@main/extra.onnx -> " in out
     assert hub_env.count("GET") == 2
 
-    assert main(["models", "list"]) == 0
+    assert main(["models", "list", "--json"]) == 0
     rows = _rows(capsys.readouterr().out)
     assert rows[("acme/vision", "onnx/model.onnx")][-1] == "yes"
     assert rows[("acme/vision", "onnx/model.onnx")][3] == COMMIT

@@ -77,7 +77,7 @@ def test_graph_edit_exposes_the_pooled_tensor_once(standin: Path, tmp_path: Path
     # ...but a corrupted copy is not trusted
     derived.write_bytes(b"garbage")
     monkeypatch.setattr(style, "_derived", {})
-    with pytest.raises(MissingDependencyError, match=r"imageprism\[style\]"):
+    with pytest.raises(MissingDependencyError, match=r"pip install \"\.\[style\]\""):
         expose_output(standin, POOLED_TENSOR, derived_root)
     monkeypatch.delitem(sys.modules, "onnx")
     assert expose_output(standin, POOLED_TENSOR, derived_root) == derived

@@ -6,15 +6,22 @@ The videos are built here with PyAV from the dev photos (nothing is downloaded).
 from __future__ import annotations
 
 import json
+import re
+import shutil
 import sys
 from pathlib import Path
 
 import pytest
-
-from imageprism import MissingDependencyError
 from PIL import Image
 
-from imageprism import ConfigError, ImageIndex, ImageLoadError, ImagePrism, InputError
+from imageprism import (
+    ConfigError,
+    ImageIndex,
+    ImageLoadError,
+    ImagePrism,
+    InputError,
+    MissingDependencyError,
+)
 from imageprism._video import VIDEO_EXTENSIONS, is_video, sample_frames
 from imageprism.cli import main
 
@@ -28,7 +35,7 @@ def _scenes(dev_images: list[Path], count: int) -> list[Image.Image]:
 
 def write_video(path: Path, scenes: list[Image.Image], order: list[int], *, codec: str = "mpeg4") -> Path:
     """A ``RATE`` fps video showing ``scenes[i]`` for ``HOLD`` frames, for each ``i`` in ``order``."""
-    av = pytest.importorskip("av", reason="PyAV is not installed (pip install imageprism[video])")
+    av = pytest.importorskip("av", reason='PyAV is not installed (pip install ".[video]")')
     with av.open(str(path), "w") as container:
         stream = container.add_stream(codec, rate=RATE)
         stream.width, stream.height = scenes[0].size
@@ -72,7 +79,7 @@ def test_index_holds_frames_with_timestamps(clip, dev_images) -> None:
 
 
 def test_unreadable_video_is_reported(tmp_path, dev_images) -> None:
-    pytest.importorskip("av", reason="PyAV is not installed (pip install imageprism[video])")
+    pytest.importorskip("av", reason='PyAV is not installed (pip install ".[video]")')
     fake = tmp_path / "fake.mp4"
     fake.write_bytes(b"\x00" * 1000)
     with pytest.raises(ImageLoadError, match="fake.mp4"):
@@ -98,7 +105,7 @@ def test_bad_rate_is_refused() -> None:
 def test_missing_pyav_names_the_extra(monkeypatch, tmp_path) -> None:
     monkeypatch.setitem(sys.modules, "av", None)  # makes "import av" fail
     (tmp_path / "clip.mp4").write_bytes(b"")
-    with pytest.raises(MissingDependencyError, match=r"pip install imageprism\[video\]") as info:
+    with pytest.raises(MissingDependencyError, match=r"pip install \"\.\[video\]\"") as info:
         list(sample_frames(tmp_path / "clip.mp4", fps=1))
     assert isinstance(info.value, ImportError)  # still an ImportError for code that expects one
 
@@ -110,7 +117,7 @@ def test_cli_reports_missing_pyav_in_one_line(tmp_path) -> None:
     code = "import sys; sys.modules['av'] = None; from imageprism.cli import main; sys.exit(main(sys.argv[1:]))"
     out = subprocess.run([sys.executable, "-c", code, "dedup", str(tmp_path / "clip.mp4")], capture_output=True, text=True, timeout=120)
     assert out.returncode == 1
-    assert "pip install imageprism[video]" in out.stderr and "Traceback" not in out.stderr
+    assert 'pip install ".[video]"' in out.stderr and "Traceback" not in out.stderr
 
 
 # -- dedup ------------------------------------------------------------------------------------
@@ -130,6 +137,9 @@ def test_repeated_scenes_dedup_to_the_distinct_frames(clip, tmp_path) -> None:
     prism = ImagePrism()
     for file, scene in zip(files, scenes):
         assert prism.compare(file, scene).scores["hash"] > 0.9
+    with pytest.raises(InputError, match="already exists"):
+        found.save_frames(tmp_path / "frames")  # never replaces a file silently
+    assert found.save_frames(tmp_path / "frames", overwrite=True) == files
 
 
 def test_the_sampling_rate_decides_what_is_seen(dev_images, tmp_path) -> None:
@@ -156,9 +166,30 @@ def test_cli_dedup_writes_the_distinct_frames(clip, dev_images, tmp_path, capsys
     scenes[1].save(still)
     assert main(["dedup", str(still), str(path), "--fps", "1", "--csv"]) == 0
     rows = capsys.readouterr().out.splitlines()[1:]
-    assert rows[2] == f"{path}@1.00s,{still},0,false"  # the frame joins the image given first
+    # the frame joins the image given first (group ids count from 1, as in the text output), with its score
+    assert re.fullmatch(rf"{re.escape(f'{path}@1.00s,{still},1,false,')}(0\.9\d+|1\.0+),\1", rows[2]), rows[2]
 
     assert main(["dedup", str(still), "--out", str(out)]) == 1
     assert "no input is a video" in capsys.readouterr().err
     assert main(["dedup", str(path), "--contact-sheet", str(tmp_path / "s.png")]) == 1
-    assert "--out DIR" in capsys.readouterr().err
+    assert "--frames DIR" in capsys.readouterr().err
+
+
+def test_cli_frames_of_videos_with_one_name_never_collide_or_overwrite(clip, dev_images, tmp_path, capsys) -> None:
+    path, _ = clip
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    shutil.copy(path, tmp_path / "a" / "clip.mp4")
+    write_video(tmp_path / "b" / "clip.mp4", _scenes(dev_images, 6)[3:], [0, 1])  # other scenes, same name
+    out = tmp_path / "frames"
+    args = ["dedup", str(tmp_path / "a"), str(tmp_path / "b"), "--fps", "1", "--frames", str(out)]
+    assert main(args) == 0
+    assert "5 distinct frames written" in capsys.readouterr().err
+    names = sorted(p.name for p in out.iterdir())
+    assert names == ["clip-2@0.00s.png", "clip-2@1.00s.png", "clip@0.00s.png", "clip@1.00s.png", "clip@2.00s.png"]
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    assert main(args) == 1  # the frames exist: refused, nothing replaced
+    assert "already exists; refusing to overwrite" in capsys.readouterr().err
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+    assert main([*args, "--force"]) == 0
+    assert sorted(p.name for p in out.iterdir()) == names

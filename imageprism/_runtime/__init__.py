@@ -29,7 +29,7 @@ from imageprism._runtime.batching import prefetch, progress_bar, run_batched
 from imageprism._runtime.hub import HubSettings, download_command, fetch, find_cached
 from imageprism._runtime.session import OnnxModel, open_model, resolve_providers
 from imageprism._runtime.spec import COMMIT_RE, ModelSpec, resolve_spec
-from imageprism.errors import ConfigError
+from imageprism.errors import ConfigError, ModelDownloadError, ModelNotCachedError
 
 __all__ = [
     "CACHE_DIR_ENV",
@@ -150,6 +150,20 @@ class ModelRuntime:
         """
         return fetch(spec, self.hub, force=force)
 
+    def _fetch_for_dimension(self, spec: ModelSpec) -> Path:
+        """:meth:`fetch`, with an error that names the dimension and both ways to provide its model."""
+        try:
+            return self.fetch(spec)
+        except (ModelDownloadError, ModelNotCachedError) as exc:
+            if not spec.dimension or spec.path is not None:
+                raise
+            dim = spec.dimension
+            config = "FaceConfig(embed_path=...)" if dim == "face" else f"{dim.capitalize()}Config(model_path=...)"
+            raise type(exc)(
+                f"the {dim!r} dimension's model is not available: {exc}. Fetch it with "
+                f"'{self.download_command(spec)}', or use a local ONNX file: {config} for the {dim} dimension"
+            ) from exc
+
     def download_command(self, spec: ModelSpec) -> str:
         """The shell command that fetches ``spec`` into this runtime's cache."""
         return download_command(spec, self.hub)
@@ -167,7 +181,7 @@ class ModelRuntime:
         with self._lock:
             opened = self._opened.get(spec)
             if opened is None:
-                path = self.fetch(spec)
+                path = self._fetch_for_dimension(spec)
                 redownload = None if spec.path is not None else f"{self.download_command(spec)} --force"
                 opened = open_model(
                     path, spec, providers=resolve_providers(self.providers), threads=self.threads, redownload=redownload

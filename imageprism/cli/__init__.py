@@ -12,15 +12,17 @@ import argparse
 import importlib
 import os
 import sys
+import warnings
 from collections.abc import Sequence
 
 from imageprism._version import __version__
+from imageprism.cli._common import cli_message
 from imageprism.errors import ImagePrismError
 
 __all__ = ["main"]
 
 #: modules of this package that each register one command (or command group)
-COMMANDS: list[str] = ["compare", "embed", "dedup", "profiles", "models", "index", "search"]
+COMMANDS: list[str] = ["compare", "embed", "dedup", "match", "profiles", "models", "index", "search"]
 
 EXIT_USAGE = 2
 EXIT_ERROR = 1
@@ -35,7 +37,18 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMANDS:
         importlib.import_module(f"imageprism.cli.{name}").register(sub)
+    _plain_descriptions(parser)
     return parser
+
+
+def _plain_descriptions(parser: argparse.ArgumentParser) -> None:
+    """Help shows 'imageprism dedup', not the docstrings' reStructuredText ``imageprism dedup``."""
+    if parser.description:
+        parser.description = parser.description.replace("``", "'")
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for child in action.choices.values():
+                _plain_descriptions(child)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -45,10 +58,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help(sys.stderr)
         return EXIT_USAGE
+    def warn(message: Warning | str, category: type[Warning], *_: object, **__: object) -> None:
+        text = " ".join(str(message).split())  # one line, without the source line Python adds
+        sys.stderr.write(f"imageprism {args.command}: warning: {cli_message(text)}\n")
+
     try:
-        code: int = args.func(args)
+        with warnings.catch_warnings():
+            warnings.simplefilter("default")  # each distinct warning once
+            warnings.showwarning = warn
+            code: int = args.func(args)
     except ImagePrismError as exc:
-        sys.stderr.write(f"imageprism {args.command}: error: {exc}\n")
+        sys.stderr.write(f"imageprism {args.command}: error: {cli_message(str(exc))}\n")
         return EXIT_ERROR
     except KeyboardInterrupt:
         sys.stderr.write("interrupted\n")

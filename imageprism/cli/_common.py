@@ -3,16 +3,27 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
+import os
+import re
 import sys
+from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 from imageprism._cache import PersistentCache
+from imageprism._files import check_writable_folder
 from imageprism._prism import ImagePrism
+from imageprism._types import Dimension
+from imageprism.dimensions import parse_dimension, plugin_class
+from imageprism.dimensions.hash import HashConfig
+from imageprism.errors import ConfigError, InputError
 
 
 def add_selection_flags(parser: argparse.ArgumentParser) -> None:
-    """The flags that build the ImagePrism: ``--dimensions a,b`` or ``--profile NAME|PATH``, and ``--cache``."""
+    """The flags that build the ImagePrism: ``--dimensions a,b`` or ``--profile NAME|PATH``,
+    ``--hash``, ``--model DIM=PATH`` and ``--cache``."""
     group = parser.add_mutually_exclusive_group()
     group.add_argument(
         "--dimensions", metavar="DIMS",
@@ -20,20 +31,73 @@ def add_selection_flags(parser: argparse.ArgumentParser) -> None:
     )
     group.add_argument("--profile", metavar="NAME|PATH", help="a built-in profile name or a YAML profile file")
     parser.add_argument(
+        "--hash", choices=HASH_MODES, metavar="MODE",
+        help="hash flavour: robust (default; also matches flips, rotations and crops), plain, or "
+        "imagehash (bit-exact with the imagehash package)",
+    )
+    parser.add_argument(
+        "--model", action="append", default=[], metavar="DIM=PATH",
+        help="use a local ONNX file for a dimension instead of its download, e.g. semantic=clip.onnx "
+        "(face: the embedding model); repeat for several dimensions",
+    )
+    add_cache_flag(parser)
+
+
+def add_cache_flag(parser: argparse.ArgumentParser) -> None:
+    """``--cache [SQLITE]``: a persistent embedding cache."""
+    parser.add_argument(
         "--cache", nargs="?", const="", metavar="SQLITE",
         help="keep embeddings in a persistent SQLite cache (default file under the user cache "
         "directory), so re-running over the same images skips the work",
     )
 
 
+def prism_with_cache(index_dir: str, cache: str | None) -> ImagePrism | None:
+    """For a saved index: its own ImagePrism rebuilt with ``--cache``, or ``None`` (let the index rebuild it)."""
+    if cache is None:
+        return None
+    from imageprism._index_files import read_manifest  # the saved profile and weights; load() checks the rest
+
+    manifest = read_manifest(Path(index_dir))
+    return ImagePrism(profile=manifest.get("profile"), weights=manifest["weights"], cache=PersistentCache(cache or None))
+
+
+#: ``--hash`` values and the HashConfig constructor each selects
+HASH_MODES: tuple[str, ...] = ("robust", "plain", "imagehash")
+
+
 def prism_from_args(args: argparse.Namespace) -> ImagePrism:
-    """The ImagePrism selected by ``--dimensions``/``--profile``, with ``--cache`` if given."""
+    """The ImagePrism selected by ``--dimensions``/``--profile``, ``--hash``, ``--model``, and ``--cache``."""
     cache = None if getattr(args, "cache", None) is None else PersistentCache(args.cache or None)
+    config = model_configs(getattr(args, "model", None) or [])
+    mode = getattr(args, "hash", None)
+    if mode:
+        config[Dimension.HASH.value] = {
+            "robust": HashConfig.robust, "plain": HashConfig.plain, "imagehash": HashConfig.imagehash_compatible,
+        }[mode]()
     if getattr(args, "profile", None):
-        return ImagePrism(profile=args.profile, cache=cache)
+        return ImagePrism(profile=args.profile, cache=cache, config=config or None)
     if getattr(args, "dimensions", None):
-        return ImagePrism(dimensions=[d for d in args.dimensions.split(",") if d.strip()], cache=cache)
-    return ImagePrism(cache=cache)
+        return ImagePrism(dimensions=[d for d in args.dimensions.split(",") if d.strip()], cache=cache, config=config or None)
+    return ImagePrism(cache=cache, config=config or None)
+
+
+def model_configs(values: Sequence[str]) -> dict[str, Any]:
+    """``--model DIM=PATH`` values as ``{dimension: config}`` (the dimension's config with the local file)."""
+    configs: dict[str, Any] = {}
+    for value in values:
+        name, sep, path = value.partition("=")
+        if not sep or not name.strip() or not path.strip():
+            raise ConfigError(f"--model {value!r} is invalid; use DIM=PATH, e.g. --model semantic=clip.onnx")
+        dimension = parse_dimension(name.strip())
+        if not os.path.isfile(path):
+            raise ConfigError(f"--model {value!r}: {path!r} is not a file; give the path of an .onnx model file")
+        field = "embed_path" if dimension == Dimension.FACE.value else "model_path"
+        config_type = plugin_class(dimension).config_type
+        if field not in {f.name for f in dataclasses.fields(config_type)}:
+            raise ConfigError(f"--model {value!r}: the {dimension!r} dimension uses no model file")
+        configs[dimension] = config_type(**{field: path})
+    return configs
 
 
 def write_json(value: Any) -> None:
@@ -43,3 +107,48 @@ def write_json(value: Any) -> None:
 
 def fmt_score(value: float | None) -> str:
     return "n/a (cannot score this pair)" if value is None else f"{value:.4f}"
+
+
+def plural(n: int, word: str) -> str:
+    """``word`` or ``word + "s"`` for ``n`` of them: 1 group, 2 groups."""
+    return word if n == 1 else word + "s"
+
+
+def check_output_files(outputs: Sequence[str], inputs: Sequence[str], *, force: bool) -> None:
+    """Refuse, before any work, outputs that would replace an input, an existing file (without
+    ``--force``), or that cannot be written; one line each."""
+    sources = {os.path.realpath(p) for p in inputs}
+    seen: set[str] = set()
+    for output in outputs:
+        real = os.path.realpath(output)
+        if real in sources:
+            raise InputError(f"output {output!r} is one of the inputs; inputs are never overwritten (choose another name)")
+        if real in seen:
+            raise InputError(f"output {output!r} is given twice; give each output its own file")
+        seen.add(real)
+        if os.path.isdir(output):
+            raise InputError(f"output {output!r} is a folder; give a file name")
+        if os.path.lexists(output) and not force:
+            raise InputError(f"output {output!r} already exists; pass --force to replace it, or choose another name")
+        folder = os.path.dirname(os.path.abspath(output))
+        if not os.path.exists(folder):
+            raise InputError(f"output {output!r} cannot be written: the folder {folder!r} does not exist")
+        check_writable_folder(folder, what=f"output {output!r}:")
+
+
+#: Python advice in library errors, and what to say on the command line instead
+_CLI_HINTS: tuple[tuple[str, str], ...] = (
+    (r"prism\.dedup\(images, threshold=([0-9.]+)\)", r"--threshold \1"),
+    (r"needs threshold= ", "needs a threshold "),
+    (r"ImagePrism\(max_pixels=\.\.\.\)", "--max-pixels N"),
+    (r"\(pass ids=\[\.\.\.\] to rename\)", "(pass --skip-existing to leave items already indexed alone)"),
+    (r"build one with ImageIndex\.save", "build one with 'imageprism index build PATH... --out INDEX'"),
+    (r"\w+Config\((?:model|embed)_path=\.\.\.\) for the (\w+) dimension", r"--model \1=PATH"),
+)
+
+
+def cli_message(message: str) -> str:
+    """A library error message with its Python advice replaced by the matching command-line flag."""
+    for pattern, replacement in _CLI_HINTS:
+        message = re.sub(pattern, replacement, message)
+    return message

@@ -1,45 +1,67 @@
-"""``imageprism embed IMAGE...``: embeddings to store in your own index."""
+"""``imageprism embed IMAGE|DIR...``: embeddings to store in your own index.
+
+Folders are walked recursively for image files. Unreadable files are reported on
+stderr (exit code 1) and, with --json, listed with their error.
+"""
 
 from __future__ import annotations
 
 import argparse
 import sys
 
-from imageprism.cli._common import add_selection_flags, prism_from_args, write_json
+from imageprism.cli._common import (
+    add_selection_flags,
+    cli_message,
+    prism_from_args,
+    write_json,
+)
+from imageprism.cli.dedup import image_files
+from imageprism.errors import InputError
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    parser = sub.add_parser("embed", help="print the embeddings of images", description=__doc__)
-    parser.add_argument("images", nargs="+", metavar="IMAGE", help="image files")
+    parser = sub.add_parser(
+        "embed", help="print the embeddings of images", description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("images", nargs="+", metavar="IMAGE", help="image files or folders (walked recursively)")
     add_selection_flags(parser)
-    parser.add_argument("--json", action="store_true", help="print JSON (hashes as hex, vectors as lists)")
+    parser.add_argument("--json", action="store_true", help="print JSON (hashes as hex, vectors as lists; failures with their error)")
     parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    files = image_files(args.images)
     prism = prism_from_args(args)
-    batch = prism.embed_batch(args.images, on_error="skip")
-    records = []
-    for path, embedding in zip(args.images, batch.embeddings):
+    batch = prism.embed_batch(files, on_error="skip")
+    errors = {f.index: cli_message(str(f.error)) for f in batch.failures}
+    records: list[dict[str, object]] = []
+    for i, (path, embedding) in enumerate(zip(files, batch.embeddings)):
         if embedding is not None:
-            records.append({"image": path, **{name: prism.plugins[name].to_json(value)
-                                              for name, value in embedding.items()}})
+            records.append({"image": path, **{name: prism.plugins[name].to_json(value) for name, value in embedding.items()}})
+        else:
+            records.append({"image": path, "error": errors.get(i, str(InputError(f"{path} could not be embedded")))})
     if args.json:
         write_json(records)
     else:
         for record in records:
             sys.stdout.write(f"{record['image']}\n")
+            if "error" in record:
+                sys.stdout.write(f"  failed: {record['error']}\n")
             for name, value in record.items():
-                if name != "image":
+                if name not in ("image", "error"):
                     sys.stdout.write(f"  {name}: {_short(value)}\n")
-    for failure in batch.failures:
-        sys.stderr.write(f"imageprism embed: error: {failure.error}\n")
+    for message in errors.values():
+        sys.stderr.write(f"imageprism embed: error: {message}\n")
     return 1 if batch.failures else 0
 
 
 def _short(value: object) -> str:
     if isinstance(value, dict):
-        return "  ".join(f"{k}={v}" for k, v in value.items())
+        plain = {k: v for k, v in value.items() if "/" not in str(k)}
+        variants = len(value) - len(plain)
+        text = "  ".join(f"{k}={v}" for k, v in plain.items())
+        return text + (f"  (+{variants} hashes of flips, rotations and crops; --json shows them)" if variants else "")
     if isinstance(value, list) and len(value) > 6:
         head = ", ".join(f"{v:.4f}" if isinstance(v, float) else str(v) for v in value[:4])
         return f"[{head}, ...] ({len(value)} values)"

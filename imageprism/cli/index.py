@@ -9,7 +9,13 @@ from pathlib import Path
 
 from imageprism._index import ImageIndex
 from imageprism._results import Failure
-from imageprism.cli._common import add_selection_flags, prism_from_args
+from imageprism._video import frame_label
+from imageprism.cli._common import (
+    add_cache_flag,
+    add_selection_flags,
+    prism_from_args,
+    prism_with_cache,
+)
 from imageprism.cli.dedup import image_files
 from imageprism.errors import InputError
 
@@ -26,6 +32,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     build.add_argument("paths", nargs="+", metavar="PATH", help="image files, video files or folders")
     build.add_argument("--out", required=True, metavar="INDEX", help="directory to write the index to")
+    build.add_argument("--force", action="store_true", help="replace an index already at --out")
     add_selection_flags(build)
     _add_fps(build)
     build.set_defaults(func=run_build)
@@ -37,6 +44,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     add.add_argument("index", metavar="INDEX", help="an index directory from 'imageprism index build'")
     add.add_argument("paths", nargs="+", metavar="PATH", help="image files, video files or folders")
+    add.add_argument(
+        "--skip-existing", action="store_true",
+        help="leave files already in the index alone (e.g. re-adding a folder that grew) instead of failing",
+    )
+    add_cache_flag(add)
     _add_fps(add)
     add.set_defaults(func=run_add)
 
@@ -44,14 +56,17 @@ def register(sub: argparse._SubParsersAction) -> None:
 def _add_fps(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--fps", type=float, default=1.0, metavar="RATE",
-        help="frames per second sampled from videos (default: 1); needs imageprism[video]",
+        help='frames per second sampled from videos (default: 1); needs PyAV: pip install ".[video]"',
     )
 
 
 def run_build(args: argparse.Namespace) -> int:
     out = Path(args.out)
-    if (out / "manifest.json").exists():
-        raise InputError(f"{args.out!r} already holds an index; add to it with 'imageprism index add {args.out} PATH...'")
+    if (out / "manifest.json").exists() and not args.force:
+        raise InputError(
+            f"{args.out!r} already holds an index; add to it with 'imageprism index add {args.out} PATH...', "
+            "or pass --force to replace it"
+        )
     index = ImageIndex(prism_from_args(args))
     failures = index.add(image_files(args.paths), fps=args.fps, on_error="skip")
     index.save(out)
@@ -59,9 +74,12 @@ def run_build(args: argparse.Namespace) -> int:
 
 
 def run_add(args: argparse.Namespace) -> int:
-    index = ImageIndex.load(args.index)
+    index = ImageIndex.load(args.index, prism=prism_with_cache(args.index, args.cache))
     before = len(index)
-    failures = index.add(image_files(args.paths), fps=args.fps, on_error="skip")
+    files = image_files(args.paths)
+    if args.skip_existing:
+        files = [f for f in files if f not in index and frame_label(f, 0.0) not in index]
+    failures = index.add(files, fps=args.fps, on_error="skip")
     index.save(args.index)
     return _report(failures, f"added {len(index) - before} items to {args.index} ({len(index)} in all)", "index add")
 

@@ -18,6 +18,7 @@ import sys
 from collections.abc import Sequence
 
 from imageprism._runtime import ModelRuntime, ModelSpec, resolve_spec
+from imageprism.cli._common import write_json
 from imageprism.dimensions import available, parse_dimension, plugin_class
 from imageprism.errors import ConfigError, ImagePrismError
 
@@ -35,6 +36,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
     listing = actions.add_parser("list", help="list the default models and whether they are cached")
     listing.add_argument("--cache-dir", help=cache_help)
+    listing.add_argument("--json", action="store_true", help="print every field (repository, revision, sizes...) as JSON")
 
     download = actions.add_parser(
         "download",
@@ -59,7 +61,7 @@ def run(args: argparse.Namespace) -> int:
         print(runtime.cache_path)
         return 0
     if args.models_command == "list":
-        return _list(runtime)
+        return _list(runtime, as_json=args.json)
     return _download(runtime, args)
 
 
@@ -74,36 +76,48 @@ def default_models(dimensions: Sequence[str] | None = None) -> list[ModelSpec]:
 
 def _size(n: int | None) -> str:
     if n is None:
-        return "?"
+        return "not pinned"
     if n >= 1_000_000:
         return f"{n / 1_000_000:.1f} MB"
     return f"{n / 1_000:.1f} kB"
 
 
-def _list(runtime: ModelRuntime) -> int:
-    header = ("DIMENSION", "REPO", "FILE", "REVISION", "SIZE", "LICENCE", "CACHED")
-    rows = [header]
-    for spec in default_models():
-        rows.append(
-            (
-                spec.dimension or "?",
-                spec.repo,
-                spec.filename,
-                spec.revision or "main (unpinned)",
-                _size(spec.size),
-                spec.license,
-                "yes" if runtime.is_cached(spec) else "no",
-            )
-        )
-    if len(rows) == 1:
+def _list(runtime: ModelRuntime, *, as_json: bool = False) -> int:
+    specs = default_models()
+    if as_json:
+        write_json({
+            "cache": str(runtime.cache_path),
+            "models": [
+                {"dimension": s.dimension, "repo": s.repo, "file": s.filename, "revision": s.revision,
+                 "size": s.size, "license": s.license, "cached": runtime.is_cached(s)}
+                for s in specs
+            ],
+        })
+        return 0
+    if not specs:
         print(f"no model-backed dimensions are available (available: {', '.join(available())})")
         return 0
+    # narrow: the file's name, not its repository path and revision (--json has every field)
+    header = ("DIMENSION", "FILE", "SIZE", "LICENCE", "CACHED")
+    rows = [header]
+    for spec in specs:
+        rows.append((
+            spec.dimension or "?",
+            spec.filename.rsplit("/", 1)[-1],
+            _size(spec.size),
+            _short_licence(spec.license),
+            "yes" if runtime.is_cached(spec) else "no",
+        ))
     widths = [max(len(row[i]) for row in rows) for i in range(len(header) - 1)]
     for row in rows:
         cells = [cell.ljust(width) for cell, width in zip(row, widths)]
         print("  ".join([*cells, row[-1]]))
-    print(f"cache: {runtime.cache_path}")
+    print(f"cache: {runtime.cache_path}  (repositories and revisions: imageprism models list --json)")
     return 0
+
+
+def _short_licence(text: str, width: int = 28) -> str:
+    return text if len(text) <= width else text[: width - 3] + "..."
 
 
 def _download(runtime: ModelRuntime, args: argparse.Namespace) -> int:

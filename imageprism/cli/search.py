@@ -6,7 +6,7 @@ import argparse
 import sys
 
 from imageprism._index import ImageIndex
-from imageprism.cli._common import write_json
+from imageprism.cli._common import add_cache_flag, prism_with_cache, write_json
 from imageprism.errors import ConfigError
 
 
@@ -16,15 +16,21 @@ def register(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("image", metavar="IMAGE", help="the query image")
     parser.add_argument("-k", type=int, default=10, metavar="K", help="number of hits (default: 10)")
     ranking = parser.add_mutually_exclusive_group()
-    ranking.add_argument("--dimension", metavar="DIM", help="rank by one indexed dimension, e.g. hash")
+    ranking.add_argument(
+        "--dimensions", "--dimension", dest="dimension", metavar="DIM",
+        help="rank by one indexed dimension, e.g. hash (--dimension is the older spelling)",
+    )
     ranking.add_argument("--weights", metavar="DIM=W,...", help="rank by these weights, e.g. hash=0.3,semantic=0.7")
     ranking.add_argument("--profile", metavar="NAME|PATH", help="rank by a profile (its dimensions must be indexed)")
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    add_cache_flag(parser)
     parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    index = ImageIndex.load(args.index)
+    index = ImageIndex.load(args.index, prism=prism_with_cache(args.index, args.cache))
+    if args.dimension and "," in args.dimension:
+        raise ConfigError(f"--dimensions {args.dimension!r}: search ranks by one dimension; to blend, use --weights DIM=W,...")
     weights = _parse_weights(args.weights) if args.weights else None
     hits = index.search(args.image, k=args.k, dimension=args.dimension, weights=weights, profile=args.profile)
     if args.json:

@@ -6,7 +6,7 @@ the vector is the 1280-d global-average-pooled feature ``mobilenetv20_features_p
 (N, 1280, 1, 1), L2-normalised here.
 
 That tensor is internal to the published graph, so after download it is exposed as
-a graph output once, with the ``onnx`` package (``pip install "imageprism[style]"``),
+a graph output once, with the ``onnx`` package (``pip install ".[style]"`` from the checkout),
 and the edited file is cached under its own sha256 in
 ``<model cache>/derived/<sha256 of the source file>/``. Later loads use the cached
 file and need no ``onnx``.
@@ -73,7 +73,7 @@ def _import_onnx() -> Any:  # onnx ships no type stubs
     except ImportError:
         raise MissingDependencyError(
             "the style dimension needs the 'onnx' package once, to expose the pooled feature of the "
-            'downloaded MobileNetV2 as a graph output: pip install "imageprism[style]"'
+            'downloaded MobileNetV2 as a graph output: pip install ".[style]" from the imageprism checkout (or pip install onnx)'
         ) from None
     return onnx
 

@@ -1,0 +1,73 @@
+"""Writing output files without ever losing one: atomic replace, no silent overwrite."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+from imageprism.errors import InputError
+
+__all__ = ["atomic_write", "check_writable_folder"]
+
+
+def atomic_write(path: str | os.PathLike[str], data: bytes, *, overwrite: bool = False) -> None:
+    """Write ``data`` to ``path`` through a temporary file in the same folder, fsync, then rename.
+
+    A reader sees the old file or the complete new one, never a partial one. An
+    existing ``path`` is refused (:class:`InputError`) unless ``overwrite``; the check
+    and the rename are as close together as a plain filesystem allows.
+    """
+    target = Path(os.fspath(path))
+    if not overwrite and os.path.lexists(target):
+        raise InputError(f"{os.fspath(target)!r} already exists; refusing to overwrite it (choose another name)")
+    fd, temp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        if overwrite or not _link(temp, target):
+            os.replace(temp, target)
+    finally:
+        if os.path.exists(temp):
+            os.unlink(temp)
+    _fsync_folder(target.parent)
+
+
+def _link(temp: str, target: Path) -> bool:
+    """Hard-link ``temp`` as ``target`` (fails if the name appeared meanwhile); False where links are unsupported."""
+    try:
+        os.link(temp, target)
+    except FileExistsError:
+        raise InputError(f"{os.fspath(target)!r} already exists; refusing to overwrite it") from None
+    except OSError:
+        return False
+    return True
+
+
+def check_writable_folder(folder: str | os.PathLike[str], *, what: str) -> None:
+    """Raise a one-line :class:`InputError` unless ``folder`` is (or can be created as) a writable folder."""
+    path = Path(os.fspath(folder))
+    existing = path
+    while not existing.exists():
+        if existing.parent == existing:
+            break
+        existing = existing.parent
+    if existing.exists() and not existing.is_dir():
+        raise InputError(f"{what} {os.fspath(path)!r} cannot be written: {os.fspath(existing)!r} is not a folder")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise InputError(f"{what} {os.fspath(path)!r} cannot be written: no write permission on {os.fspath(existing)!r}")
+
+
+def _fsync_folder(folder: Path) -> None:
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
