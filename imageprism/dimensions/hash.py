@@ -39,7 +39,6 @@ about 0.6 instead of 0.5. :meth:`HashConfig.plain` keeps the plain three hashes 
 from __future__ import annotations
 
 import dataclasses
-import functools
 from collections.abc import Mapping, Sequence
 from typing import ClassVar
 
@@ -47,6 +46,7 @@ import numpy as np
 from PIL import Image
 
 from imageprism._math import hamming_similarity
+from imageprism.dimensions import _hash_bits as hb
 from imageprism.dimensions._base import DimensionPlugin, ImageRequest
 from imageprism.errors import ConfigError, InputError
 
@@ -57,43 +57,11 @@ ALGORITHMS: tuple[str, ...] = ("phash", "dhash", "ahash")
 
 _LANCZOS = Image.Resampling.LANCZOS
 
-#: geometric transform name -> (transpose, then flip top-bottom, then flip left-right)
-_TRANSFORMS: dict[str, tuple[bool, bool, bool]] = {
-    "identity": (False, False, False),
-    "mirror": (False, False, True),
-    "flip": (False, True, False),
-    "rot180": (False, True, True),
-    "transpose": (True, False, False),
-    "rot90": (True, True, False),  # counter-clockwise, like np.rot90
-    "rot270": (True, False, True),
-    "transverse": (True, True, True),
-}
-
-
-def _transform_pixels(x: np.ndarray, name: str) -> np.ndarray:
-    """A flip or rotation of pixel arrays (the last two axes)."""
-    transpose, flip_rows, flip_cols = _TRANSFORMS[name]
-    x = np.swapaxes(x, -1, -2) if transpose else x
-    return x[..., ::-1 if flip_rows else 1, ::-1 if flip_cols else 1]
-
-
-def _transform_dct(low: np.ndarray, name: str) -> np.ndarray:
-    """The same flip or rotation on blocks of 2-D DCT-II coefficients (exact, no new DCT).
-
-    Reversing an axis negates that axis's odd frequencies; transposing the pixels
-    transposes the coefficients.
-    """
-    transpose, flip_rows, flip_cols = _TRANSFORMS[name]
-    low = np.swapaxes(low, -1, -2) if transpose else low
-    signs = 1.0 - 2.0 * (np.arange(low.shape[-1]) % 2)
-    return low * (signs[:, None] if flip_rows else 1.0) * (signs[None, :] if flip_cols else 1.0)
-
-
 #: ``HashConfig.geometry`` value -> the transforms whose hashes an embedding holds
 GEOMETRIES: dict[str, tuple[str, ...]] = {
     "none": ("identity",),
     "mirror": ("identity", "mirror"),
-    "dihedral": tuple(_TRANSFORMS),
+    "dihedral": tuple(hb.TRANSFORMS),
 }
 
 _MIN_CROP, _MAX_CROPS = 0.25, 8
@@ -302,60 +270,20 @@ def _bits_to_bytes(row: np.ndarray, nbits: int) -> bytes:
     return np.packbits(np.concatenate([np.zeros(pad, np.uint8), bits])).tobytes()
 
 
-@functools.lru_cache(maxsize=16)
-def _dct_rows(size: int, keep: int) -> np.ndarray:
-    """First ``keep`` rows of the unnormalised type-II DCT matrix (scipy's convention)."""
-    k = np.arange(keep)[:, None]
-    n = np.arange(size)[None, :]
-    return 2.0 * np.cos(np.pi * k * (2 * n + 1) / (2 * size))
-
-
-# -- bits from small pixel arrays (one home for each algorithm's rule) --------------
-
-
-def _phash_from(pixels: np.ndarray, n: int) -> np.ndarray:
-    """Bits above the median of the top-left n x n block of the 2-D DCT of a 4n x 4n array."""
-    basis = _dct_rows(pixels.shape[0], n)
-    return _phash_from_dct(basis @ pixels @ basis.T)
-
-
-def _phash_from_dct(low: np.ndarray) -> np.ndarray:
-    """Bits above the median of each n x n block of DCT coefficients (the last two axes)."""
-    low = np.where(np.abs(low) < 1e-6, 0.0, low)  # scipy yields exact zeros on flat input; the matrix form leaves ~1e-13
-    flat = low.reshape(*low.shape[:-2], -1)
-    half = flat.shape[-1] // 2
-    if flat.shape[-1] % 2:
-        median = np.partition(flat, half, axis=-1)[..., half]
-    else:  # the mean of the two middle values, as np.median
-        middle = np.partition(flat, (half - 1, half), axis=-1)
-        median = (middle[..., half - 1] + middle[..., half]) / 2.0
-    return low > median[..., None, None]
-
-
-def _dhash_from(pixels: np.ndarray) -> np.ndarray:
-    """Right neighbour brighter than left, on n x (n + 1) arrays."""
-    return pixels[..., :, 1:] > pixels[..., :, :-1]
-
-
-def _ahash_from(pixels: np.ndarray) -> np.ndarray:
-    """Pixels above the mean, on n x n arrays."""
-    return pixels > pixels.mean(axis=(-2, -1), keepdims=True)
-
-
 # -- the exact path: imagehash's own resizes ------------------------------------------
 
 
 def _phash_bits(gray: Image.Image, n: int) -> np.ndarray:
     size = 4 * n
-    return _phash_from(np.asarray(gray.resize((size, size), _LANCZOS), dtype=np.float64), n)
+    return hb.phash_from(np.asarray(gray.resize((size, size), _LANCZOS), dtype=np.float64), n)
 
 
 def _dhash_bits(gray: Image.Image, n: int) -> np.ndarray:
-    return _dhash_from(np.asarray(gray.resize((n + 1, n), _LANCZOS)))
+    return hb.dhash_from(np.asarray(gray.resize((n + 1, n), _LANCZOS)))
 
 
 def _ahash_bits(gray: Image.Image, n: int) -> np.ndarray:
-    return _ahash_from(np.asarray(gray.resize((n, n), _LANCZOS), dtype=np.float64))
+    return hb.ahash_from(np.asarray(gray.resize((n, n), _LANCZOS), dtype=np.float64))
 
 
 _ALGORITHM_BITS = {"phash": _phash_bits, "dhash": _dhash_bits, "ahash": _ahash_bits}
@@ -382,27 +310,7 @@ def compute_hashes(
 # -- the variant path: flips, rotations and centre crops from one small grid ---------
 
 
-@functools.lru_cache(maxsize=256)
-def _resampler(size: int, lo: float, hi: float, out: int) -> np.ndarray:
-    """Lanczos-3 weights (out x size) resampling the window [lo, hi) of ``size`` pixels to ``out``.
-
-    Antialiased like Pillow (the kernel widens by the reduction factor), clipped to the
-    image and normalised per output; symmetric windows give mirror-symmetric weights.
-    """
-    step = (hi - lo) / out
-    support = max(step, 1.0)
-    centres = lo + (np.arange(out) + 0.5) * step
-    x = (np.arange(size) + 0.5)[None, :] - centres[:, None]
-    weights = np.sinc(x / support) * np.sinc(x / support / 3.0)
-    weights[np.abs(x / support) >= 3.0] = 0.0
-    return weights / weights.sum(axis=1, keepdims=True)
-
-
-@functools.lru_cache(maxsize=64)
-def _window_resamplers(size: int, scales: tuple[float, ...], out: int, dct_keep: int | None) -> np.ndarray:
-    """(crops, out or dct_keep, size): each centre crop's resampler, optionally composed with the DCT."""
-    stack = np.stack([_resampler(size, size * (1.0 - s) / 2.0, size * (1.0 + s) / 2.0, out) for s in scales])
-    return stack if dct_keep is None else _dct_rows(out, dct_keep) @ stack
+# -- the variant path: flips, rotations and crops from one small grid -----------------
 
 
 def _variant_hashes(gray: Image.Image, config: HashConfig) -> np.ndarray:
@@ -411,29 +319,9 @@ def _variant_hashes(gray: Image.Image, config: HashConfig) -> np.ndarray:
     # a box (area-average) filter is enough here: every hash resamples the grid again with Lanczos
     grid = np.asarray(gray.resize((size, size), Image.Resampling.BOX), dtype=np.float64)
     scales = (1.0, *config.crop_scales)
-
-    def sample(height: int, width: int, dct_keep: int | None = None) -> np.ndarray:
-        """Every crop window of the grid resampled to height x width: shape (crops, height, width)."""
-        rows = _window_resamplers(size, scales, height, dct_keep)
-        cols = _window_resamplers(size, scales, width, dct_keep)
-        return rows @ grid @ np.swapaxes(cols, 1, 2)
-
+    centred = [((1.0 - s) / 2.0, (1.0 + s) / 2.0) * 2 for s in scales]
     transforms = config.transforms
-    per_algorithm = []  # each (crops, transforms, n * n) booleans
-    for algorithm in config.algorithms:
-        if algorithm == "phash":
-            # the DCT block of the 4n x 4n resample in one product: (basis R) grid (basis R)^T
-            low = sample(4 * n, 4 * n, dct_keep=n)
-            bits = _phash_from_dct(np.stack([_transform_dct(low, t) for t in transforms], axis=1))
-        elif algorithm == "dhash":
-            wide = sample(n, n + 1)
-            tall = sample(n + 1, n) if any(_TRANSFORMS[t][0] for t in transforms) else wide
-            bits = _dhash_from(np.stack([_transform_pixels(tall if _TRANSFORMS[t][0] else wide, t) for t in transforms], axis=1))
-        else:
-            square = sample(n, n)
-            bits = _ahash_from(np.stack([_transform_pixels(square, t) for t in transforms], axis=1))
-        per_algorithm.append(bits.reshape(len(scales), len(transforms), n * n))
-    every = np.stack(per_algorithm, axis=2)  # (crops, transforms, algorithms, bits)
+    every = hb.window_bits(hb.window_sampler(grid, centred), config.algorithms, n, transforms)  # (crops, transforms, algorithms, bits)
     wanted = every[[scales.index(s) for s, _ in config.variants], [transforms.index(t) for _, t in config.variants]]
     return np.packbits(wanted.reshape(-1, n * n), axis=-1)
 
