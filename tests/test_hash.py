@@ -10,7 +10,7 @@ import pytest
 from PIL import Image
 
 from imageprism import ConfigError, HashConfig, ImagePrism, InputError
-from imageprism.dimensions.hash import ALGORITHMS, GEOMETRIES, HashDimension
+from imageprism.dimensions.hash import ALGORITHMS, GEOMETRIES, HashDimension, HashVariant
 
 IMAGEHASH = {"phash": imagehash.phash, "dhash": imagehash.dhash, "ahash": imagehash.average_hash}
 
@@ -159,13 +159,15 @@ def test_config_normalises_spelling() -> None:
 
 
 def test_variants_and_row_labels() -> None:
-    config = HashConfig(algorithms=("phash", "dhash"), geometry="mirror", crop_scales=(0.5,), crop_geometry="none")
-    assert config.variants == ((1.0, "identity"), (1.0, "mirror"), (0.5, "identity"))
+    config = HashConfig(
+        algorithms=("phash", "dhash"), geometry="mirror", crop_scales=(0.5,), crop_geometry="none", rotations=(), shifted_crops=(),
+    )
+    assert config.variants == (HashVariant(1.0, "identity"), HashVariant(1.0, "mirror"), HashVariant(0.5, "identity"))
     assert config.row_labels == ("phash", "dhash", "phash/mirror", "dhash/mirror", "phash/crop0.5", "dhash/crop0.5")
     assert HashConfig(geometry="dihedral", crop_scales=(0.5,), crop_geometry=None).crop_geometry == "dihedral"  # None: same
     # capped at the whole image's geometry
     assert HashConfig(geometry="mirror", crop_geometry="dihedral").crop_geometry == "mirror"
-    assert HashConfig(geometry="none", crop_scales=(), crop_geometry="mirror") == HashConfig.plain()
+    assert HashConfig(geometry="none", crop_scales=(), crop_geometry="mirror", rotations=(), shifted_crops=()) == HashConfig.plain()
 
 
 def test_named_configurations() -> None:
@@ -173,4 +175,6 @@ def test_named_configurations() -> None:
     assert compat.is_plain and not compat.reduced_decode and compat.hash_size == 8
     plain = HashConfig.plain()
     assert plain.is_plain and plain.reduced_decode and plain.algorithms == ALGORITHMS
-    assert HashConfig.plain(("dhash",), 16) == HashConfig(algorithms=("dhash",), hash_size=16, geometry="none", crop_scales=())
+    assert HashConfig.plain(("dhash",), 16) == HashConfig(
+        algorithms=("dhash",), hash_size=16, geometry="none", crop_scales=(), rotations=(), shifted_crops=(),
+    )

@@ -15,6 +15,7 @@ from PIL import Image, ImageOps
 
 from imageprism import HashConfig, ImagePrism
 from imageprism._math import hamming_similarity
+from imageprism.dimensions.hash import HashVariant
 
 NEAR_DUPLICATE = 0.9
 CROP_THRESHOLD = 0.8
@@ -52,8 +53,9 @@ def test_robust_configuration() -> None:
     config = HashConfig.robust()
     assert config.geometry == "dihedral" and min(config.crop_scales) <= 0.5 and not config.is_plain
     assert config.crop_geometry == "mirror"
-    assert config.n_variants == 8 + 2 * len(config.crop_scales)  # whole image: 8 ways; crops: as is and mirrored
-    assert config.variants[0] == (1.0, "identity") and (0.5, "mirror") in config.variants
+    # whole image: 8 ways; centre crops: as is and mirrored; small rotations; shifted crops in 8 directions
+    assert config.n_variants == 8 + 2 * len(config.crop_scales) + len(config.rotations) + 8 * len(config.shifted_crops)
+    assert config.variants[0] == HashVariant(1.0, "identity") and HashVariant(0.5, "mirror") in config.variants
     assert HashConfig.plain().is_plain and HashConfig.plain().n_variants == 1
 
 

@@ -40,7 +40,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Mapping, Sequence
-from typing import ClassVar
+from typing import ClassVar, NamedTuple
 
 import numpy as np
 from PIL import Image
@@ -50,7 +50,10 @@ from imageprism.dimensions import _hash_bits as hb
 from imageprism.dimensions._base import DimensionPlugin, ImageRequest
 from imageprism.errors import ConfigError, InputError
 
-__all__ = ["ALGORITHMS", "GEOMETRIES", "ROBUST_CROP_SCALES", "HashConfig", "HashDimension", "compute_hashes"]
+__all__ = [
+    "ALGORITHMS", "GEOMETRIES", "ROBUST_CROP_SCALES", "ROBUST_ROTATIONS", "ROBUST_SHIFTED_CROPS", "SHIFT_DIRECTIONS",
+    "HashConfig", "HashDimension", "HashVariant", "compute_hashes",
+]
 
 #: the supported algorithms, in their default order
 ALGORITHMS: tuple[str, ...] = ("phash", "dhash", "ahash")
@@ -65,9 +68,80 @@ GEOMETRIES: dict[str, tuple[str, ...]] = {
 }
 
 _MIN_CROP, _MAX_CROPS = 0.25, 8
+_MAX_DEGREES, _MAX_ROTATIONS, _MAX_SHIFTED = 45.0, 8, 4
 
 #: the centre crops (side fractions) of :meth:`HashConfig.robust`, chosen with benchmarks/hash_robustness.py
 ROBUST_CROP_SCALES: tuple[float, ...] = (0.9, 0.75, 0.6, 0.5)
+#: the small rotations (degrees) of :meth:`HashConfig.robust`, chosen with benchmarks/hash_robustness.py
+ROBUST_ROTATIONS: tuple[float, ...] = (4.0, -4.0)
+#: the shifted crops (side fraction, shift) of :meth:`HashConfig.robust`, chosen with benchmarks/hash_robustness.py
+ROBUST_SHIFTED_CROPS: tuple[tuple[float, float], ...] = ((0.7, 0.1),)
+#: the directions (right, down) each shifted crop moves in: the 4 sides and the 4 corners
+SHIFT_DIRECTIONS: tuple[tuple[int, int], ...] = ((-1, -1), (0, -1), (1, -1), (-1, 0), (1, 0), (-1, 1), (0, 1), (1, 1))
+
+
+class HashVariant(NamedTuple):
+    """One row group of a hash embedding: a window of the image, in one orientation.
+
+    ``scale``: the window's side fraction (1.0: the whole image). ``transform``: the flip
+    or 90-degree rotation applied to it (``"identity"``, ``"mirror"``, ``"rot90"``...).
+    ``degrees``: a small counter-clockwise rotation of the whole image first (same
+    canvas, black corners, as ``Image.rotate(degrees)``). ``shift``: the window's centre
+    moved right and down by these fractions of the width and height.
+    """
+
+    scale: float
+    transform: str
+    degrees: float = 0.0
+    shift: tuple[float, float] = (0.0, 0.0)
+
+    @property
+    def label(self) -> str:
+        """The row-label suffix: ``""``, ``"/mirror"``, ``"/crop0.5"``, ``"/rotate+4"``, ``"/crop0.7/shift-0.1,+0"``."""
+        text = "" if self.transform == "identity" else f"/{self.transform}"
+        text += f"/rotate{self.degrees:+g}" if self.degrees else ""
+        text += "" if self.scale == 1.0 else f"/crop{self.scale:g}"
+        return text + (f"/shift{self.shift[0]:+g},{self.shift[1]:+g}" if self.shift != (0.0, 0.0) else "")
+
+
+def _number_tuple(value: object, length: int | None = None) -> tuple[float, ...] | None:
+    """``value`` as a tuple of floats (of ``length`` if given), or None if it is not one."""
+    if isinstance(value, (str, bytes)) or not isinstance(value, Sequence):
+        return None
+    if any(isinstance(v, bool) or not isinstance(v, (int, float)) or not np.isfinite(v) for v in value):
+        return None
+    if length is not None and len(value) != length:
+        return None
+    return tuple(float(v) for v in value)
+
+
+def _valid_rotations(value: object) -> tuple[float, ...]:
+    fix = (
+        f"use a tuple of at most {_MAX_ROTATIONS} distinct angles in degrees, each non-zero and within "
+        f"+-{_MAX_DEGREES:g}, e.g. (4, -4), or () for none"
+    )
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        value = (value,)
+    angles = _number_tuple(value)
+    if angles is None or any(not 0 < abs(a) <= _MAX_DEGREES for a in angles) or len(set(angles)) != len(angles) or len(angles) > _MAX_ROTATIONS:
+        raise ConfigError(f"HashConfig.rotations={value!r} is invalid; {fix}")
+    return angles
+
+
+def _valid_shifted_crops(value: object) -> tuple[tuple[float, float], ...]:
+    fix = (
+        f"use a tuple of at most {_MAX_SHIFTED} distinct (side fraction, shift) pairs, the fraction at least "
+        f"{_MIN_CROP} and below 1, the shift above 0 and at most (1 - fraction) / 2, e.g. ((0.7, 0.1),), or () for none"
+    )
+    if isinstance(value, (str, bytes)) or not isinstance(value, Sequence):
+        raise ConfigError(f"HashConfig.shifted_crops={value!r} is invalid; {fix}")
+    pairs = [_number_tuple(v, 2) for v in value]
+    if any(p is None or not _MIN_CROP <= p[0] < 1.0 or not 0 < p[1] <= (1.0 - p[0]) / 2 + 1e-9 for p in pairs):
+        raise ConfigError(f"HashConfig.shifted_crops={value!r} is invalid; {fix}")
+    crops = tuple((p[0], p[1]) for p in pairs if p is not None)
+    if len(set(crops)) != len(crops) or len(crops) > _MAX_SHIFTED:
+        raise ConfigError(f"HashConfig.shifted_crops={value!r} is invalid; {fix}")
+    return crops
 
 
 @dataclasses.dataclass(frozen=True)
@@ -88,7 +162,12 @@ class HashConfig:
     [0.25, 1)) of centre crops to hash besides the whole image, so that a crop
     matches the image it came from; e.g. ``(0.75, 0.5)``. ``crop_geometry``: the
     flips and rotations hashed for each crop, capped at ``geometry`` (``None``: the
-    same as ``geometry``); fewer variants keep unrelated scores lower. With these
+    same as ``geometry``); fewer variants keep unrelated scores lower.
+    ``rotations``: small rotations of the whole image in degrees (counter-clockwise,
+    same canvas, black corners, as ``Image.rotate``), e.g. ``(4, -4)``, so that a
+    slightly rotated copy matches. ``shifted_crops``: ``(side fraction, shift)`` pairs,
+    each hashed as a crop of that fraction moved off centre by ``shift`` of each side
+    in the 8 directions of :data:`SHIFT_DIRECTIONS`, e.g. ``((0.7, 0.1),)``. With these
     options the embedding holds one group of rows per variant (see
     :attr:`variants`) and the score takes the best alignment (see
     :class:`HashDimension`).
@@ -100,6 +179,8 @@ class HashConfig:
     geometry: str = "dihedral"
     crop_scales: tuple[float, ...] = ROBUST_CROP_SCALES
     crop_geometry: str | None = "mirror"
+    rotations: tuple[float, ...] = ROBUST_ROTATIONS
+    shifted_crops: tuple[tuple[float, float], ...] = ROBUST_SHIFTED_CROPS
 
     def __post_init__(self) -> None:
         algorithms = self.algorithms
@@ -133,6 +214,8 @@ class HashConfig:
         order = list(GEOMETRIES)  # nested: each geometry's transforms include the previous one's
         capped = order[min(order.index(crop_geometry.lower()), order.index(self.geometry))]
         object.__setattr__(self, "crop_geometry", capped)
+        object.__setattr__(self, "rotations", _valid_rotations(self.rotations))
+        object.__setattr__(self, "shifted_crops", _valid_shifted_crops(self.shifted_crops))
 
     def _valid_crops(self, value: object) -> tuple[float, ...]:
         fix = (
@@ -153,27 +236,36 @@ class HashConfig:
     @classmethod
     def imagehash_compatible(cls, algorithms: Sequence[str] = ALGORITHMS, hash_size: int = 8) -> HashConfig:
         """The configuration whose hex strings equal imagehash 4.3.2's for the same file."""
-        return cls(algorithms=tuple(algorithms), hash_size=hash_size, reduced_decode=False, geometry="none", crop_scales=(), crop_geometry=None)
+        return cls(
+            algorithms=tuple(algorithms), hash_size=hash_size, reduced_decode=False, geometry="none", crop_scales=(),
+            crop_geometry=None, rotations=(), shifted_crops=(),
+        )
 
     @classmethod
     def plain(cls, algorithms: Sequence[str] = ALGORITHMS, hash_size: int = 8) -> HashConfig:
         """The plain hashes (no flips, rotations or crops) from a reduced decode: the fastest."""
-        return cls(algorithms=tuple(algorithms), hash_size=hash_size, reduced_decode=True, geometry="none", crop_scales=(), crop_geometry=None)
+        return cls(
+            algorithms=tuple(algorithms), hash_size=hash_size, reduced_decode=True, geometry="none", crop_scales=(),
+            crop_geometry=None, rotations=(), shifted_crops=(),
+        )
 
     @classmethod
     def robust(cls, algorithms: Sequence[str] = ALGORITHMS, hash_size: int = 8) -> HashConfig:
-        """Hashes that survive flips, 90-degree rotations and centre crops down to half the side.
+        """Hashes that survive flips, 90-degree and small rotations, centre crops down to half
+        the side and crops moved off centre.
 
         ``geometry="dihedral"`` (the whole image's flips and rotations), centre crops
-        :data:`ROBUST_CROP_SCALES` and their mirrors (``crop_geometry="mirror"``); the
-        configuration chosen with ``benchmarks/hash_robustness.py`` (overall AUC 1.000 on
-        the 15-transform protocol against 0.915 for the plain hashes, see
-        ``benchmarks/README.md``). Unrelated photos score higher than with the plain
-        hashes (median about 0.60 instead of 0.5), so set thresholds accordingly.
+        :data:`ROBUST_CROP_SCALES` and their mirrors (``crop_geometry="mirror"``), the
+        small rotations :data:`ROBUST_ROTATIONS` and the shifted crops
+        :data:`ROBUST_SHIFTED_CROPS` (26 variants); the configuration chosen with
+        ``benchmarks/hash_robustness.py`` (see ``benchmarks/README.md``). Unrelated photos
+        score higher than with the plain hashes (median about 0.61 instead of 0.5), so
+        set thresholds accordingly.
         """
         return cls(
             algorithms=tuple(algorithms), hash_size=hash_size, geometry="dihedral",
             crop_scales=ROBUST_CROP_SCALES, crop_geometry="mirror",
+            rotations=ROBUST_ROTATIONS, shifted_crops=ROBUST_SHIFTED_CROPS,
         )
 
     @property
@@ -187,20 +279,26 @@ class HashConfig:
         return GEOMETRIES[self.geometry]
 
     @property
-    def variants(self) -> tuple[tuple[float, str], ...]:
-        """The (crop scale, transform) of each row group; ``(1.0, "identity")`` first.
+    def variants(self) -> tuple[HashVariant, ...]:
+        """The window and orientation of each row group; ``HashVariant(1.0, "identity")`` first.
 
-        The whole image in every transform of ``geometry``, then each crop in every
-        transform of ``crop_geometry``.
+        The whole image in every transform of ``geometry``, then each centre crop in every
+        transform of ``crop_geometry``, then each small rotation of the whole image, then
+        each shifted crop in each of the :data:`SHIFT_DIRECTIONS`.
         """
-        whole = tuple((1.0, t) for t in self.transforms)
+        whole = tuple(HashVariant(1.0, t) for t in self.transforms)
         assert self.crop_geometry is not None  # set by __post_init__
-        return whole + tuple((s, t) for s in self.crop_scales for t in GEOMETRIES[self.crop_geometry])
+        crops = tuple(HashVariant(s, t) for s in self.crop_scales for t in GEOMETRIES[self.crop_geometry])
+        rotated = tuple(HashVariant(1.0, "identity", degrees=a) for a in self.rotations)
+        shifted = tuple(
+            HashVariant(s, "identity", shift=(dx * d, dy * d)) for s, d in self.shifted_crops for dx, dy in SHIFT_DIRECTIONS
+        )
+        return whole + crops + rotated + shifted
 
     @property
     def is_plain(self) -> bool:
         """True when the embedding holds only the whole image, unflipped (one row per algorithm)."""
-        return self.geometry == "none" and not self.crop_scales
+        return self.geometry == "none" and not (self.crop_scales or self.rotations or self.shifted_crops)
 
     @property
     def n_variants(self) -> int:
@@ -209,12 +307,9 @@ class HashConfig:
 
     @property
     def row_labels(self) -> tuple[str, ...]:
-        """One label per embedding row: ``"phash"``, ``"phash/mirror"``, ``"dhash/rot90/crop0.5"``..."""
-        labels: list[str] = []
-        for scale, transform in self.variants:
-            suffix = ("" if transform == "identity" else f"/{transform}") + ("" if scale == 1.0 else f"/crop{scale:g}")
-            labels.extend(f"{algorithm}{suffix}" for algorithm in self.algorithms)
-        return tuple(labels)
+        """One label per embedding row: ``"phash"``, ``"phash/mirror"``, ``"dhash/rot90/crop0.5"``,
+        ``"ahash/rotate-4"``, ``"phash/crop0.7/shift-0.1,+0"``... (see :attr:`HashVariant.label`)"""
+        return tuple(f"{algorithm}{variant.label}" for variant in self.variants for algorithm in self.algorithms)
 
     def to_hex(self, embedding: np.ndarray) -> dict[str, str]:
         """imagehash-style hex strings, one per row, keyed by :attr:`row_labels`.
@@ -322,8 +417,20 @@ def _variant_hashes(gray: Image.Image, config: HashConfig) -> np.ndarray:
     centred = [((1.0 - s) / 2.0, (1.0 + s) / 2.0) * 2 for s in scales]
     transforms = config.transforms
     every = hb.window_bits(hb.window_sampler(grid, centred), config.algorithms, n, transforms)  # (crops, transforms, algorithms, bits)
-    wanted = every[[scales.index(s) for s, _ in config.variants], [transforms.index(t) for _, t in config.variants]]
-    return np.packbits(wanted.reshape(-1, n * n), axis=-1)
+    variants = [v for v in config.variants if v.degrees == 0.0 and v.shift == (0.0, 0.0)]
+    parts = [every[[scales.index(v.scale) for v in variants], [transforms.index(v.transform) for v in variants]]]
+    if config.rotations:  # each rotated whole image: one window of a stack of rotated grids
+        aspect = gray.width / gray.height
+        rotated = np.stack([hb.rotate_grid(grid, degrees, aspect) for degrees in config.rotations])
+        parts.append(hb.window_bits(hb.window_sampler(rotated, [(0.0, 1.0, 0.0, 1.0)]), config.algorithms, n, ("identity",))[:, 0])
+    shifted = [v for v in config.variants if v.shift != (0.0, 0.0)]
+    if shifted:
+        windows = [
+            (0.5 + dx - v.scale / 2, 0.5 + dx + v.scale / 2, 0.5 + dy - v.scale / 2, 0.5 + dy + v.scale / 2)
+            for v in shifted for dx, dy in [v.shift]
+        ]
+        parts.append(hb.window_bits(hb.window_sampler(grid, windows), config.algorithms, n, ("identity",))[:, 0])
+    return np.packbits(np.concatenate(parts).reshape(-1, n * n), axis=-1)
 
 
 class HashDimension(DimensionPlugin):
