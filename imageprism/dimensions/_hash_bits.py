@@ -112,15 +112,9 @@ def window_resamplers(size: int, spans: tuple[tuple[float, float], ...], out: in
     return stack if dct_keep is None else dct_rows(out, dct_keep) @ stack
 
 
-def rotate_grid(grid: np.ndarray, degrees: float, aspect: float) -> np.ndarray:
-    """The square ``grid`` of an image with width / height ``aspect``, rotated counter-clockwise
-    about its centre by ``degrees`` on the same canvas, the uncovered corners black.
-
-    What ``Image.rotate(degrees)`` does to the image itself, sampled bilinearly at the
-    grid's resolution; the aspect keeps the rotation a rotation of the image, not of the
-    squeezed grid.
-    """
-    size = grid.shape[-1]
+@functools.lru_cache(maxsize=64)
+def _rotation_taps(size: int, degrees: float, aspect: float) -> tuple[np.ndarray, np.ndarray]:
+    """Bilinear taps of :func:`rotate_grid`: flat source indices and weights, each (4, size * size)."""
     theta = np.deg2rad(degrees)
     centred = np.arange(size) + 0.5 - size / 2.0
     u, v = np.meshgrid(centred * aspect, centred)  # image units: one grid row of height
@@ -128,26 +122,47 @@ def rotate_grid(grid: np.ndarray, degrees: float, aspect: float) -> np.ndarray:
     src_v = np.sin(theta) * u + np.cos(theta) * v + size / 2.0 - 0.5
     u0, v0 = np.floor(src_u).astype(np.intp), np.floor(src_v).astype(np.intp)
     fu, fv = src_u - u0, src_v - v0
-    out = np.zeros_like(grid)
+    indices, weights = [], []
     for du, dv, weight in ((0, 0, (1 - fu) * (1 - fv)), (1, 0, fu * (1 - fv)), (0, 1, (1 - fu) * fv), (1, 1, fu * fv)):
         uu, vv = u0 + du, v0 + dv
-        inside = (uu >= 0) & (uu < size) & (vv >= 0) & (vv < size)
-        out += np.where(inside, grid[np.clip(vv, 0, size - 1), np.clip(uu, 0, size - 1)], 0.0) * weight
-    return out
+        inside = (uu >= 0) & (uu < size) & (vv >= 0) & (vv < size)  # outside: black
+        indices.append((np.clip(vv, 0, size - 1) * size + np.clip(uu, 0, size - 1)).ravel())
+        weights.append(np.where(inside, weight, 0.0).ravel())
+    return np.stack(indices), np.stack(weights)
 
 
-def window_sampler(grids: np.ndarray, windows: Sequence[Window]) -> Callable[[int, int, int | None], np.ndarray]:
-    """``sample(height, width, dct_keep)``: each window of ``grids`` (one (S, S) grid, or a
-    stack of them with a single window) resampled to height x width, shape (m, height, width);
-    with ``dct_keep`` the top-left block of its 2-D DCT instead."""
+def rotate_grid(grid: np.ndarray, degrees: float, aspect: float) -> np.ndarray:
+    """The square ``grid`` of an image with width / height ``aspect``, rotated counter-clockwise
+    about its centre by ``degrees`` on the same canvas, the uncovered corners black.
+
+    What ``Image.rotate(degrees)`` does to the image itself, sampled bilinearly at the
+    grid's resolution; the aspect keeps the rotation a rotation of the image, not of the
+    squeezed grid (rounded to 3 decimals, so that the taps of common shapes are reused).
+    """
+    size = grid.shape[-1]
+    indices, weights = _rotation_taps(size, float(degrees), round(float(aspect), 3))
+    return (grid.ravel()[indices] * weights).sum(axis=0).reshape(size, size)
+
+
+def window_sampler(grids: np.ndarray, windows: Sequence[tuple[int, Window]]) -> Callable[[int, int, int | None], np.ndarray]:
+    """``sample(height, width, dct_keep)``: each ``(grid index, window)`` of the stack ``grids``
+    (G, S, S) resampled to height x width, shape (len(windows), height, width); with
+    ``dct_keep`` the top-left block of its 2-D DCT instead. Windows sorted by grid run fastest."""
     size = grids.shape[-1]
-    cols = tuple((left, right) for left, right, _, _ in windows)
-    rows = tuple((top, bottom) for _, _, top, bottom in windows)
+    runs: list[tuple[int, tuple[tuple[float, float], ...], tuple[tuple[float, float], ...]]] = []
+    for g, (left, right, top, bottom) in windows:
+        if not runs or runs[-1][0] != g:
+            runs.append((g, (), ()))
+        runs[-1] = (g, (*runs[-1][1], (top, bottom)), (*runs[-1][2], (left, right)))
 
     def sample(height: int, width: int, dct_keep: int | None = None) -> np.ndarray:
-        r = window_resamplers(size, rows, height, dct_keep)
-        c = window_resamplers(size, cols, width, dct_keep)
-        return r @ grids @ np.swapaxes(c, 1, 2)
+        parts = []
+        for g, rows, cols in runs:
+            r = window_resamplers(size, rows, height, dct_keep)
+            c = window_resamplers(size, cols, width, dct_keep)
+            left = (r.reshape(-1, size) @ grids[g]).reshape(r.shape)  # one product for every window of this grid
+            parts.append(left @ np.swapaxes(c, 1, 2))
+        return parts[0] if len(parts) == 1 else np.concatenate(parts)
 
     return sample
 

@@ -39,6 +39,7 @@ about 0.6 instead of 0.5. :meth:`HashConfig.plain` keeps the plain three hashes 
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections.abc import Mapping, Sequence
 from typing import ClassVar, NamedTuple
 
@@ -413,24 +414,26 @@ def _variant_hashes(gray: Image.Image, config: HashConfig) -> np.ndarray:
     size = 8 * n  # grid side: the smallest allowed crop (0.25) still spans 2n samples
     # a box (area-average) filter is enough here: every hash resamples the grid again with Lanczos
     grid = np.asarray(gray.resize((size, size), Image.Resampling.BOX), dtype=np.float64)
-    scales = (1.0, *config.crop_scales)
-    centred = [((1.0 - s) / 2.0, (1.0 + s) / 2.0) * 2 for s in scales]
-    transforms = config.transforms
-    every = hb.window_bits(hb.window_sampler(grid, centred), config.algorithms, n, transforms)  # (crops, transforms, algorithms, bits)
-    variants = [v for v in config.variants if v.degrees == 0.0 and v.shift == (0.0, 0.0)]
-    parts = [every[[scales.index(v.scale) for v in variants], [transforms.index(v.transform) for v in variants]]]
-    if config.rotations:  # each rotated whole image: one window of a stack of rotated grids
-        aspect = gray.width / gray.height
-        rotated = np.stack([hb.rotate_grid(grid, degrees, aspect) for degrees in config.rotations])
-        parts.append(hb.window_bits(hb.window_sampler(rotated, [(0.0, 1.0, 0.0, 1.0)]), config.algorithms, n, ("identity",))[:, 0])
-    shifted = [v for v in config.variants if v.shift != (0.0, 0.0)]
-    if shifted:
-        windows = [
-            (0.5 + dx - v.scale / 2, 0.5 + dx + v.scale / 2, 0.5 + dy - v.scale / 2, 0.5 + dy + v.scale / 2)
-            for v in shifted for dx, dy in [v.shift]
-        ]
-        parts.append(hb.window_bits(hb.window_sampler(grid, windows), config.algorithms, n, ("identity",))[:, 0])
-    return np.packbits(np.concatenate(parts).reshape(-1, n * n), axis=-1)
+    aspect = gray.width / gray.height
+    grids = np.stack([grid, *(hb.rotate_grid(grid, degrees, aspect) for degrees in config.rotations)])
+    windows, picked, transform_of = _variant_plan(config)
+    every = hb.window_bits(hb.window_sampler(grids, windows), config.algorithms, n, config.transforms)
+    return np.packbits(every[picked, transform_of].reshape(-1, n * n), axis=-1)
+
+
+@functools.lru_cache(maxsize=32)
+def _variant_plan(config: HashConfig) -> tuple[tuple[tuple[int, hb.Window], ...], list[int], list[int]]:
+    """The distinct (grid, window) pairs to sample, sorted by grid (0: the unrotated grid,
+    ``k``: rotation ``k - 1``), and for each variant its window's and its transform's position."""
+    keys = [
+        (config.rotations.index(v.degrees) + 1 if v.degrees else 0, (
+            0.5 + v.shift[0] - v.scale / 2.0, 0.5 + v.shift[0] + v.scale / 2.0,
+            0.5 + v.shift[1] - v.scale / 2.0, 0.5 + v.shift[1] + v.scale / 2.0,
+        ))
+        for v in config.variants
+    ]
+    windows = tuple(sorted(dict.fromkeys(keys), key=lambda key: key[0]))  # distinct; stable within a grid
+    return windows, [windows.index(k) for k in keys], [config.transforms.index(v.transform) for v in config.variants]
 
 
 class HashDimension(DimensionPlugin):
