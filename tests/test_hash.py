@@ -63,8 +63,9 @@ def test_golden_hex_strings_round_trip() -> None:
         HashConfig.plain(hash_size=5),  # 25 bits: the last byte is padded
         HashConfig(hash_size=16, geometry="dihedral", crop_scales=(0.75, 0.5)),
         HashConfig(algorithms=("dhash",), hash_size=3, geometry="mirror"),
+        HashConfig(algorithms=("phash",), geometry="none", crop_scales=(), rotations=(3,), shifted_crops=((0.5, 0.25),)),
     ],
-    ids=["compat", "size5", "dihedral+crops", "dhash3-mirror"],
+    ids=["compat", "size5", "dihedral+crops", "dhash3-mirror", "rotation+shifted"],
 )
 def test_hex_round_trip_of_real_embeddings(config: HashConfig, dev_images: list[Path]) -> None:
     embedding = ImagePrism(config={"hash": config}).embed(dev_images[3])["hash"]
@@ -143,6 +144,18 @@ def test_score_rejects_embeddings_of_another_configuration() -> None:
         ({"crop_scales": "0.5"}, "'0.5'", "side fractions"),
         ({"crop_geometry": "spin"}, "crop_geometry='spin'", "'none', 'mirror', 'dihedral'"),
         ({"crop_geometry": 3}, "crop_geometry=3", "None (the same as geometry)"),
+        ({"rotations": (0,)}, "rotations=(0,)", "non-zero"),
+        ({"rotations": (50,)}, "50", "within +-45"),
+        ({"rotations": (4, 4.0)}, "(4, 4.0)", "distinct"),
+        ({"rotations": (True,)}, "(True,)", "angles in degrees"),
+        ({"rotations": "4"}, "'4'", "angles in degrees"),
+        ({"rotations": (float("nan"),)}, "nan", "angles in degrees"),
+        ({"shifted_crops": ((0.7, 0.2),)}, "0.2", "at most (1 - fraction) / 2"),
+        ({"shifted_crops": ((0.7, 0.0),)}, "0.0", "the shift above 0"),
+        ({"shifted_crops": ((0.1, 0.1),)}, "0.1", "at least 0.25"),
+        ({"shifted_crops": ((0.7,),)}, "(0.7,)", "(side fraction, shift) pairs"),
+        ({"shifted_crops": 0.7}, "0.7", "(side fraction, shift) pairs"),
+        ({"shifted_crops": ((0.7, 0.1), (0.7, 0.1))}, "((0.7, 0.1), (0.7, 0.1))", "distinct"),
     ],
 )
 def test_config_validation_names_bad_value_and_valid_ones(kwargs: dict, bad: str, valid: str) -> None:
@@ -165,6 +178,12 @@ def test_variants_and_row_labels() -> None:
     assert config.variants == (HashVariant(1.0, "identity"), HashVariant(1.0, "mirror"), HashVariant(0.5, "identity"))
     assert config.row_labels == ("phash", "dhash", "phash/mirror", "dhash/mirror", "phash/crop0.5", "dhash/crop0.5")
     assert HashConfig(geometry="dihedral", crop_scales=(0.5,), crop_geometry=None).crop_geometry == "dihedral"  # None: same
+    extra = HashConfig(algorithms=("phash",), geometry="none", crop_scales=(), rotations=(3,), shifted_crops=((0.5, 0.25),))
+    assert not extra.is_plain and extra.n_variants == 1 + 1 + 8
+    assert extra.variants[1] == HashVariant(1.0, "identity", degrees=3.0)
+    assert extra.variants[2] == HashVariant(0.5, "identity", shift=(-0.25, -0.25))
+    assert extra.row_labels[:4] == ("phash", "phash/rotate+3", "phash/crop0.5/shift-0.25,-0.25", "phash/crop0.5/shift+0,-0.25")
+    assert {v.shift for v in extra.variants[2:]} == {(dx * 0.25, dy * 0.25) for dx in (-1, 0, 1) for dy in (-1, 0, 1)} - {(0.0, 0.0)}
     # capped at the whole image's geometry
     assert HashConfig(geometry="mirror", crop_geometry="dihedral").crop_geometry == "mirror"
     assert HashConfig(geometry="none", crop_scales=(), crop_geometry="mirror", rotations=(), shifted_crops=()) == HashConfig.plain()
