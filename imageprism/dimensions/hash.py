@@ -25,11 +25,12 @@ algorithms: unrelated photos land near 0.5, near-duplicates above about 0.9.
 Flips, rotations and crops defeat plain hashes (a mirrored photo keeps about half
 its bits). The default configuration, :meth:`HashConfig.robust`, also hashes the
 image's flips and 90-degree rotations (derived from the one DCT: reversing an axis
-negates its odd frequencies, a transpose transposes the block) and a few centre
-crops, and scores the best alignment (see :class:`HashDimension`). It was chosen
-by measurement (``benchmarks/hash_robustness.py``: overall AUC 1.000 against 0.915
-for the plain hashes on the 15-transform protocol); unrelated photos then score
-about 0.6 instead of 0.5. :meth:`HashConfig.plain` keeps the plain three hashes and
+negates its odd frequencies, a transpose transposes the block), a few centre
+crops, small rotations of +-4 degrees and crops moved off centre, and scores the
+best alignment (see :class:`HashDimension`). It was chosen by measurement
+(``benchmarks/hash_robustness.py``: overall AUC 1.000 against 0.915 for the plain
+hashes on the 15-transform protocol; see ``benchmarks/README.md`` for small
+rotations and shifted crops); unrelated photos then score about 0.6 instead of 0.5. :meth:`HashConfig.plain` keeps the plain three hashes and
 :meth:`HashConfig.imagehash_compatible` reproduces imagehash's hex strings::
 
     >>> HashConfig.robust().row_labels[:4]
