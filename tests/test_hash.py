@@ -197,3 +197,16 @@ def test_named_configurations() -> None:
     assert HashConfig.plain(("dhash",), 16) == HashConfig(
         algorithms=("dhash",), hash_size=16, geometry="none", crop_scales=(), rotations=(), shifted_crops=(),
     )
+
+
+@pytest.mark.parametrize("aspect", [1e-4, 0.75, 1.0, 1.5, 1e4])
+def test_rotated_grid_stays_in_range_for_any_shape(aspect: float) -> None:
+    """The small-rotation rows resample the grid bilinearly: values stay within the grid's range
+    (black corners are 0), even for extreme aspect ratios."""
+    from imageprism.dimensions._hash_bits import rotate_grid
+
+    grid = np.random.default_rng(0).uniform(10, 245, (64, 64))
+    rotated = rotate_grid(grid, 4.0, aspect)
+    assert np.isfinite(rotated).all() and rotated.min() >= 0.0 and rotated.max() <= grid.max() + 1e-9
+    if 0.5 <= aspect <= 2:  # the centre stays inside the canvas (a 1:10000 strip turned 4 degrees leaves it: black)
+        assert np.allclose(rotated[24:40, 24:40].mean(), grid[24:40, 24:40].mean(), rtol=0.1)

@@ -137,10 +137,10 @@ def rotate_grid(grid: np.ndarray, degrees: float, aspect: float) -> np.ndarray:
 
     What ``Image.rotate(degrees)`` does to the image itself, sampled bilinearly at the
     grid's resolution; the aspect keeps the rotation a rotation of the image, not of the
-    squeezed grid (rounded to 3 decimals, so that the taps of common shapes are reused).
+    squeezed grid (rounded to 4 significant digits, so that the taps of common shapes are reused).
     """
     size = grid.shape[-1]
-    indices, weights = _rotation_taps(size, float(degrees), round(float(aspect), 3))
+    indices, weights = _rotation_taps(size, float(degrees), float(f"{aspect:.4g}"))
     return (grid.ravel()[indices] * weights).sum(axis=0).reshape(size, size)
 
 
