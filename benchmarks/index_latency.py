@@ -3,7 +3,7 @@
 Items are synthetic embeddings shaped like the real ones (no model needed): the
 plain ``hash`` embedding (3 x 64 bits, packed), a 512-d unit vector (the size of
 CLIP ViT-B/32's ``semantic`` embedding), and, in a second index, the default hash
-(``HashConfig()`` = ``robust()``: 16 flip/rotation/crop variants, 48 x 64 bits). They come in clusters, and every query
+(``HashConfig()`` = ``robust()``: 26 flip/rotation/crop variants since issue 18, 78 x 64 bits). They come in clusters, and every query
 is a perturbed copy of an indexed item (a planted near-duplicate), so the timed
 queries also check that the planted item comes first.
 
@@ -11,7 +11,7 @@ Timed, per query, excluding the query's own embedding (``search_embedding``):
 
 * ``hash``: ``search_embedding(q, k=10, dimension="hash")`` (faiss ``IndexBinaryFlat``).
 * ``semantic``: the same with ``dimension="semantic"`` (faiss ``IndexFlatIP``, 512-d).
-* ``hash, default robust config``: ranked by the best alignment (17 binary scans,
+* ``hash, default robust config``: ranked by the best alignment (variants + 1 binary scans,
   then the candidates scored by the plugin).
 * ``blend``: ranked by the index's weights (0.5 hash + 0.5 semantic): every item's
   fast scores on both dimensions, blended, then the exact re-scoring.
@@ -41,7 +41,7 @@ from imageprism import HashConfig, ImageIndex, ImagePrism
 from imageprism._math import hamming_similarity
 
 DIM = 512
-VARIANTS = HashConfig()  # the default (= HashConfig.robust()): 16 flip/rotation/crop variants
+VARIANTS = HashConfig()  # the default (= HashConfig.robust()): 26 flip/rotation/crop variants
 
 
 def synthetic(n: int, seed: int, rows: int = 3) -> tuple[np.ndarray, np.ndarray]:

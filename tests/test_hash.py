@@ -10,7 +10,7 @@ import pytest
 from PIL import Image
 
 from imageprism import ConfigError, HashConfig, ImagePrism, InputError
-from imageprism.dimensions.hash import ALGORITHMS, GEOMETRIES, HashDimension
+from imageprism.dimensions.hash import ALGORITHMS, GEOMETRIES, HashDimension, HashVariant
 
 IMAGEHASH = {"phash": imagehash.phash, "dhash": imagehash.dhash, "ahash": imagehash.average_hash}
 
@@ -63,8 +63,9 @@ def test_golden_hex_strings_round_trip() -> None:
         HashConfig.plain(hash_size=5),  # 25 bits: the last byte is padded
         HashConfig(hash_size=16, geometry="dihedral", crop_scales=(0.75, 0.5)),
         HashConfig(algorithms=("dhash",), hash_size=3, geometry="mirror"),
+        HashConfig(algorithms=("phash",), geometry="none", crop_scales=(), rotations=(3,), shifted_crops=((0.5, 0.25),)),
     ],
-    ids=["compat", "size5", "dihedral+crops", "dhash3-mirror"],
+    ids=["compat", "size5", "dihedral+crops", "dhash3-mirror", "rotation+shifted"],
 )
 def test_hex_round_trip_of_real_embeddings(config: HashConfig, dev_images: list[Path]) -> None:
     embedding = ImagePrism(config={"hash": config}).embed(dev_images[3])["hash"]
@@ -143,6 +144,18 @@ def test_score_rejects_embeddings_of_another_configuration() -> None:
         ({"crop_scales": "0.5"}, "'0.5'", "side fractions"),
         ({"crop_geometry": "spin"}, "crop_geometry='spin'", "'none', 'mirror', 'dihedral'"),
         ({"crop_geometry": 3}, "crop_geometry=3", "None (the same as geometry)"),
+        ({"rotations": (0,)}, "rotations=(0,)", "non-zero"),
+        ({"rotations": (50,)}, "50", "within +-45"),
+        ({"rotations": (4, 4.0)}, "(4, 4.0)", "distinct"),
+        ({"rotations": (True,)}, "(True,)", "angles in degrees"),
+        ({"rotations": "4"}, "'4'", "angles in degrees"),
+        ({"rotations": (float("nan"),)}, "nan", "angles in degrees"),
+        ({"shifted_crops": ((0.7, 0.2),)}, "0.2", "at most (1 - fraction) / 2"),
+        ({"shifted_crops": ((0.7, 0.0),)}, "0.0", "the shift above 0"),
+        ({"shifted_crops": ((0.1, 0.1),)}, "0.1", "at least 0.25"),
+        ({"shifted_crops": ((0.7,),)}, "(0.7,)", "(side fraction, shift) pairs"),
+        ({"shifted_crops": 0.7}, "0.7", "(side fraction, shift) pairs"),
+        ({"shifted_crops": ((0.7, 0.1), (0.7, 0.1))}, "((0.7, 0.1), (0.7, 0.1))", "distinct"),
     ],
 )
 def test_config_validation_names_bad_value_and_valid_ones(kwargs: dict, bad: str, valid: str) -> None:
@@ -159,13 +172,21 @@ def test_config_normalises_spelling() -> None:
 
 
 def test_variants_and_row_labels() -> None:
-    config = HashConfig(algorithms=("phash", "dhash"), geometry="mirror", crop_scales=(0.5,), crop_geometry="none")
-    assert config.variants == ((1.0, "identity"), (1.0, "mirror"), (0.5, "identity"))
+    config = HashConfig(
+        algorithms=("phash", "dhash"), geometry="mirror", crop_scales=(0.5,), crop_geometry="none", rotations=(), shifted_crops=(),
+    )
+    assert config.variants == (HashVariant(1.0, "identity"), HashVariant(1.0, "mirror"), HashVariant(0.5, "identity"))
     assert config.row_labels == ("phash", "dhash", "phash/mirror", "dhash/mirror", "phash/crop0.5", "dhash/crop0.5")
     assert HashConfig(geometry="dihedral", crop_scales=(0.5,), crop_geometry=None).crop_geometry == "dihedral"  # None: same
+    extra = HashConfig(algorithms=("phash",), geometry="none", crop_scales=(), rotations=(3,), shifted_crops=((0.5, 0.25),))
+    assert not extra.is_plain and extra.n_variants == 1 + 1 + 8
+    assert extra.variants[1] == HashVariant(1.0, "identity", degrees=3.0)
+    assert extra.variants[2] == HashVariant(0.5, "identity", shift=(-0.25, -0.25))
+    assert extra.row_labels[:4] == ("phash", "phash/rotate+3", "phash/crop0.5/shift-0.25,-0.25", "phash/crop0.5/shift+0,-0.25")
+    assert {v.shift for v in extra.variants[2:]} == {(dx * 0.25, dy * 0.25) for dx in (-1, 0, 1) for dy in (-1, 0, 1)} - {(0.0, 0.0)}
     # capped at the whole image's geometry
     assert HashConfig(geometry="mirror", crop_geometry="dihedral").crop_geometry == "mirror"
-    assert HashConfig(geometry="none", crop_scales=(), crop_geometry="mirror") == HashConfig.plain()
+    assert HashConfig(geometry="none", crop_scales=(), crop_geometry="mirror", rotations=(), shifted_crops=()) == HashConfig.plain()
 
 
 def test_named_configurations() -> None:
@@ -173,4 +194,19 @@ def test_named_configurations() -> None:
     assert compat.is_plain and not compat.reduced_decode and compat.hash_size == 8
     plain = HashConfig.plain()
     assert plain.is_plain and plain.reduced_decode and plain.algorithms == ALGORITHMS
-    assert HashConfig.plain(("dhash",), 16) == HashConfig(algorithms=("dhash",), hash_size=16, geometry="none", crop_scales=())
+    assert HashConfig.plain(("dhash",), 16) == HashConfig(
+        algorithms=("dhash",), hash_size=16, geometry="none", crop_scales=(), rotations=(), shifted_crops=(),
+    )
+
+
+@pytest.mark.parametrize("aspect", [1e-4, 0.75, 1.0, 1.5, 1e4])
+def test_rotated_grid_stays_in_range_for_any_shape(aspect: float) -> None:
+    """The small-rotation rows resample the grid bilinearly: values stay within the grid's range
+    (black corners are 0), even for extreme aspect ratios."""
+    from imageprism.dimensions._hash_bits import rotate_grid
+
+    grid = np.random.default_rng(0).uniform(10, 245, (64, 64))
+    rotated = rotate_grid(grid, 4.0, aspect)
+    assert np.isfinite(rotated).all() and rotated.min() >= 0.0 and rotated.max() <= grid.max() + 1e-9
+    if 0.5 <= aspect <= 2:  # the centre stays inside the canvas (a 1:10000 strip turned 4 degrees leaves it: black)
+        assert np.allclose(rotated[24:40, 24:40].mean(), grid[24:40, 24:40].mean(), rtol=0.1)

@@ -15,6 +15,7 @@ from PIL import Image, ImageOps
 
 from imageprism import HashConfig, ImagePrism
 from imageprism._math import hamming_similarity
+from imageprism.dimensions.hash import SHIFT_DIRECTIONS, HashVariant
 
 NEAR_DUPLICATE = 0.9
 CROP_THRESHOLD = 0.8
@@ -52,8 +53,9 @@ def test_robust_configuration() -> None:
     config = HashConfig.robust()
     assert config.geometry == "dihedral" and min(config.crop_scales) <= 0.5 and not config.is_plain
     assert config.crop_geometry == "mirror"
-    assert config.n_variants == 8 + 2 * len(config.crop_scales)  # whole image: 8 ways; crops: as is and mirrored
-    assert config.variants[0] == (1.0, "identity") and (0.5, "mirror") in config.variants
+    # whole image: 8 ways; centre crops: as is and mirrored; small rotations; shifted crops in 8 directions
+    assert config.n_variants == 8 + 2 * len(config.crop_scales) + len(config.rotations) + 8 * len(config.shifted_crops)
+    assert config.variants[0] == HashVariant(1.0, "identity") and HashVariant(0.5, "mirror") in config.variants
     assert HashConfig.plain().is_plain and HashConfig.plain().n_variants == 1
 
 
@@ -62,6 +64,57 @@ def test_flipped_and_rotated_copies_are_near_duplicates(prism: ImagePrism, photo
     for name, image in photos.items():
         score = prism.compare(image, GEOMETRIC[transform](image)).scores["hash"]
         assert score >= NEAR_DUPLICATE, (name, transform, score)
+
+
+def _shifted_crop(image: Image.Image, fraction: float, shift: tuple[float, float]) -> Image.Image:
+    w, h = round(image.width * fraction), round(image.height * fraction)
+    left, top = round((image.width - w) / 2 + shift[0] * image.width), round((image.height - h) / 2 + shift[1] * image.height)
+    return image.crop((left, top, left + w, top + h))
+
+
+def _rotated(image: Image.Image, degrees: float) -> Image.Image:
+    return image.rotate(degrees, resample=Image.Resampling.BICUBIC)
+
+
+@pytest.mark.parametrize("degrees", [2, -3, 3, 5, -5])
+def test_slightly_rotated_copies_are_near_duplicates(prism: ImagePrism, photos: dict, degrees: float) -> None:
+    for name, image in photos.items():
+        score = prism.compare(image, _rotated(image, degrees)).scores["hash"]
+        assert score >= NEAR_DUPLICATE, (name, degrees, score)
+
+
+def test_small_rotations_need_the_rotation_rows(photos: dict) -> None:
+    """The control: without ``rotations`` a 5-degree copy falls below the near-duplicate line on average."""
+    without = ImagePrism(config={"hash": HashConfig(rotations=())})
+    scores = [without.compare(im, _rotated(im, d)).scores["hash"] for im in photos.values() for d in (5, -5)]
+    assert np.mean(scores) < NEAR_DUPLICATE, scores
+
+
+def test_rotation_rows_equal_the_hash_of_the_rotated_image(photos: dict) -> None:
+    """Up to resampling: the rows rotate the 64 x 64 grid bilinearly, Image.rotate the photo bicubically."""
+    config = HashConfig.robust()
+    prism = ImagePrism(config={"hash": config})
+    labels, k = config.row_labels, len(config.algorithms)
+    agreement = []
+    for degrees in config.rotations:
+        for image in photos.values():
+            moved = prism.embed(_rotated(image, degrees))["hash"][:k]  # the rotated image's own whole-image rows
+            derived = prism.embed(image)["hash"][[labels.index(f"{a}/rotate{degrees:+g}") for a in config.algorithms]]
+            agreement.extend(hamming_similarity(moved, derived, config.nbits))
+    assert min(agreement) >= 0.9 and np.mean(agreement) >= 0.98, agreement
+
+
+@pytest.mark.parametrize("direction", list(SHIFT_DIRECTIONS))
+def test_crops_shifted_off_centre_match_their_photo(prism: ImagePrism, photos: dict, direction: tuple[int, int]) -> None:
+    """A 70% crop moved by 10% of each side, in each of the 8 directions."""
+    without = ImagePrism(config={"hash": HashConfig(shifted_crops=())})
+    before = []
+    for name, image in photos.items():
+        crop = _shifted_crop(image, 0.7, (0.1 * direction[0], 0.1 * direction[1]))
+        score = prism.compare(image, crop).scores["hash"]
+        assert score >= NEAR_DUPLICATE, (name, direction, score)
+        before.append(without.compare(image, crop).scores["hash"])
+    assert np.mean(before) < CROP_THRESHOLD, before  # the control: centre crops alone do not reach it
 
 
 def test_plain_hashes_do_not_survive_a_mirror(photos: dict) -> None:

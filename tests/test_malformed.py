@@ -488,7 +488,7 @@ def _plain_hash() -> HashConfig:
     """Hashes of the image as it stands, without flipped, rotated or cropped variants (where the
     configuration has them): a rotation-tolerant hash could not show whether EXIF was applied."""
     fields = {f.name for f in dataclasses.fields(HashConfig)}
-    return HashConfig(**{k: v for k, v in (("geometry", "none"), ("crop_scales", ())) if k in fields})  # type: ignore[arg-type]
+    return HashConfig(**{k: v for k, v in (("geometry", "none"), ("crop_scales", ()), ("rotations", ()), ("shifted_crops", ())) if k in fields})  # type: ignore[arg-type]
 
 
 def test_exif_rotated_jpeg_of_a_photo_scores_near_its_pixel_rotated_twin(corpus: Path) -> None:

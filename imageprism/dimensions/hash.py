@@ -25,11 +25,12 @@ algorithms: unrelated photos land near 0.5, near-duplicates above about 0.9.
 Flips, rotations and crops defeat plain hashes (a mirrored photo keeps about half
 its bits). The default configuration, :meth:`HashConfig.robust`, also hashes the
 image's flips and 90-degree rotations (derived from the one DCT: reversing an axis
-negates its odd frequencies, a transpose transposes the block) and a few centre
-crops, and scores the best alignment (see :class:`HashDimension`). It was chosen
-by measurement (``benchmarks/hash_robustness.py``: overall AUC 1.000 against 0.915
-for the plain hashes on the 15-transform protocol); unrelated photos then score
-about 0.6 instead of 0.5. :meth:`HashConfig.plain` keeps the plain three hashes and
+negates its odd frequencies, a transpose transposes the block), a few centre
+crops, small rotations of +-4 degrees and crops moved off centre, and scores the
+best alignment (see :class:`HashDimension`). It was chosen by measurement
+(``benchmarks/hash_robustness.py``: overall AUC 1.000 against 0.915 for the plain
+hashes on the 15-transform protocol; see ``benchmarks/README.md`` for small
+rotations and shifted crops); unrelated photos then score about 0.6 instead of 0.5. :meth:`HashConfig.plain` keeps the plain three hashes and
 :meth:`HashConfig.imagehash_compatible` reproduces imagehash's hex strings::
 
     >>> HashConfig.robust().row_labels[:4]
@@ -41,65 +42,108 @@ from __future__ import annotations
 import dataclasses
 import functools
 from collections.abc import Mapping, Sequence
-from typing import ClassVar
+from typing import ClassVar, NamedTuple
 
 import numpy as np
 from PIL import Image
 
 from imageprism._math import best_alignment
+from imageprism.dimensions import _hash_bits as hb
 from imageprism.dimensions._base import DimensionPlugin, ImageRequest, Layout
 from imageprism.errors import ConfigError, InputError
 
-__all__ = ["ALGORITHMS", "GEOMETRIES", "ROBUST_CROP_SCALES", "HashConfig", "HashDimension", "compute_hashes"]
+__all__ = [
+    "ALGORITHMS", "GEOMETRIES", "ROBUST_CROP_SCALES", "ROBUST_ROTATIONS", "ROBUST_SHIFTED_CROPS", "SHIFT_DIRECTIONS",
+    "HashConfig", "HashDimension", "HashVariant", "compute_hashes",
+]
 
 #: the supported algorithms, in their default order
 ALGORITHMS: tuple[str, ...] = ("phash", "dhash", "ahash")
 
 _LANCZOS = Image.Resampling.LANCZOS
 
-#: geometric transform name -> (transpose, then flip top-bottom, then flip left-right)
-_TRANSFORMS: dict[str, tuple[bool, bool, bool]] = {
-    "identity": (False, False, False),
-    "mirror": (False, False, True),
-    "flip": (False, True, False),
-    "rot180": (False, True, True),
-    "transpose": (True, False, False),
-    "rot90": (True, True, False),  # counter-clockwise, like np.rot90
-    "rot270": (True, False, True),
-    "transverse": (True, True, True),
-}
-
-
-def _transform_pixels(x: np.ndarray, name: str) -> np.ndarray:
-    """A flip or rotation of pixel arrays (the last two axes)."""
-    transpose, flip_rows, flip_cols = _TRANSFORMS[name]
-    x = np.swapaxes(x, -1, -2) if transpose else x
-    return x[..., ::-1 if flip_rows else 1, ::-1 if flip_cols else 1]
-
-
-def _transform_dct(low: np.ndarray, name: str) -> np.ndarray:
-    """The same flip or rotation on blocks of 2-D DCT-II coefficients (exact, no new DCT).
-
-    Reversing an axis negates that axis's odd frequencies; transposing the pixels
-    transposes the coefficients.
-    """
-    transpose, flip_rows, flip_cols = _TRANSFORMS[name]
-    low = np.swapaxes(low, -1, -2) if transpose else low
-    signs = 1.0 - 2.0 * (np.arange(low.shape[-1]) % 2)
-    return low * (signs[:, None] if flip_rows else 1.0) * (signs[None, :] if flip_cols else 1.0)
-
-
 #: ``HashConfig.geometry`` value -> the transforms whose hashes an embedding holds
 GEOMETRIES: dict[str, tuple[str, ...]] = {
     "none": ("identity",),
     "mirror": ("identity", "mirror"),
-    "dihedral": tuple(_TRANSFORMS),
+    "dihedral": tuple(hb.TRANSFORMS),
 }
 
 _MIN_CROP, _MAX_CROPS = 0.25, 8
+_MAX_DEGREES, _MAX_ROTATIONS, _MAX_SHIFTED = 45.0, 8, 4
 
 #: the centre crops (side fractions) of :meth:`HashConfig.robust`, chosen with benchmarks/hash_robustness.py
 ROBUST_CROP_SCALES: tuple[float, ...] = (0.9, 0.75, 0.6, 0.5)
+#: the small rotations (degrees) of :meth:`HashConfig.robust`, chosen with benchmarks/hash_robustness.py
+ROBUST_ROTATIONS: tuple[float, ...] = (4.0, -4.0)
+#: the shifted crops (side fraction, shift) of :meth:`HashConfig.robust`, chosen with benchmarks/hash_robustness.py
+ROBUST_SHIFTED_CROPS: tuple[tuple[float, float], ...] = ((0.7, 0.1),)
+#: the directions (right, down) each shifted crop moves in: the 4 sides and the 4 corners
+SHIFT_DIRECTIONS: tuple[tuple[int, int], ...] = ((-1, -1), (0, -1), (1, -1), (-1, 0), (1, 0), (-1, 1), (0, 1), (1, 1))
+
+
+class HashVariant(NamedTuple):
+    """One row group of a hash embedding: a window of the image, in one orientation.
+
+    ``scale``: the window's side fraction (1.0: the whole image). ``transform``: the flip
+    or 90-degree rotation applied to it (``"identity"``, ``"mirror"``, ``"rot90"``...).
+    ``degrees``: a small counter-clockwise rotation of the whole image first (same
+    canvas, black corners, as ``Image.rotate(degrees)``). ``shift``: the window's centre
+    moved right and down by these fractions of the width and height.
+    """
+
+    scale: float
+    transform: str
+    degrees: float = 0.0
+    shift: tuple[float, float] = (0.0, 0.0)
+
+    @property
+    def label(self) -> str:
+        """The row-label suffix: ``""``, ``"/mirror"``, ``"/crop0.5"``, ``"/rotate+4"``, ``"/crop0.7/shift-0.1,+0"``."""
+        text = "" if self.transform == "identity" else f"/{self.transform}"
+        text += f"/rotate{self.degrees:+g}" if self.degrees else ""
+        text += "" if self.scale == 1.0 else f"/crop{self.scale:g}"
+        return text + (f"/shift{self.shift[0]:+g},{self.shift[1]:+g}" if self.shift != (0.0, 0.0) else "")
+
+
+def _number_tuple(value: object, length: int | None = None) -> tuple[float, ...] | None:
+    """``value`` as a tuple of floats (of ``length`` if given), or None if it is not one."""
+    if isinstance(value, (str, bytes)) or not isinstance(value, Sequence):
+        return None
+    if any(isinstance(v, bool) or not isinstance(v, (int, float)) or not np.isfinite(v) for v in value):
+        return None
+    if length is not None and len(value) != length:
+        return None
+    return tuple(float(v) for v in value)
+
+
+def _valid_rotations(value: object) -> tuple[float, ...]:
+    fix = (
+        f"use a tuple of at most {_MAX_ROTATIONS} distinct angles in degrees, each non-zero and within "
+        f"+-{_MAX_DEGREES:g}, e.g. (4, -4), or () for none"
+    )
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        value = (value,)
+    angles = _number_tuple(value)
+    if angles is None or any(not 0 < abs(a) <= _MAX_DEGREES for a in angles) or len(set(angles)) != len(angles) or len(angles) > _MAX_ROTATIONS:
+        raise ConfigError(f"HashConfig.rotations={value!r} is invalid; {fix}")
+    return angles
+
+
+def _valid_shifted_crops(value: object) -> tuple[tuple[float, float], ...]:
+    fix = (
+        f"use a tuple of at most {_MAX_SHIFTED} distinct (side fraction, shift) pairs, the fraction at least "
+        f"{_MIN_CROP} and below 1, the shift above 0 and at most (1 - fraction) / 2, e.g. ((0.7, 0.1),), or () for none"
+    )
+    if isinstance(value, (str, bytes)) or not isinstance(value, Sequence):
+        raise ConfigError(f"HashConfig.shifted_crops={value!r} is invalid; {fix}")
+    pairs = [_number_tuple(v, 2) for v in value]
+    if any(p is None or not _MIN_CROP <= p[0] < 1.0 or not 0 < p[1] <= (1.0 - p[0]) / 2 + 1e-9 for p in pairs):
+        raise ConfigError(f"HashConfig.shifted_crops={value!r} is invalid; {fix}")
+    crops = tuple((p[0], p[1]) for p in pairs if p is not None)
+    if len(set(crops)) != len(crops) or len(crops) > _MAX_SHIFTED:
+        raise ConfigError(f"HashConfig.shifted_crops={value!r} is invalid; {fix}")
+    return crops
 
 
 @dataclasses.dataclass(frozen=True)
@@ -120,7 +164,12 @@ class HashConfig:
     [0.25, 1)) of centre crops to hash besides the whole image, so that a crop
     matches the image it came from; e.g. ``(0.75, 0.5)``. ``crop_geometry``: the
     flips and rotations hashed for each crop, capped at ``geometry`` (``None``: the
-    same as ``geometry``); fewer variants keep unrelated scores lower. With these
+    same as ``geometry``); fewer variants keep unrelated scores lower.
+    ``rotations``: small rotations of the whole image in degrees (counter-clockwise,
+    same canvas, black corners, as ``Image.rotate``), e.g. ``(4, -4)``, so that a
+    slightly rotated copy matches. ``shifted_crops``: ``(side fraction, shift)`` pairs,
+    each hashed as a crop of that fraction moved off centre by ``shift`` of each side
+    in the 8 directions of :data:`SHIFT_DIRECTIONS`, e.g. ``((0.7, 0.1),)``. With these
     options the embedding holds one group of rows per variant (see
     :attr:`variants`) and the score takes the best alignment (see
     :class:`HashDimension`).
@@ -132,6 +181,8 @@ class HashConfig:
     geometry: str = "dihedral"
     crop_scales: tuple[float, ...] = ROBUST_CROP_SCALES
     crop_geometry: str | None = "mirror"
+    rotations: tuple[float, ...] = ROBUST_ROTATIONS
+    shifted_crops: tuple[tuple[float, float], ...] = ROBUST_SHIFTED_CROPS
 
     def __post_init__(self) -> None:
         algorithms = self.algorithms
@@ -165,6 +216,8 @@ class HashConfig:
         order = list(GEOMETRIES)  # nested: each geometry's transforms include the previous one's
         capped = order[min(order.index(crop_geometry.lower()), order.index(self.geometry))]
         object.__setattr__(self, "crop_geometry", capped)
+        object.__setattr__(self, "rotations", _valid_rotations(self.rotations))
+        object.__setattr__(self, "shifted_crops", _valid_shifted_crops(self.shifted_crops))
 
     def _valid_crops(self, value: object) -> tuple[float, ...]:
         fix = (
@@ -185,27 +238,36 @@ class HashConfig:
     @classmethod
     def imagehash_compatible(cls, algorithms: Sequence[str] = ALGORITHMS, hash_size: int = 8) -> HashConfig:
         """The configuration whose hex strings equal imagehash 4.3.2's for the same file."""
-        return cls(algorithms=tuple(algorithms), hash_size=hash_size, reduced_decode=False, geometry="none", crop_scales=(), crop_geometry=None)
+        return cls(
+            algorithms=tuple(algorithms), hash_size=hash_size, reduced_decode=False, geometry="none", crop_scales=(),
+            crop_geometry=None, rotations=(), shifted_crops=(),
+        )
 
     @classmethod
     def plain(cls, algorithms: Sequence[str] = ALGORITHMS, hash_size: int = 8) -> HashConfig:
         """The plain hashes (no flips, rotations or crops) from a reduced decode: the fastest."""
-        return cls(algorithms=tuple(algorithms), hash_size=hash_size, reduced_decode=True, geometry="none", crop_scales=(), crop_geometry=None)
+        return cls(
+            algorithms=tuple(algorithms), hash_size=hash_size, reduced_decode=True, geometry="none", crop_scales=(),
+            crop_geometry=None, rotations=(), shifted_crops=(),
+        )
 
     @classmethod
     def robust(cls, algorithms: Sequence[str] = ALGORITHMS, hash_size: int = 8) -> HashConfig:
-        """Hashes that survive flips, 90-degree rotations and centre crops down to half the side.
+        """Hashes that survive flips, 90-degree and small rotations, centre crops down to half
+        the side and crops moved off centre.
 
         ``geometry="dihedral"`` (the whole image's flips and rotations), centre crops
-        :data:`ROBUST_CROP_SCALES` and their mirrors (``crop_geometry="mirror"``); the
-        configuration chosen with ``benchmarks/hash_robustness.py`` (overall AUC 1.000 on
-        the 15-transform protocol against 0.915 for the plain hashes, see
-        ``benchmarks/README.md``). Unrelated photos score higher than with the plain
-        hashes (median about 0.60 instead of 0.5), so set thresholds accordingly.
+        :data:`ROBUST_CROP_SCALES` and their mirrors (``crop_geometry="mirror"``), the
+        small rotations :data:`ROBUST_ROTATIONS` and the shifted crops
+        :data:`ROBUST_SHIFTED_CROPS` (26 variants); the configuration chosen with
+        ``benchmarks/hash_robustness.py`` (see ``benchmarks/README.md``). Unrelated photos
+        score higher than with the plain hashes (median about 0.61 instead of 0.5), so
+        set thresholds accordingly.
         """
         return cls(
             algorithms=tuple(algorithms), hash_size=hash_size, geometry="dihedral",
             crop_scales=ROBUST_CROP_SCALES, crop_geometry="mirror",
+            rotations=ROBUST_ROTATIONS, shifted_crops=ROBUST_SHIFTED_CROPS,
         )
 
     @property
@@ -219,20 +281,26 @@ class HashConfig:
         return GEOMETRIES[self.geometry]
 
     @property
-    def variants(self) -> tuple[tuple[float, str], ...]:
-        """The (crop scale, transform) of each row group; ``(1.0, "identity")`` first.
+    def variants(self) -> tuple[HashVariant, ...]:
+        """The window and orientation of each row group; ``HashVariant(1.0, "identity")`` first.
 
-        The whole image in every transform of ``geometry``, then each crop in every
-        transform of ``crop_geometry``.
+        The whole image in every transform of ``geometry``, then each centre crop in every
+        transform of ``crop_geometry``, then each small rotation of the whole image, then
+        each shifted crop in each of the :data:`SHIFT_DIRECTIONS`.
         """
-        whole = tuple((1.0, t) for t in self.transforms)
+        whole = tuple(HashVariant(1.0, t) for t in self.transforms)
         assert self.crop_geometry is not None  # set by __post_init__
-        return whole + tuple((s, t) for s in self.crop_scales for t in GEOMETRIES[self.crop_geometry])
+        crops = tuple(HashVariant(s, t) for s in self.crop_scales for t in GEOMETRIES[self.crop_geometry])
+        rotated = tuple(HashVariant(1.0, "identity", degrees=a) for a in self.rotations)
+        shifted = tuple(
+            HashVariant(s, "identity", shift=(dx * d, dy * d)) for s, d in self.shifted_crops for dx, dy in SHIFT_DIRECTIONS
+        )
+        return whole + crops + rotated + shifted
 
     @property
     def is_plain(self) -> bool:
         """True when the embedding holds only the whole image, unflipped (one row per algorithm)."""
-        return self.geometry == "none" and not self.crop_scales
+        return self.geometry == "none" and not (self.crop_scales or self.rotations or self.shifted_crops)
 
     @property
     def n_variants(self) -> int:
@@ -241,12 +309,9 @@ class HashConfig:
 
     @property
     def row_labels(self) -> tuple[str, ...]:
-        """One label per embedding row: ``"phash"``, ``"phash/mirror"``, ``"dhash/rot90/crop0.5"``..."""
-        labels: list[str] = []
-        for scale, transform in self.variants:
-            suffix = ("" if transform == "identity" else f"/{transform}") + ("" if scale == 1.0 else f"/crop{scale:g}")
-            labels.extend(f"{algorithm}{suffix}" for algorithm in self.algorithms)
-        return tuple(labels)
+        """One label per embedding row: ``"phash"``, ``"phash/mirror"``, ``"dhash/rot90/crop0.5"``,
+        ``"ahash/rotate-4"``, ``"phash/crop0.7/shift-0.1,+0"``... (see :attr:`HashVariant.label`)"""
+        return tuple(f"{algorithm}{variant.label}" for variant in self.variants for algorithm in self.algorithms)
 
     def to_hex(self, embedding: np.ndarray) -> dict[str, str]:
         """imagehash-style hex strings, one per row, keyed by :attr:`row_labels`.
@@ -302,60 +367,20 @@ def _bits_to_bytes(row: np.ndarray, nbits: int) -> bytes:
     return np.packbits(np.concatenate([np.zeros(pad, np.uint8), bits])).tobytes()
 
 
-@functools.lru_cache(maxsize=16)
-def _dct_rows(size: int, keep: int) -> np.ndarray:
-    """First ``keep`` rows of the unnormalised type-II DCT matrix (scipy's convention)."""
-    k = np.arange(keep)[:, None]
-    n = np.arange(size)[None, :]
-    return 2.0 * np.cos(np.pi * k * (2 * n + 1) / (2 * size))
-
-
-# -- bits from small pixel arrays (one home for each algorithm's rule) --------------
-
-
-def _phash_from(pixels: np.ndarray, n: int) -> np.ndarray:
-    """Bits above the median of the top-left n x n block of the 2-D DCT of a 4n x 4n array."""
-    basis = _dct_rows(pixels.shape[0], n)
-    return _phash_from_dct(basis @ pixels @ basis.T)
-
-
-def _phash_from_dct(low: np.ndarray) -> np.ndarray:
-    """Bits above the median of each n x n block of DCT coefficients (the last two axes)."""
-    low = np.where(np.abs(low) < 1e-6, 0.0, low)  # scipy yields exact zeros on flat input; the matrix form leaves ~1e-13
-    flat = low.reshape(*low.shape[:-2], -1)
-    half = flat.shape[-1] // 2
-    if flat.shape[-1] % 2:
-        median = np.partition(flat, half, axis=-1)[..., half]
-    else:  # the mean of the two middle values, as np.median
-        middle = np.partition(flat, (half - 1, half), axis=-1)
-        median = (middle[..., half - 1] + middle[..., half]) / 2.0
-    return low > median[..., None, None]
-
-
-def _dhash_from(pixels: np.ndarray) -> np.ndarray:
-    """Right neighbour brighter than left, on n x (n + 1) arrays."""
-    return pixels[..., :, 1:] > pixels[..., :, :-1]
-
-
-def _ahash_from(pixels: np.ndarray) -> np.ndarray:
-    """Pixels above the mean, on n x n arrays."""
-    return pixels > pixels.mean(axis=(-2, -1), keepdims=True)
-
-
 # -- the exact path: imagehash's own resizes ------------------------------------------
 
 
 def _phash_bits(gray: Image.Image, n: int) -> np.ndarray:
     size = 4 * n
-    return _phash_from(np.asarray(gray.resize((size, size), _LANCZOS), dtype=np.float64), n)
+    return hb.phash_from(np.asarray(gray.resize((size, size), _LANCZOS), dtype=np.float64), n)
 
 
 def _dhash_bits(gray: Image.Image, n: int) -> np.ndarray:
-    return _dhash_from(np.asarray(gray.resize((n + 1, n), _LANCZOS)))
+    return hb.dhash_from(np.asarray(gray.resize((n + 1, n), _LANCZOS)))
 
 
 def _ahash_bits(gray: Image.Image, n: int) -> np.ndarray:
-    return _ahash_from(np.asarray(gray.resize((n, n), _LANCZOS), dtype=np.float64))
+    return hb.ahash_from(np.asarray(gray.resize((n, n), _LANCZOS), dtype=np.float64))
 
 
 _ALGORITHM_BITS = {"phash": _phash_bits, "dhash": _dhash_bits, "ahash": _ahash_bits}
@@ -382,27 +407,7 @@ def compute_hashes(
 # -- the variant path: flips, rotations and centre crops from one small grid ---------
 
 
-@functools.lru_cache(maxsize=256)
-def _resampler(size: int, lo: float, hi: float, out: int) -> np.ndarray:
-    """Lanczos-3 weights (out x size) resampling the window [lo, hi) of ``size`` pixels to ``out``.
-
-    Antialiased like Pillow (the kernel widens by the reduction factor), clipped to the
-    image and normalised per output; symmetric windows give mirror-symmetric weights.
-    """
-    step = (hi - lo) / out
-    support = max(step, 1.0)
-    centres = lo + (np.arange(out) + 0.5) * step
-    x = (np.arange(size) + 0.5)[None, :] - centres[:, None]
-    weights = np.sinc(x / support) * np.sinc(x / support / 3.0)
-    weights[np.abs(x / support) >= 3.0] = 0.0
-    return weights / weights.sum(axis=1, keepdims=True)
-
-
-@functools.lru_cache(maxsize=64)
-def _window_resamplers(size: int, scales: tuple[float, ...], out: int, dct_keep: int | None) -> np.ndarray:
-    """(crops, out or dct_keep, size): each centre crop's resampler, optionally composed with the DCT."""
-    stack = np.stack([_resampler(size, size * (1.0 - s) / 2.0, size * (1.0 + s) / 2.0, out) for s in scales])
-    return stack if dct_keep is None else _dct_rows(out, dct_keep) @ stack
+# -- the variant path: flips, rotations and crops from one small grid -----------------
 
 
 def _variant_hashes(gray: Image.Image, config: HashConfig) -> np.ndarray:
@@ -410,32 +415,26 @@ def _variant_hashes(gray: Image.Image, config: HashConfig) -> np.ndarray:
     size = 8 * n  # grid side: the smallest allowed crop (0.25) still spans 2n samples
     # a box (area-average) filter is enough here: every hash resamples the grid again with Lanczos
     grid = np.asarray(gray.resize((size, size), Image.Resampling.BOX), dtype=np.float64)
-    scales = (1.0, *config.crop_scales)
+    aspect = gray.width / gray.height
+    grids = np.stack([grid, *(hb.rotate_grid(grid, degrees, aspect) for degrees in config.rotations)])
+    windows, picked, transform_of = _variant_plan(config)
+    every = hb.window_bits(hb.window_sampler(grids, windows), config.algorithms, n, config.transforms)
+    return np.packbits(every[picked, transform_of].reshape(-1, n * n), axis=-1)
 
-    def sample(height: int, width: int, dct_keep: int | None = None) -> np.ndarray:
-        """Every crop window of the grid resampled to height x width: shape (crops, height, width)."""
-        rows = _window_resamplers(size, scales, height, dct_keep)
-        cols = _window_resamplers(size, scales, width, dct_keep)
-        return rows @ grid @ np.swapaxes(cols, 1, 2)
 
-    transforms = config.transforms
-    per_algorithm = []  # each (crops, transforms, n * n) booleans
-    for algorithm in config.algorithms:
-        if algorithm == "phash":
-            # the DCT block of the 4n x 4n resample in one product: (basis R) grid (basis R)^T
-            low = sample(4 * n, 4 * n, dct_keep=n)
-            bits = _phash_from_dct(np.stack([_transform_dct(low, t) for t in transforms], axis=1))
-        elif algorithm == "dhash":
-            wide = sample(n, n + 1)
-            tall = sample(n + 1, n) if any(_TRANSFORMS[t][0] for t in transforms) else wide
-            bits = _dhash_from(np.stack([_transform_pixels(tall if _TRANSFORMS[t][0] else wide, t) for t in transforms], axis=1))
-        else:
-            square = sample(n, n)
-            bits = _ahash_from(np.stack([_transform_pixels(square, t) for t in transforms], axis=1))
-        per_algorithm.append(bits.reshape(len(scales), len(transforms), n * n))
-    every = np.stack(per_algorithm, axis=2)  # (crops, transforms, algorithms, bits)
-    wanted = every[[scales.index(s) for s, _ in config.variants], [transforms.index(t) for _, t in config.variants]]
-    return np.packbits(wanted.reshape(-1, n * n), axis=-1)
+@functools.lru_cache(maxsize=32)
+def _variant_plan(config: HashConfig) -> tuple[tuple[tuple[int, hb.Window], ...], list[int], list[int]]:
+    """The distinct (grid, window) pairs to sample, sorted by grid (0: the unrotated grid,
+    ``k``: rotation ``k - 1``), and for each variant its window's and its transform's position."""
+    keys = [
+        (config.rotations.index(v.degrees) + 1 if v.degrees else 0, (
+            0.5 + v.shift[0] - v.scale / 2.0, 0.5 + v.shift[0] + v.scale / 2.0,
+            0.5 + v.shift[1] - v.scale / 2.0, 0.5 + v.shift[1] + v.scale / 2.0,
+        ))
+        for v in config.variants
+    ]
+    windows = tuple(sorted(dict.fromkeys(keys), key=lambda key: key[0]))  # distinct; stable within a grid
+    return windows, [windows.index(k) for k in keys], [config.transforms.index(v.transform) for v in config.variants]
 
 
 class HashDimension(DimensionPlugin):
