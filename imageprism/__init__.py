@@ -25,12 +25,15 @@ from imageprism.dimensions.instance import InstanceConfig
 from imageprism.dimensions.semantic import SemanticConfig
 from imageprism.dimensions.style import StyleConfig
 from imageprism.errors import (
+    CacheError,
+    CacheWarning,
     ConfigError,
     DecompressionBombError,
     DimensionUnavailableError,
     ImageLoadError,
     ImagePrismError,
     InputError,
+    InputTooLargeError,
     MissingDependencyError,
     ModelDownloadError,
     ModelError,
@@ -41,7 +44,9 @@ from imageprism.errors import (
 
 __all__ = [
     "BatchEmbedding",
+    "CacheError",
     "CacheStats",
+    "CacheWarning",
     "CompareResult",
     "ConfigError",
     "DEFAULT_MAX_PIXELS",
@@ -58,6 +63,7 @@ __all__ = [
     "ImagePrism",
     "ImagePrismError",
     "InputError",
+    "InputTooLargeError",
     "InstanceConfig",
     "MissingDependencyError",
     "ModelDownloadError",
