@@ -203,7 +203,7 @@ class PersistentCache(EmbeddingCache):
             raise CacheError(f"the embedding cache {str(self.path)!r} is not a regular file; pass the path of a file", str(self.path))
         if self.path.exists() and not os.access(self.path, os.W_OK):
             self._check_identity(read_only=True)
-            self._disable("the file is read-only")
+            self._disable("is read-only (no write permission)")
         else:
             self._check_identity(read_only=False)
 
@@ -240,10 +240,9 @@ class PersistentCache(EmbeddingCache):
                 raise
             conn.execute("PRAGMA journal_mode=WAL")  # only once the file is known to be ours
         except sqlite3.Error as exc:
-            if read_only:
-                self._disable(_describe(exc))
-                return
-            raise self._error(_describe(exc)) from None
+            if _damaged(exc):
+                raise self._error(_describe(exc)) from None
+            self._disable(_describe(exc))  # e.g. a full disk: the run goes on without the file
         finally:
             conn.close()
 
@@ -275,6 +274,7 @@ class PersistentCache(EmbeddingCache):
         if conn is not None and getattr(self._local, "pid", None) == os.getpid():
             return conn
         conn = sqlite3.connect(self.path, timeout=60.0, isolation_level=None, check_same_thread=False)
+        conn.text_factory = bytes  # a tampered TEXT value must fail its checksum, not the query
         conn.execute("PRAGMA synchronous=NORMAL")
         self._local.conn, self._local.pid = conn, os.getpid()
         with self._lock:
@@ -288,7 +288,7 @@ class PersistentCache(EmbeddingCache):
                 return
             self.disabled = reason
         warnings.warn(
-            f"the embedding cache {str(self.path)!r} cannot be used ({reason}); continuing without it: "
+            f"the embedding cache {str(self.path)!r} {reason}; continuing without it: "
             "results are unaffected, but embeddings are not saved for the next run",
             CacheWarning,
             stacklevel=4,
@@ -307,7 +307,7 @@ class PersistentCache(EmbeddingCache):
             return False, None
         if row is None or row[3] != _checksum(key, *row[:3]):
             return False, None
-        embedding = _decode(row[:3])
+        embedding = _decode(*row[:3])
         if embedding is _CORRUPT:
             return False, None
         embedding = super().put(key, embedding)  # type: ignore[arg-type]
@@ -373,6 +373,11 @@ class PersistentCache(EmbeddingCache):
 _CORRUPT = object()
 
 
+def _damaged(exc: sqlite3.Error) -> bool:
+    """Whether an error says the file is not (or no longer) a readable SQLite database."""
+    return any(word in str(exc) for word in ("not a database", "malformed", "corrupt"))
+
+
 def _describe(exc: sqlite3.Error) -> str:
     """What an SQLite error means for the user."""
     text = str(exc)
@@ -380,14 +385,15 @@ def _describe(exc: sqlite3.Error) -> str:
         return "is not an SQLite database, so not an imageprism cache; it was left unchanged: pass another path"
     if "malformed" in text or "corrupt" in text:
         return f"is damaged ({text}); it only holds cached embeddings: pass another path, or remove it to start afresh"
-    if "full" in text:
-        return f"cannot grow: the disk is full or a file size limit was reached ({text})"
+    name = getattr(exc, "sqlite_errorname", None) or type(exc).__name__
+    if "full" in text or "I/O error" in text:
+        return f"could not be written: the disk is full, a file size limit was reached or the device failed ({name}: {text})"
     if "readonly" in text or "read-only" in text:
-        return f"is read-only ({text})"
-    return f"failed: {text}"
+        return f"is read-only ({name}: {text})"
+    return f"failed ({name}: {text})"
 
 
-def _checksum(key: CacheKey, dtype: str | None, shape: str | None, data: bytes | None) -> bytes:
+def _checksum(key: CacheKey, dtype: str | bytes | None, shape: str | bytes | None, data: bytes | None) -> bytes:
     """BLAKE2b-128 over the key, the metadata and the bytes, each length-prefixed (``None`` distinct from empty)."""
     digest = hashlib.blake2b(digest_size=16, person=b"imageprism-c2")
     for part in (*key, dtype, shape, data):
@@ -400,16 +406,15 @@ def _checksum(key: CacheKey, dtype: str | None, shape: str | None, data: bytes |
     return digest.digest()
 
 
-def _decode(row: tuple[str | None, str | None, bytes | None]) -> Embedding | object:
+def _decode(dtype_raw: bytes | None, shape_raw: bytes | None, data: bytes | None) -> Embedding | object:
     """An array from (dtype, shape, bytes); ``None`` for a stored ``None``; ``_CORRUPT`` if unreadable."""
-    dtype_text, shape_text, data = row
-    if dtype_text is None:
+    if dtype_raw is None:
         return None
     try:
-        dtype = np.dtype(dtype_text)
-        shape = tuple(int(x) for x in shape_text.split(",")) if shape_text else ()
+        dtype = np.dtype(dtype_raw.decode("ascii"))
+        shape = tuple(int(x) for x in shape_raw.decode("ascii").split(",")) if shape_raw else ()
         if dtype.kind not in _NUMERIC_KINDS or data is None:
             return _CORRUPT
         return np.frombuffer(data, dtype=dtype).reshape(shape).copy()
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, AttributeError):
         return _CORRUPT
