@@ -9,7 +9,7 @@ from pathlib import Path
 
 from imageprism._index import ImageIndex
 from imageprism._results import Failure
-from imageprism.cli._common import add_selection_flags, prism_from_args
+from imageprism.cli._common import add_limit_flags, add_selection_flags, apply_limits, prism_from_args
 from imageprism.cli.dedup import image_files
 from imageprism.errors import InputError
 
@@ -38,6 +38,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     add.add_argument("index", metavar="INDEX", help="an index directory from 'imageprism index build'")
     add.add_argument("paths", nargs="+", metavar="PATH", help="image files, video files or folders")
     _add_fps(add)
+    add_limit_flags(add)
     add.set_defaults(func=run_add)
 
 
@@ -60,6 +61,7 @@ def run_build(args: argparse.Namespace) -> int:
 
 def run_add(args: argparse.Namespace) -> int:
     index = ImageIndex.load(args.index)
+    apply_limits(index.prism, args)
     before = len(index)
     failures = index.add(image_files(args.paths), fps=args.fps, on_error="skip")
     index.save(args.index)

@@ -6,7 +6,7 @@ import argparse
 import sys
 
 from imageprism._index import ImageIndex
-from imageprism.cli._common import write_json
+from imageprism.cli._common import add_limit_flags, apply_limits, write_json
 from imageprism.errors import ConfigError
 
 
@@ -20,11 +20,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     ranking.add_argument("--weights", metavar="DIM=W,...", help="rank by these weights, e.g. hash=0.3,semantic=0.7")
     ranking.add_argument("--profile", metavar="NAME|PATH", help="rank by a profile (its dimensions must be indexed)")
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    add_limit_flags(parser)
     parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     index = ImageIndex.load(args.index)
+    apply_limits(index.prism, args)
     weights = _parse_weights(args.weights) if args.weights else None
     hits = index.search(args.image, k=args.k, dimension=args.dimension, weights=weights, profile=args.profile)
     if args.json:
