@@ -55,7 +55,7 @@ from imageprism.errors import DecompressionBombError, ImageLoadError, InputTooLa
 if TYPE_CHECKING:
     from imageprism.dimensions._base import ImageRequest
 
-__all__ = ["DEFAULT_MAX_BYTES", "DEFAULT_MAX_PIXELS", "MAX_JPEG_SCANS", "ImageInput", "Pixels", "SourceImage", "describe_input", "open_image"]
+__all__ = ["DEFAULT_MAX_BYTES", "DEFAULT_MAX_PIXELS", "MAX_JPEG_SCANS", "ImageInput", "Pixels", "SourceImage", "describe_input", "file_kind", "open_image"]
 
 #: Default pixel limit (width x height), Pillow's own warning threshold (~89.5 MP):
 #: a 12 MP photo uses an eighth of it; raise it with ``ImagePrism(max_pixels=...)``.
@@ -344,7 +344,7 @@ def _too_large(label: str, size: int | str, max_bytes: int) -> InputTooLargeErro
     )
 
 
-def _file_kind(mode: int) -> str | None:
+def file_kind(mode: int) -> str | None:
     """What a non-regular file is (``None`` for a regular file)."""
     for test, kind in ((stat.S_ISDIR, "a directory"), (stat.S_ISFIFO, "a FIFO (named pipe)"),
                        (stat.S_ISSOCK, "a socket"), (stat.S_ISCHR, "a device (character special file)"),
@@ -357,14 +357,14 @@ def _file_kind(mode: int) -> str | None:
 def _read_path(path: Path, label: str, max_bytes: int) -> bytes:
     """The bytes of a regular file of at most ``max_bytes``; anything else is refused before it is read."""
     try:
-        kind = _file_kind(os.stat(path).st_mode)  # follows links; never opens a FIFO or device
+        kind = file_kind(os.stat(path).st_mode)  # follows links; never opens a FIFO or device
         if kind is not None:
             raise ImageLoadError(f"{label} is {kind}, not an image file")
         # O_NONBLOCK: if the path was swapped for a FIFO since the stat, opening it does not wait
         fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | getattr(os, "O_CLOEXEC", 0))
         with os.fdopen(fd, "rb") as file:
             info = os.fstat(file.fileno())
-            kind = _file_kind(info.st_mode)
+            kind = file_kind(info.st_mode)
             if kind is not None:
                 raise ImageLoadError(f"{label} is {kind}, not an image file")
             if info.st_size > max_bytes:

@@ -1,16 +1,20 @@
 """Run a command in a fresh process and measure it: exit status, output, wall time, peak memory.
 
-The peak resident memory is the child's own (``os.wait4``), so earlier children of the
-test process do not count. A child that outlives ``timeout`` is killed and reported as a hang.
+The peak resident memory is the command's own: a small wrapper process starts it and reads its
+``os.wait4`` usage. (Linux carries a process's peak over ``fork`` and ``exec``, so a command
+started straight from a large test process would report at least that process's size.)
+A command that outlives ``timeout`` is killed with its wrapper and reported as a hang.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -19,6 +23,14 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 
 __all__ = ["Outcome", "python_code", "run_bounded"]
+
+_WRAPPER = """
+import json, os, subprocess, sys
+child = subprocess.Popen(sys.argv[2:])
+_, status, usage = os.wait4(child.pid, 0)
+with open(sys.argv[1], "w") as report:
+    json.dump([os.waitstatus_to_exitcode(status), usage.ru_maxrss], report)
+"""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -50,33 +62,25 @@ def run_bounded(
 ) -> Outcome:
     """Run ``argv``; wait at most ``timeout`` seconds; return what happened and what it cost."""
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]))
-    start = time.monotonic()
-    proc = subprocess.Popen(list(argv), stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL,
-                            cwd=cwd, env=env, preexec_fn=preexec_fn)
-    captured: dict[str, bytes] = {}
-    readers = [
-        threading.Thread(target=lambda name=name, pipe=pipe: captured.__setitem__(name, pipe.read()))
-        for name, pipe in (("out", proc.stdout), ("err", proc.stderr))
-    ]
-    for reader in readers:
-        reader.start()
-    timed_out = threading.Event()
+    with tempfile.TemporaryDirectory() as folder:
+        report = Path(folder) / "usage.json"
+        start = time.monotonic()
+        proc = subprocess.Popen([sys.executable, "-c", _WRAPPER, str(report), *argv], stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, cwd=cwd, env=env,
+                                preexec_fn=preexec_fn, start_new_session=True)
+        timed_out = threading.Event()
 
-    def kill() -> None:
-        timed_out.set()
-        os.kill(proc.pid, signal.SIGKILL)
+        def kill() -> None:
+            timed_out.set()
+            os.killpg(proc.pid, signal.SIGKILL)
 
-    timer = threading.Timer(timeout, kill)
-    timer.start()
-    try:
-        _, status, usage = os.wait4(proc.pid, 0)
-    finally:
-        timer.cancel()
-    proc.returncode = os.waitstatus_to_exitcode(status)
-    seconds = time.monotonic() - start
-    for reader in readers:
-        reader.join()
-    proc.stdout.close()  # type: ignore[union-attr]
-    proc.stderr.close()  # type: ignore[union-attr]
-    return Outcome(proc.returncode, captured["out"].decode(errors="replace"), captured["err"].decode(errors="replace"),
-                   seconds, usage.ru_maxrss / 1024, timed_out.is_set())
+        timer = threading.Timer(timeout, kill)
+        timer.start()
+        try:
+            stdout, stderr = proc.communicate()
+        finally:
+            timer.cancel()
+        seconds = time.monotonic() - start
+        returncode, peak_kib = json.loads(report.read_text()) if report.exists() else (proc.returncode, 0)
+    return Outcome(returncode, stdout.decode(errors="replace"), stderr.decode(errors="replace"),
+                   seconds, peak_kib / 1024, timed_out.is_set())
