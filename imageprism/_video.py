@@ -133,8 +133,7 @@ def sample_frames(
     if kind is not None:
         raise ImageLoadError(f"{name!r} is {kind}, not a video file")
     try:
-        # skip_frame: the probe that reads the stream's size must not decode a frame (mp4, mkv, ...;
-        # formats whose streams appear only while probing, like MPEG-TS, still decode one)
+        # skip_frame: the probe that reads the stream's size must not decode a frame (it would, for H.264)
         container = av.open(name, options={"skip_frame": "all"})
     except av.FFmpegError as exc:
         raise ImageLoadError(f"{name!r} could not be opened as a video: {exc}") from exc

@@ -46,6 +46,19 @@ def huge_video(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return write_video(tmp_path_factory.mktemp("video") / "huge.mp4", 10_000, 1)
 
 
+def remux(video: Path, suffix: str) -> Path:
+    """The same stream in another container (no re-encoding)."""
+    target = video.with_suffix(suffix)
+    with av.open(str(video)) as source, av.open(str(target), "w") as out:
+        stream = source.streams.video[0]
+        copy = out.add_stream_from_template(stream)
+        for packet in source.demux(stream):
+            if packet.dts is not None:
+                packet.stream = copy
+                out.mux(packet)
+    return target
+
+
 _EMBED = """
 import json, resource, sys, time
 from imageprism import ImagePrism, ImagePrismError
@@ -62,9 +75,11 @@ print(json.dumps([outcome, time.perf_counter() - start]))
 """
 
 
-def test_huge_frames_are_refused_from_the_stream_size_before_decoding(huge_video: Path) -> None:
-    assert huge_video.stat().st_size < 1_000_000
-    outcome = run_bounded(python_code(_EMBED) + [str(huge_video), "1"], timeout=120)
+@pytest.mark.parametrize("container", [".mp4", ".mkv", ".ts"])
+def test_huge_frames_are_refused_from_the_stream_size_before_decoding(huge_video: Path, container: str) -> None:
+    video = huge_video if container == ".mp4" else remux(huge_video, container)
+    assert video.stat().st_size < 1_000_000
+    outcome = run_bounded(python_code(_EMBED) + [str(video), "1"], timeout=120)
     outcome.assert_clean()
     message, seconds = json.loads(outcome.stdout)
     assert message.startswith("DecompressionBombError: ") and "10000x10000 = 100,000,000 pixels" in message
