@@ -135,7 +135,8 @@ def test_a_cache_from_a_newer_imageprism_is_refused_untouched(tmp_path: Path) ->
     "tamper",
     [
         "UPDATE embeddings SET dtype = NULL, shape = NULL, data = NULL",  # read as "no embedding" before
-        "UPDATE embeddings SET data = substr(data, 1, 3) || x'5a' || substr(data, 5)",  # one byte changed
+        "UPDATE embeddings SET data = substr(data, 1, 3) || x'5a' || substr(data, 5)",  # one byte changed, as TEXT
+        "UPDATE embeddings SET data = CAST(substr(data, 1, 3) || x'5a' || substr(data, 5) AS BLOB)",  # and as a BLOB
         "UPDATE embeddings SET shape = '1,' || shape",
         "UPDATE embeddings SET dtype = '>u1'",
         "UPDATE embeddings SET checksum = x'00'",
