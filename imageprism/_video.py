@@ -233,10 +233,11 @@ def embed_inputs(
     embeddings: list[Embeddings | None] = []
     failures: list[Failure] = []
     chunk: list[Any] = []
-    held = [0]  # pixels of the decoded frames in ``chunk``
+    held = 0  # pixels of the decoded frames in ``chunk``
 
     def flush() -> None:
-        held[0] = 0
+        nonlocal held
+        held = 0
         if not chunk:
             return
         start = len(embeddings) - len(chunk)
@@ -246,13 +247,14 @@ def embed_inputs(
         chunk.clear()
 
     def entry(i: int, label: str, time: float | None, item: Any, pixels: int = 0) -> None:
+        nonlocal held
         labels.append(label)
         origins.append(i)
         times.append(time)
         embeddings.append(None)
         chunk.append(item)
-        held[0] += pixels
-        if len(chunk) >= CHUNK or held[0] >= CHUNK_PIXELS:
+        held += pixels
+        if len(chunk) >= CHUNK or held >= CHUNK_PIXELS:
             flush()
 
     for i, (item, name) in enumerate(zip(items, names)):

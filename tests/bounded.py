@@ -67,7 +67,7 @@ def run_bounded(
         start = time.monotonic()
         proc = subprocess.Popen([sys.executable, "-c", _WRAPPER, str(report), *argv], stdout=subprocess.PIPE,
                                 stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, cwd=cwd, env=env,
-                                preexec_fn=preexec_fn, start_new_session=True)
+                                preexec_fn=preexec_fn, start_new_session=True)  # noqa: PLW1509 (a setrlimit only)
         timed_out = threading.Event()
 
         def kill() -> None:

@@ -9,7 +9,12 @@ from pathlib import Path
 
 from imageprism._index import ImageIndex
 from imageprism._results import Failure
-from imageprism.cli._common import add_limit_flags, add_selection_flags, apply_limits, prism_from_args
+from imageprism.cli._common import (
+    add_limit_flags,
+    add_selection_flags,
+    apply_limits,
+    prism_from_args,
+)
 from imageprism.cli.dedup import image_files
 from imageprism.errors import InputError
 
