@@ -15,11 +15,11 @@ from imageprism import ImagePrism
 from imageprism._profiles import MAX_PROFILE_BYTES, MAX_PROFILE_DEPTH, load_profile
 from imageprism.errors import ProfileError
 
-BILLION_LAUGHS = "\n".join(
-    ['a: &a ["lol","lol","lol","lol","lol","lol","lol","lol","lol"]']
-    + [f"{chr(98 + i)}: &{chr(98 + i)} [{','.join(['*' + chr(97 + i)] * 9)}]" for i in range(8)]
-    + ["weights: {hash: 1}", "settings: {hash: {algorithms: *i}}"]
-) + "\n"
+_LEVELS = ['&a ["lol","lol","lol","lol","lol","lol","lol","lol","lol"]'] + [
+    f"&{chr(98 + i)} [{','.join(['*' + chr(97 + i)] * 9)}]" for i in range(8)
+]
+#: 9 ** 9 = 387 million "lol"s once expanded, in a setting's value, where an error message would show it
+BILLION_LAUGHS = "weights: {hash: 1}\nsettings:\n  hash:\n    hash_size: [" + ", ".join(_LEVELS) + "]\n"
 
 
 def bombs(folder: Path) -> dict[str, Path]:
