@@ -8,7 +8,7 @@
 Everything public is importable from this package; its submodules are private.
 """
 
-from imageprism._cache import CacheStats, EmbeddingCache, PersistentCache
+from imageprism._cache import CacheStats, CacheWarning, EmbeddingCache, PersistentCache
 from imageprism._dedup import DedupResult
 from imageprism._image import DEFAULT_MAX_PIXELS
 from imageprism._index import ImageIndex, SearchHit
@@ -26,7 +26,6 @@ from imageprism.dimensions.semantic import SemanticConfig
 from imageprism.dimensions.style import StyleConfig
 from imageprism.errors import (
     CacheError,
-    CacheWarning,
     ConfigError,
     DecompressionBombError,
     DimensionUnavailableError,

@@ -30,11 +30,17 @@ from typing import Optional
 
 import numpy as np
 
-from imageprism.errors import CacheError, CacheWarning, ConfigError
+from imageprism.errors import CacheError, ConfigError
 
-__all__ = ["CacheKey", "CacheStats", "EmbeddingCache", "PersistentCache"]
+__all__ = ["CacheKey", "CacheStats", "CacheWarning", "EmbeddingCache", "PersistentCache"]
 
 CacheKey = tuple[str, str]
+
+
+class CacheWarning(UserWarning):
+    """A :class:`PersistentCache` file stopped being used (e.g. a full disk); the run goes on without it."""
+
+
 Embedding = Optional[np.ndarray]
 
 
@@ -169,7 +175,7 @@ class PersistentCache(EmbeddingCache):
     carries a checksum of its key, metadata and bytes: a row that fails it is a miss
     (recomputed and rewritten), never an embedding. If the file stops accepting
     writes (full disk, read-only file, damage found mid-run), one
-    :class:`~imageprism.errors.CacheWarning` is issued and the cache carries on in
+    :class:`CacheWarning` is issued and the cache carries on in
     memory only.
 
     >>> import tempfile, numpy as np

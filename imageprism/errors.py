@@ -27,7 +27,6 @@ from __future__ import annotations
 
 __all__ = [
     "CacheError",
-    "CacheWarning",
     "ConfigError",
     "DecompressionBombError",
     "DimensionUnavailableError",
@@ -83,10 +82,6 @@ class CacheError(ImagePrismError):
     def __init__(self, message: str, path: str) -> None:
         super().__init__(message)
         self.path = path
-
-
-class CacheWarning(UserWarning):
-    """A persistent cache stopped being written (e.g. a full disk); the run goes on without it."""
 
 
 class MissingDependencyError(ImagePrismError, ImportError):

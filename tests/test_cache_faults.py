@@ -15,8 +15,8 @@ import pytest
 from bounded import python_code, run_bounded
 
 from imageprism import ImagePrism
-from imageprism._cache import APPLICATION_ID, PersistentCache
-from imageprism.errors import CacheError, CacheWarning
+from imageprism._cache import APPLICATION_ID, CacheWarning, PersistentCache
+from imageprism.errors import CacheError
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples" / "images"
 
