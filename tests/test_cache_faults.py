@@ -7,6 +7,8 @@ from __future__ import annotations
 import json
 import os
 import sqlite3
+import subprocess
+import sys
 import warnings
 from pathlib import Path
 
@@ -43,9 +45,6 @@ for round in range(int(sys.argv[3])):
 
 
 def test_four_processes_create_one_new_cache_at_once(tmp_path: Path) -> None:
-    import subprocess
-    import sys
-
     rounds = 15
     argv = python_code(_OPENER)
     procs = [
@@ -60,7 +59,6 @@ def test_four_processes_create_one_new_cache_at_once(tmp_path: Path) -> None:
             assert conn.execute("PRAGMA application_id").fetchone()[0] == APPLICATION_ID
             keys = {k for (k,) in conn.execute("SELECT pixel_key FROM embeddings")}
         assert keys == {f"p{me}" for me in range(4)}, (round, keys)
-    del sys
 
 
 def foreign_database(path: Path, *, user_version: int = 7, table: str = "embeddings") -> bytes:
@@ -232,8 +230,6 @@ def test_the_cli_on_a_full_disk_finishes_with_one_line_of_warning(tmp_path: Path
         resource.setrlimit(resource.RLIMIT_FSIZE, (size + 1024, size + 1024))
 
     photos = sorted(str(p) for p in EXAMPLES.glob("*.jpg"))
-    import sys
-
     outcome = run_bounded([sys.executable, "-m", "imageprism", "embed", "--json", "--cache", str(path), *photos], preexec_fn=limit)
     outcome.assert_clean()
     assert outcome.returncode == 0, outcome.stderr

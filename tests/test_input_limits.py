@@ -8,6 +8,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import re
 import socket
 import sys
 from pathlib import Path
@@ -82,8 +83,6 @@ def test_hostile_files_are_refused_at_once_without_being_read(tmp_path: Path) ->
         "scans.jpg": f"InputTooLargeError: '.*scans.jpg' is a JPEG with 2,000 scans, above the limit of {MAX_JPEG_SCANS}",
         "link-to-fifo.jpg": "ImageLoadError: '.*link-to-fifo.jpg' is a FIFO",
     }
-    import re
-
     for name, pattern in expected.items():
         message, seconds = out[name]
         assert re.match(pattern, message), (name, message)
