@@ -274,3 +274,17 @@ def test_a_write_refused_by_sqlite_degrades_once(tmp_path: Path) -> None:
 def test_a_path_that_is_a_folder_is_a_cache_error(tmp_path: Path) -> None:
     with pytest.raises(CacheError, match="not a regular file"):
         PersistentCache(tmp_path)
+
+
+def test_a_cache_damaged_in_its_schema_page_is_a_cache_error_at_open(tmp_path: Path) -> None:
+    path = tmp_path / "c.sqlite3"
+    with PersistentCache(path) as cache:
+        cache.put(("a", "t"), np.ones(3))
+    with sqlite3.connect(path) as conn:
+        conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    raw = bytearray(path.read_bytes())
+    raw[100:400] = b"\x07" * 300  # the schema's b-tree page, after the 100-byte file header
+    path.write_bytes(bytes(raw))
+    with pytest.raises(CacheError, match="is damaged .*malformed") as caught:
+        PersistentCache(path)
+    assert caught.value.path == str(path) and path.read_bytes() == bytes(raw)
