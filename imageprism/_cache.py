@@ -23,10 +23,12 @@ import hashlib
 import os
 import sqlite3
 import threading
+import time
 import warnings
 from collections import OrderedDict
+from collections.abc import Callable
 from pathlib import Path
-from typing import Optional
+from typing import Optional, TypeVar
 
 import numpy as np
 
@@ -35,6 +37,7 @@ from imageprism.errors import CacheError, ConfigError
 __all__ = ["CacheKey", "CacheStats", "CacheWarning", "EmbeddingCache", "PersistentCache"]
 
 CacheKey = tuple[str, str]
+T = TypeVar("T")
 
 
 class CacheWarning(UserWarning):
@@ -211,7 +214,12 @@ class PersistentCache(EmbeddingCache):
             self._check_identity(read_only=True)
             self._disable("is read-only (no write permission)")
         else:
-            self._check_identity(read_only=False)
+            for attempt in range(_BUSY_RETRIES):
+                try:
+                    self._check_identity(read_only=False, final=attempt == _BUSY_RETRIES - 1)
+                    break
+                except sqlite3.OperationalError:  # busy beyond the timeout's reach: try again
+                    time.sleep(0.05 * 2**attempt)
 
     def __repr__(self) -> str:
         return f"PersistentCache({str(self.path)!r}, max_entries={self.max_entries}, max_bytes={self.max_bytes})"
@@ -219,7 +227,7 @@ class PersistentCache(EmbeddingCache):
     def _error(self, problem: str) -> CacheError:
         return CacheError(f"the embedding cache {str(self.path)!r} {problem}", str(self.path))
 
-    def _check_identity(self, read_only: bool) -> None:
+    def _check_identity(self, read_only: bool, final: bool = True) -> None:
         """Refuse a file that is not an imageprism cache; create or upgrade ours in one transaction."""
         try:
             if read_only:
@@ -248,6 +256,8 @@ class PersistentCache(EmbeddingCache):
         except sqlite3.Error as exc:
             if _damaged(exc):
                 raise self._error(_describe(exc)) from None
+            if _busy(exc) and not final:
+                raise
             self._disable(_describe(exc))  # e.g. a full disk: the run goes on without the file
         finally:
             conn.close()
@@ -305,9 +315,9 @@ class PersistentCache(EmbeddingCache):
         if self.disabled is not None:
             return False, None
         try:
-            row = self._connect().execute(
+            row = _retry_busy(lambda: self._connect().execute(
                 "SELECT dtype, shape, data, checksum FROM embeddings WHERE pixel_key = ? AND token = ?", key
-            ).fetchone()
+            ).fetchone())
         except sqlite3.Error as exc:
             self._disable(_describe(exc))
             return False, None
@@ -330,11 +340,12 @@ class PersistentCache(EmbeddingCache):
         else:
             data = np.ascontiguousarray(stored)
             row = (data.dtype.str, ",".join(map(str, data.shape)), data.tobytes())
+        values = (*key, *row, _checksum(key, *row))
         try:
-            self._connect().execute(
+            _retry_busy(lambda: self._connect().execute(
                 "INSERT OR REPLACE INTO embeddings (pixel_key, token, dtype, shape, data, checksum) VALUES (?, ?, ?, ?, ?, ?)",
-                (*key, *row, _checksum(key, *row)),
-            )
+                values,
+            ))
         except sqlite3.Error as exc:
             self._disable(_describe(exc))
         return stored
@@ -377,6 +388,27 @@ class PersistentCache(EmbeddingCache):
 
 
 _CORRUPT = object()
+
+
+#: attempts of a statement that SQLite reports busy without waiting (its busy timeout does not cover
+#: every case, e.g. while another process switches the file to WAL or checkpoints it on close)
+_BUSY_RETRIES = 6
+
+
+def _busy(exc: sqlite3.Error) -> bool:
+    return "locked" in str(exc) or "busy" in str(exc).lower()
+
+
+def _retry_busy(run: Callable[[], T]) -> T:
+    """``run()``, tried again after a short pause while SQLite reports the file busy."""
+    for attempt in range(_BUSY_RETRIES - 1):
+        try:
+            return run()
+        except sqlite3.OperationalError as exc:
+            if not _busy(exc):
+                raise
+            time.sleep(0.05 * 2**attempt)
+    return run()
 
 
 def _damaged(exc: sqlite3.Error) -> bool:
