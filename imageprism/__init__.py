@@ -8,7 +8,7 @@
 Everything public is importable from this package; its submodules are private.
 """
 
-from imageprism._cache import CacheStats, EmbeddingCache, PersistentCache
+from imageprism._cache import CacheStats, CacheWarning, EmbeddingCache, PersistentCache
 from imageprism._dedup import DedupResult
 from imageprism._image import DEFAULT_MAX_PIXELS
 from imageprism._index import ImageIndex, SearchHit
@@ -26,12 +26,14 @@ from imageprism.dimensions.instance import InstanceConfig
 from imageprism.dimensions.semantic import SemanticConfig
 from imageprism.dimensions.style import StyleConfig
 from imageprism.errors import (
+    CacheError,
     ConfigError,
     DecompressionBombError,
     DimensionUnavailableError,
     ImageLoadError,
     ImagePrismError,
     InputError,
+    InputTooLargeError,
     MissingDependencyError,
     ModelDownloadError,
     ModelError,
@@ -42,7 +44,9 @@ from imageprism.errors import (
 
 __all__ = [
     "BatchEmbedding",
+    "CacheError",
     "CacheStats",
+    "CacheWarning",
     "CompareResult",
     "ConfigError",
     "DEFAULT_MAX_PIXELS",
@@ -60,6 +64,7 @@ __all__ = [
     "ImagePrismError",
     "InputError",
     "InputMatches",
+    "InputTooLargeError",
     "InstanceConfig",
     "MissingDependencyError",
     "ModelDownloadError",

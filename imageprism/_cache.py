@@ -19,20 +19,31 @@ Arrays are stored as dtype, shape and raw bytes (never pickled); ``None`` result
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import os
 import sqlite3
 import threading
+import time
+import warnings
 from collections import OrderedDict
+from collections.abc import Callable
 from pathlib import Path
-from typing import Optional
+from typing import Optional, TypeVar
 
 import numpy as np
 
-from imageprism.errors import ConfigError, ImagePrismError
+from imageprism.errors import CacheError, ConfigError
 
-__all__ = ["CacheKey", "CacheStats", "EmbeddingCache", "PersistentCache"]
+__all__ = ["CacheKey", "CacheStats", "CacheWarning", "EmbeddingCache", "PersistentCache"]
 
 CacheKey = tuple[str, str]
+T = TypeVar("T")
+
+
+class CacheWarning(UserWarning):
+    """A :class:`PersistentCache` file stopped being used (e.g. a full disk); the run goes on without it."""
+
+
 Embedding = Optional[np.ndarray]
 
 
@@ -128,8 +139,19 @@ class EmbeddingCache:
         return len(self._data)
 
 
-#: bumped when the table layout changes; older files are rebuilt
-_SCHEMA_VERSION = 1
+#: ``PRAGMA application_id`` of an imageprism cache ("IPRC"): any other value is another application's file
+APPLICATION_ID = 0x49505243
+#: bumped when the table layout changes; an older imageprism cache is rebuilt, a newer one refused
+_SCHEMA_VERSION = 2
+_TABLE = (
+    "CREATE TABLE embeddings (pixel_key TEXT NOT NULL, token TEXT NOT NULL, dtype TEXT, "
+    "shape TEXT, data BLOB, checksum BLOB NOT NULL, PRIMARY KEY (pixel_key, token)) WITHOUT ROWID"
+)
+#: the layout of schema 1 (before application_id), recognised exactly and upgraded
+_TABLE_V1 = (
+    "CREATE TABLE embeddings (pixel_key TEXT NOT NULL, token TEXT NOT NULL, dtype TEXT, "
+    "shape TEXT, data BLOB, PRIMARY KEY (pixel_key, token)) WITHOUT ROWID"
+)
 _NUMERIC_KINDS = frozenset("biufc")
 
 
@@ -145,9 +167,19 @@ class PersistentCache(EmbeddingCache):
 
     A lookup that misses in memory reads the file and keeps the result in memory; a
     put writes both. ``path`` defaults to :func:`default_cache_path`; several threads
-    and processes may share a file (WAL mode, one connection per thread).
-    ``max_entries``/``max_bytes`` bound the memory part; the file grows until
-    :meth:`clear` (or deleting it). :attr:`stats` counts ``disk_hits`` among the hits.
+    and processes may share a file (WAL mode, one connection per thread), and may
+    create it at the same time. ``max_entries``/``max_bytes`` bound the memory part;
+    the file grows until :meth:`clear` (or deleting it). :attr:`stats` counts
+    ``disk_hits`` among the hits.
+
+    The file is marked as an imageprism cache (``PRAGMA application_id`` and a schema
+    version); any other SQLite file, or a file that is not SQLite, raises
+    :class:`~imageprism.errors.CacheError` and is left exactly as it was. Every row
+    carries a checksum of its key, metadata and bytes: a row that fails it is a miss
+    (recomputed and rewritten), never an embedding. If the file stops accepting
+    writes (full disk, read-only file, damage found mid-run), one
+    :class:`CacheWarning` is issued and the cache carries on in
+    memory only.
 
     >>> import tempfile, numpy as np
     >>> with tempfile.TemporaryDirectory() as folder:
@@ -170,47 +202,128 @@ class PersistentCache(EmbeddingCache):
         self._local = threading.local()
         self._connections: list[sqlite3.Connection] = []
         self._disk_hits = 0
+        #: why the file is no longer used (``None``: in use)
+        self.disabled: str | None = None
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise ConfigError(f"cannot create the cache folder {str(self.path.parent)!r}: {exc}; pass another path") from None
-        self._connect()  # fail early on an unusable file
+        if self.path.exists() and not self.path.is_file():
+            raise CacheError(f"the embedding cache {str(self.path)!r} is not a regular file; pass the path of a file", str(self.path))
+        if self.path.exists() and not os.access(self.path, os.W_OK):
+            self._check_identity(read_only=True)
+            self._disable("is read-only (no write permission)")
+        else:
+            for attempt in range(_BUSY_RETRIES):
+                try:
+                    self._check_identity(read_only=False, final=attempt == _BUSY_RETRIES - 1)
+                    break
+                except sqlite3.OperationalError:  # busy beyond the timeout's reach: try again
+                    time.sleep(0.05 * 2**attempt)
 
     def __repr__(self) -> str:
         return f"PersistentCache({str(self.path)!r}, max_entries={self.max_entries}, max_bytes={self.max_bytes})"
+
+    def _error(self, problem: str) -> CacheError:
+        return CacheError(f"the embedding cache {str(self.path)!r} {problem}", str(self.path))
+
+    def _check_identity(self, read_only: bool, final: bool = True) -> None:
+        """Refuse a file that is not an imageprism cache; create or upgrade ours in one transaction."""
+        try:
+            if read_only:
+                conn = sqlite3.connect(f"{self.path.resolve().as_uri()}?mode=ro", uri=True, timeout=60.0, isolation_level=None)
+            else:
+                conn = sqlite3.connect(self.path, timeout=60.0, isolation_level=None)
+        except sqlite3.Error as exc:
+            raise self._error(f"cannot be opened ({exc}); pass another path") from None
+        try:
+            if read_only:
+                self._identify(conn)
+                return
+            conn.execute("BEGIN IMMEDIATE")  # one creator at a time; the others wait, then see its work
+            try:
+                if self._identify(conn) != _SCHEMA_VERSION:
+                    conn.execute("DROP TABLE IF EXISTS embeddings")
+                    conn.execute(_TABLE)
+                    conn.execute(f"PRAGMA application_id = {APPLICATION_ID}")
+                    conn.execute(f"PRAGMA user_version = {_SCHEMA_VERSION}")
+                conn.execute("COMMIT")
+            except BaseException:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                raise
+            conn.execute("PRAGMA journal_mode=WAL")  # only once the file is known to be ours
+        except sqlite3.Error as exc:
+            if _damaged(exc):
+                raise self._error(_describe(exc)) from None
+            if _busy(exc) and not final:
+                raise
+            self._disable(_describe(exc))  # e.g. a full disk: the run goes on without the file
+        finally:
+            conn.close()
+
+    def _identify(self, conn: sqlite3.Connection) -> int:
+        """The schema version of our file (0: empty, to create); raises for anything else."""
+        app_id = conn.execute("PRAGMA application_id").fetchone()[0]
+        version = conn.execute("PRAGMA user_version").fetchone()[0]
+        schema = conn.execute("SELECT type, name, sql FROM sqlite_master").fetchall()
+        if app_id == APPLICATION_ID:
+            if version > _SCHEMA_VERSION:
+                raise self._error(
+                    f"was written by a newer imageprism (cache schema {version}, this one reads {_SCHEMA_VERSION}); "
+                    "upgrade imageprism or pass another path"
+                )
+            return version
+        if app_id == 0 and version == 0 and not schema:
+            return 0  # a new, empty file
+        if app_id == 0 and version == 1 and schema == [("table", "embeddings", _TABLE_V1)]:
+            return 1  # an imageprism cache from before application_id: upgraded
+        what = f"application_id {app_id:#x}" if app_id else "no application_id"
+        tables = ", ".join(sorted(name for kind, name, _ in schema if kind == "table")) or "none"
+        raise self._error(
+            f"is another application's SQLite database ({what}, user_version {version}, tables: {tables}), "
+            "not an imageprism cache; it was left unchanged: pass the path of a new file or of an imageprism cache"
+        )
 
     def _connect(self) -> sqlite3.Connection:
         conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
         if conn is not None and getattr(self._local, "pid", None) == os.getpid():
             return conn
-        try:
-            conn = sqlite3.connect(self.path, timeout=60.0, isolation_level=None, check_same_thread=False)
-            conn.execute("PRAGMA journal_mode=WAL")
-            conn.execute("PRAGMA synchronous=NORMAL")
-            version = conn.execute("PRAGMA user_version").fetchone()[0]
-            if version != _SCHEMA_VERSION:
-                conn.execute("DROP TABLE IF EXISTS embeddings")
-                conn.execute(
-                    "CREATE TABLE embeddings (pixel_key TEXT NOT NULL, token TEXT NOT NULL, dtype TEXT, "
-                    "shape TEXT, data BLOB, PRIMARY KEY (pixel_key, token)) WITHOUT ROWID"
-                )
-                conn.execute(f"PRAGMA user_version = {_SCHEMA_VERSION}")
-        except sqlite3.DatabaseError as exc:
-            raise ImagePrismError(
-                f"the embedding cache {str(self.path)!r} is not a usable SQLite file ({exc}); "
-                "delete it (it only holds cached embeddings) or pass another path"
-            ) from None
+        conn = sqlite3.connect(self.path, timeout=60.0, isolation_level=None, check_same_thread=False)
+        conn.text_factory = bytes  # a tampered TEXT value must fail its checksum, not the query
+        conn.execute("PRAGMA synchronous=NORMAL")
         self._local.conn, self._local.pid = conn, os.getpid()
         with self._lock:
             self._connections.append(conn)
         return conn
 
+    def _disable(self, reason: str) -> None:
+        """Stop using the file (once): warn, and carry on in memory."""
+        with self._lock:
+            if self.disabled is not None:
+                return
+            self.disabled = reason
+        warnings.warn(
+            f"the embedding cache {str(self.path)!r} {reason}; continuing without it: "
+            "results are unaffected, but embeddings are not saved for the next run",
+            CacheWarning,
+            stacklevel=4,
+        )
+
     def _lookup_backing(self, key: CacheKey) -> tuple[bool, Embedding]:
         """The SQLite file: a hit there is copied into memory and counted as a disk hit."""
-        row = self._connect().execute(
-            "SELECT dtype, shape, data FROM embeddings WHERE pixel_key = ? AND token = ?", key
-        ).fetchone()
-        embedding = _decode(row) if row is not None else _CORRUPT
+        if self.disabled is not None:
+            return False, None
+        try:
+            row = _retry_busy(lambda: self._connect().execute(
+                "SELECT dtype, shape, data, checksum FROM embeddings WHERE pixel_key = ? AND token = ?", key
+            ).fetchone())
+        except sqlite3.Error as exc:
+            self._disable(_describe(exc))
+            return False, None
+        if row is None or row[3] != _checksum(key, *row[:3]):
+            return False, None
+        embedding = _decode(*row[:3])
         if embedding is _CORRUPT:
             return False, None
         embedding = super().put(key, embedding)  # type: ignore[arg-type]
@@ -220,22 +333,35 @@ class PersistentCache(EmbeddingCache):
 
     def put(self, key: CacheKey, embedding: Embedding) -> Embedding:
         stored = super().put(key, embedding)
+        if self.disabled is not None:
+            return stored
         if stored is None:
-            values: tuple[object, ...] = (*key, None, None, None)
+            row: tuple[str | None, str | None, bytes | None] = (None, None, None)
         else:
             data = np.ascontiguousarray(stored)
-            values = (*key, data.dtype.str, ",".join(map(str, data.shape)), data.tobytes())
-        self._connect().execute(
-            "INSERT OR REPLACE INTO embeddings (pixel_key, token, dtype, shape, data) VALUES (?, ?, ?, ?, ?)", values
-        )
+            row = (data.dtype.str, ",".join(map(str, data.shape)), data.tobytes())
+        values = (*key, *row, _checksum(key, *row))
+        try:
+            _retry_busy(lambda: self._connect().execute(
+                "INSERT OR REPLACE INTO embeddings (pixel_key, token, dtype, shape, data, checksum) VALUES (?, ?, ?, ?, ?, ?)",
+                values,
+            ))
+        except sqlite3.Error as exc:
+            self._disable(_describe(exc))
         return stored
 
     def clear(self) -> None:
         """Drop every entry, in memory and on disk, and reset the counters."""
         super().clear()
-        self._connect().execute("DELETE FROM embeddings")
+        self._execute("DELETE FROM embeddings")
         with self._lock:
             self._disk_hits = 0
+
+    def _execute(self, sql: str) -> sqlite3.Cursor:
+        try:
+            return self._connect().execute(sql)
+        except sqlite3.Error as exc:
+            raise self._error(_describe(exc)) from None
 
     @property
     def stats(self) -> CacheStats:
@@ -244,7 +370,7 @@ class PersistentCache(EmbeddingCache):
 
     def disk_entries(self) -> int:
         """The number of entries in the file."""
-        return int(self._connect().execute("SELECT COUNT(*) FROM embeddings").fetchone()[0])
+        return int(self._execute("SELECT COUNT(*) FROM embeddings").fetchone()[0])
 
     def close(self) -> None:
         """Close the file's connections (the cache reopens them if used again)."""
@@ -264,16 +390,69 @@ class PersistentCache(EmbeddingCache):
 _CORRUPT = object()
 
 
-def _decode(row: tuple[str | None, str | None, bytes | None]) -> Embedding | object:
+#: attempts of a statement that SQLite reports busy without waiting (its busy timeout does not cover
+#: every case, e.g. while another process switches the file to WAL or checkpoints it on close)
+_BUSY_RETRIES = 6
+
+
+def _busy(exc: sqlite3.Error) -> bool:
+    return "locked" in str(exc) or "busy" in str(exc).lower()
+
+
+def _retry_busy(run: Callable[[], T]) -> T:
+    """``run()``, tried again after a short pause while SQLite reports the file busy."""
+    for attempt in range(_BUSY_RETRIES - 1):
+        try:
+            return run()
+        except sqlite3.OperationalError as exc:
+            if not _busy(exc):
+                raise
+            time.sleep(0.05 * 2**attempt)
+    return run()
+
+
+def _damaged(exc: sqlite3.Error) -> bool:
+    """Whether an error says the file is not (or no longer) a readable SQLite database."""
+    return any(word in str(exc) for word in ("not a database", "malformed", "corrupt"))
+
+
+def _describe(exc: sqlite3.Error) -> str:
+    """What an SQLite error means for the user."""
+    text = str(exc)
+    if "not a database" in text:
+        return "is not an SQLite database, so not an imageprism cache; it was left unchanged: pass another path"
+    if "malformed" in text or "corrupt" in text:
+        return f"is damaged ({text}); it only holds cached embeddings: pass another path, or remove it to start afresh"
+    name = getattr(exc, "sqlite_errorname", None) or type(exc).__name__
+    if "full" in text or "I/O error" in text:
+        return f"could not be written: the disk is full, a file size limit was reached or the device failed ({name}: {text})"
+    if "readonly" in text or "read-only" in text:
+        return f"is read-only ({name}: {text})"
+    return f"failed ({name}: {text})"
+
+
+def _checksum(key: CacheKey, dtype: str | bytes | None, shape: str | bytes | None, data: bytes | None) -> bytes:
+    """BLAKE2b-128 over the key, the metadata and the bytes, each length-prefixed (``None`` distinct from empty)."""
+    digest = hashlib.blake2b(digest_size=16, person=b"imageprism-c2")
+    for part in (*key, dtype, shape, data):
+        if part is None:
+            digest.update(b"\xff" * 8)
+            continue
+        raw = part.encode() if isinstance(part, str) else bytes(part)
+        digest.update(len(raw).to_bytes(8, "little"))
+        digest.update(raw)
+    return digest.digest()
+
+
+def _decode(dtype_raw: bytes | None, shape_raw: bytes | None, data: bytes | None) -> Embedding | object:
     """An array from (dtype, shape, bytes); ``None`` for a stored ``None``; ``_CORRUPT`` if unreadable."""
-    dtype_text, shape_text, data = row
-    if dtype_text is None:
+    if dtype_raw is None:
         return None
     try:
-        dtype = np.dtype(dtype_text)
-        shape = tuple(int(x) for x in shape_text.split(",")) if shape_text else ()
+        dtype = np.dtype(dtype_raw.decode("ascii"))
+        shape = tuple(int(x) for x in shape_raw.decode("ascii").split(",")) if shape_raw else ()
         if dtype.kind not in _NUMERIC_KINDS or data is None:
             return _CORRUPT
         return np.frombuffer(data, dtype=dtype).reshape(shape).copy()
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, AttributeError):
         return _CORRUPT

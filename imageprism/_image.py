@@ -21,6 +21,11 @@ What every dimension sees, whatever the container:
 * **Size limit**: the declared size is checked *before* decoding. More than
   ``max_pixels`` (default :data:`DEFAULT_MAX_PIXELS`) raises
   :class:`~imageprism.errors.DecompressionBombError`.
+* **Byte limit**: only regular files are opened (a FIFO, socket or device is refused
+  without reading it); a file, file object or ``bytes`` larger than ``max_bytes``
+  (default :data:`DEFAULT_MAX_BYTES`) raises :class:`~imageprism.errors.InputTooLargeError`
+  without being read whole, and so does a JPEG with more than :data:`MAX_JPEG_SCANS`
+  scans (each scan is a pass over the whole image; real files have at most a few dozen).
 
 The pixel key is a BLAKE2b digest of the normalised pixels (mode, size, bytes):
 the same pixels give the same key whether they came from PNG, TIFF, lossless
@@ -45,16 +50,24 @@ from typing import IO, TYPE_CHECKING, Any, Union
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from imageprism.errors import DecompressionBombError, ImageLoadError
+from imageprism.errors import DecompressionBombError, ImageLoadError, InputTooLargeError
 
 if TYPE_CHECKING:
     from imageprism.dimensions._base import ImageRequest
 
-__all__ = ["DEFAULT_MAX_PIXELS", "ImageInput", "Pixels", "SourceImage", "describe_input", "open_image"]
+__all__ = ["DEFAULT_MAX_BYTES", "DEFAULT_MAX_PIXELS", "MAX_JPEG_SCANS", "ImageInput", "Pixels", "SourceImage", "describe_input", "file_kind", "open_image"]
 
 #: Default pixel limit (width x height), Pillow's own warning threshold (~89.5 MP):
 #: a 12 MP photo uses an eighth of it; raise it with ``ImagePrism(max_pixels=...)``.
 DEFAULT_MAX_PIXELS = 89_478_485
+
+#: Default byte limit of one input (256 MiB): far above any photo, well below memory;
+#: raise it with ``ImagePrism(max_bytes=...)``.
+DEFAULT_MAX_BYTES = 256 * 2**20
+
+#: Most scans (SOS markers) a JPEG may have: baseline files have 1, progressive ones about
+#: 10; each scan costs a pass over the whole image, so thousands of them take minutes.
+MAX_JPEG_SCANS = 100
 
 ImageInput = Union[str, os.PathLike, bytes, bytearray, memoryview, IO[bytes], Image.Image, np.ndarray]
 
@@ -113,6 +126,8 @@ class SourceImage:
         self._format: str | None = None
         if data is not None:
             self._format = self._open_checked().format
+            if self._format in ("JPEG", "MPO"):
+                _check_jpeg_scans(data, label)
 
     def pixels(self, request: ImageRequest) -> Pixels:
         """The normalised pixels for ``request`` (memoised)."""
@@ -307,14 +322,54 @@ def _from_array(array: np.ndarray, label: str) -> Image.Image:
     return Image.fromarray(np.ascontiguousarray(array), mode=mode)
 
 
-def _read_path(path: Path, label: str) -> bytes:
+def _check_jpeg_scans(data: bytes, label: str) -> None:
+    """Refuse a JPEG with more than :data:`MAX_JPEG_SCANS` scans, before decoding.
+
+    Entropy-coded data never contains ``FF DA`` (an ``FF`` there is followed by ``00``),
+    so counting that marker is a cheap upper bound of the scan count.
+    """
+    scans = data.count(b"\xff\xda")
+    if scans > MAX_JPEG_SCANS:
+        raise InputTooLargeError(
+            f"{label} is a JPEG with {scans:,} scans, above the limit of {MAX_JPEG_SCANS}; real photos have at most "
+            "a few dozen, and each scan costs a pass over the whole image. Re-encode it if it is trusted "
+            "(e.g. as a baseline JPEG or PNG)"
+        )
+
+
+def _too_large(label: str, size: int | str, max_bytes: int) -> InputTooLargeError:
+    return InputTooLargeError(
+        f"{label} is {size if isinstance(size, str) else f'{size:,} bytes'}, above the limit of {max_bytes:,} bytes; "
+        "if the file is trusted, raise the limit with ImagePrism(max_bytes=...) (CLI: --max-bytes)"
+    )
+
+
+def file_kind(mode: int) -> str | None:
+    """What a non-regular file is (``None`` for a regular file)."""
+    for test, kind in ((stat.S_ISDIR, "a directory"), (stat.S_ISFIFO, "a FIFO (named pipe)"),
+                       (stat.S_ISSOCK, "a socket"), (stat.S_ISCHR, "a device (character special file)"),
+                       (stat.S_ISBLK, "a device (block special file)")):
+        if test(mode):
+            return kind
+    return None if stat.S_ISREG(mode) else "not a regular file"
+
+
+def _read_path(path: Path, label: str, max_bytes: int) -> bytes:
+    """The bytes of a regular file of at most ``max_bytes``; anything else is refused before it is read."""
     try:
-        if path.is_dir():
-            raise ImageLoadError(f"{label} is a directory, not an image file")
-        kind = path.stat().st_mode
-        if stat.S_ISCHR(kind) or stat.S_ISBLK(kind) or stat.S_ISSOCK(kind):  # e.g. /dev/zero never ends
-            raise ImageLoadError(f"{label} is a device or socket, not an image file")
-        data = path.read_bytes()
+        kind = file_kind(os.stat(path).st_mode)  # follows links; never opens a FIFO or device
+        if kind is not None:
+            raise ImageLoadError(f"{label} is {kind}, not an image file")
+        # O_NONBLOCK: if the path was swapped for a FIFO since the stat, opening it does not wait
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | getattr(os, "O_CLOEXEC", 0))
+        with os.fdopen(fd, "rb") as file:
+            info = os.fstat(file.fileno())
+            kind = file_kind(info.st_mode)
+            if kind is not None:
+                raise ImageLoadError(f"{label} is {kind}, not an image file")
+            if info.st_size > max_bytes:
+                raise _too_large(label, info.st_size, max_bytes)
+            data = file.read(max_bytes + 1)  # the file may have grown since the fstat
     except FileNotFoundError:
         raise ImageLoadError(f"{label} does not exist") from None
     except PermissionError:
@@ -325,11 +380,19 @@ def _read_path(path: Path, label: str) -> bytes:
         raise
     except ValueError as exc:  # e.g. "embedded null byte" in a file name from an untrusted list
         raise ImageLoadError(f"{label} is not a usable path: {exc}") from exc
+    if len(data) > max_bytes:
+        raise _too_large(label, f"more than {max_bytes:,} bytes", max_bytes)
     return data
 
 
-def open_image(source: ImageInput | Any, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> SourceImage:
-    """Open any supported input; raises :class:`ImageLoadError` naming the input on failure."""
+def open_image(
+    source: ImageInput | Any, *, max_pixels: int = DEFAULT_MAX_PIXELS, max_bytes: int = DEFAULT_MAX_BYTES
+) -> SourceImage:
+    """Open any supported input; raises :class:`ImageLoadError` naming the input on failure.
+
+    Paths, file objects and bytes larger than ``max_bytes`` raise
+    :class:`~imageprism.errors.InputTooLargeError` without being read whole.
+    """
     label = describe_input(source)
     if isinstance(source, SourceImage):
         return source
@@ -337,8 +400,10 @@ def open_image(source: ImageInput | Any, *, max_pixels: int = DEFAULT_MAX_PIXELS
         path = os.fsdecode(source)
         if not path:
             raise ImageLoadError(f"{label} is an empty path; pass the path of an image file")
-        data = _read_path(Path(path), label)
+        data = _read_path(Path(path), label, max_bytes)
     elif isinstance(source, (bytes, bytearray, memoryview)):
+        if len(source) > max_bytes:
+            raise _too_large(label, len(source), max_bytes)
         data = bytes(source)
     elif isinstance(source, Image.Image):
         width, height = source.size
@@ -353,11 +418,13 @@ def open_image(source: ImageInput | Any, *, max_pixels: int = DEFAULT_MAX_PIXELS
         return SourceImage(label, image=_from_array(source, label), max_pixels=max_pixels)
     elif callable(getattr(source, "read", None)):
         try:
-            data = source.read()
+            data = source.read(max_bytes + 1)
         except Exception as exc:
             raise ImageLoadError(f"{label} could not be read: {exc}") from exc
         if not isinstance(data, (bytes, bytearray)):
             raise ImageLoadError(f"{label} is a text-mode file; open it in binary mode ('rb')")
+        if len(data) > max_bytes:
+            raise _too_large(label, f"more than {max_bytes:,} bytes", max_bytes)
         data = bytes(data)
     else:
         raise ImageLoadError(

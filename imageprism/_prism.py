@@ -18,6 +18,7 @@ from imageprism._dedup import (
     default_threshold,
 )
 from imageprism._image import (
+    DEFAULT_MAX_BYTES,
     DEFAULT_MAX_PIXELS,
     ImageInput,
     SourceImage,
@@ -54,6 +55,7 @@ class ImagePrism:
             for the dimensions it names.
         cache: the embedding cache (default: a new in-memory :class:`EmbeddingCache`).
         max_pixels: largest image (width x height) accepted; checked before decoding.
+        max_bytes: largest input (file, file object or bytes) accepted; checked before reading.
         batch_size: images per inference batch in :meth:`embed_batch`.
         runtime: model runtime settings; or give ``offline``, ``cache_dir``, ``providers``
             and ``threads`` directly.
@@ -78,6 +80,7 @@ class ImagePrism:
         profile: Profile | str | os.PathLike[str] | None = None,
         cache: EmbeddingCache | None = None,
         max_pixels: int = DEFAULT_MAX_PIXELS,
+        max_bytes: int = DEFAULT_MAX_BYTES,
         batch_size: int = 16,
         runtime: ModelRuntime | None = None,
         registry: Registry | None = None,
@@ -97,11 +100,14 @@ class ImagePrism:
             raise ConfigError(f"batch_size={batch_size!r} is invalid; use a positive integer")
         if isinstance(max_pixels, bool) or not isinstance(max_pixels, int) or max_pixels < 1:
             raise ConfigError(f"max_pixels={max_pixels!r} is invalid; use a positive integer")
+        if isinstance(max_bytes, bool) or not isinstance(max_bytes, int) or max_bytes < 1:
+            raise ConfigError(f"max_bytes={max_bytes!r} is invalid; use a positive integer")
         if runtime is not None and any(v is not None for v in (offline, cache_dir, providers, threads)):
             raise ConfigError("give either runtime= or offline/cache_dir/providers/threads, not both")
         self.runtime = runtime or ModelRuntime(cache_dir=cache_dir, offline=offline, providers=providers, threads=threads)
         self.cache = cache if cache is not None else EmbeddingCache()
         self.max_pixels = max_pixels
+        self.max_bytes = max_bytes
         self.batch_size = batch_size
         self._plugins = build_plugins(self.blend.dimensions, configs, self.runtime, self.registry)
 
@@ -314,7 +320,7 @@ class ImagePrism:
         return chunk
 
     def _open(self, image: ImageInput) -> SourceImage:
-        return open_image(image, max_pixels=self.max_pixels)
+        return open_image(image, max_pixels=self.max_pixels, max_bytes=self.max_bytes)
 
     def _embed_sources(self, sources: Sequence[SourceImage]) -> list[Embeddings]:
         """Embed opened images with every plugin, through the cache; identical pixels embed once."""

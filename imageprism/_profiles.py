@@ -22,6 +22,11 @@ dimension that cannot score a pair (``face`` with no face found) does: ``zero``
 counts it as 0, ``renormalize`` spreads its weight over the dimensions that did
 score. :func:`imageprism._blend.blend` is the one place where scores are blended.
 
+A profile file is untrusted input: it is refused with a :class:`~imageprism.errors.ProfileError`,
+before it is parsed, when it is larger than :data:`MAX_PROFILE_BYTES`, uses YAML anchors or
+aliases (``&a``/``*a``: a 500-byte "billion laughs" file expands to gigabytes), or nests
+deeper than :data:`MAX_PROFILE_DEPTH`.
+
 Built-in profiles ship inside the package (``imageprism/profiles/*.yaml``); a
 source checkout reads them from ``<repo>/profiles``. :func:`load_profile` takes a
 :class:`~imageprism.Profile`, a built-in name, or the path of your own file.
@@ -62,6 +67,11 @@ MissingPolicy = Literal["zero", "renormalize"]
 
 #: the keys a profile file may have
 PROFILE_KEYS: tuple[str, ...] = ("description", "weights", "missing", "threshold", "settings")
+
+#: largest profile file read (the built-in ones are under 2 KB)
+MAX_PROFILE_BYTES = 64 * 1024
+#: deepest nesting of mappings and lists in a profile (a profile needs 3: settings -> hash -> a list)
+MAX_PROFILE_DEPTH = 8
 
 _SUFFIXES = (".yaml", ".yml")
 _DIMENSIONS = ", ".join(d.value for d in Dimension)
@@ -285,7 +295,14 @@ def _load_file(path: Path) -> ProfileSpec:
     if not path.is_file():
         raise ProfileError(f"profile {path} is not a file; give the path of a .yaml or .yml file")
     try:
-        text = path.read_text(encoding="utf-8")
+        with path.open("rb") as file:
+            raw = file.read(MAX_PROFILE_BYTES + 1)
+        if len(raw) > MAX_PROFILE_BYTES:
+            raise ProfileError(
+                f"profile {path} is larger than {MAX_PROFILE_BYTES:,} bytes; a profile is a short mapping "
+                "(the built-in ones are under 2 KB): check that this is the right file"
+            )
+        text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise ProfileError(f"profile {path} is not UTF-8 text: {exc}") from exc
     except OSError as exc:
@@ -293,8 +310,30 @@ def _load_file(path: Path) -> ProfileSpec:
     return _parse(text, source=path, name=path.stem)
 
 
+def _check_structure(text: str, source: Path) -> None:
+    """Refuse anchors, aliases and deep nesting from the event stream, before anything is built."""
+    depth = 0
+    # libyaml when present: the pure-Python scanner looks far ahead in deep flow nesting (about 1 s for 60 KB)
+    for event in yaml.parse(text, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader)):
+        if isinstance(event, yaml.AliasEvent) or getattr(event, "anchor", None) is not None:
+            raise ProfileError(
+                f"profile {source}: line {event.start_mark.line + 1}: YAML anchors and aliases (&name, *name) "
+                "are not allowed in a profile; write the values out"
+            )
+        if isinstance(event, (yaml.MappingStartEvent, yaml.SequenceStartEvent)):
+            depth += 1
+            if depth > MAX_PROFILE_DEPTH:
+                raise ProfileError(
+                    f"profile {source}: line {event.start_mark.line + 1}: nested deeper than {MAX_PROFILE_DEPTH} "
+                    "levels; a profile is a flat mapping with 'weights' and 'settings' one level down"
+                )
+        elif isinstance(event, (yaml.MappingEndEvent, yaml.SequenceEndEvent)):
+            depth -= 1
+
+
 def _parse(text: str, *, source: Path, name: str) -> ProfileSpec:
     try:
+        _check_structure(text, source)
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         raise ProfileError(f"profile {source}: malformed YAML: {_describe_yaml_error(exc)}") from exc

@@ -14,7 +14,11 @@ sampling rate above the video's frame rate keeps every frame once. Sampling is
 deterministic, so a second pass (:func:`write_frames`) finds the same frames.
 
 Frames are embedded as they are decoded, a chunk at a time (:func:`embed_inputs`):
-only embeddings are kept, so a long video does not fill memory with pixels.
+only embeddings are kept, so a long video does not fill memory with pixels. A chunk
+holds at most :data:`CHUNK` frames and :data:`CHUNK_PIXELS` pixels, so frames of any
+size are held a few at a time. ``max_pixels`` applies to frames as to images, from the
+stream's declared size, before any frame is decoded (and again to every decoded frame).
+Only regular files are opened (a FIFO or device is refused at once).
 """
 
 from __future__ import annotations
@@ -32,10 +36,10 @@ from PIL import Image
 
 from imageprism._dedup import DedupResult, dedup_embeddings, default_threshold
 from imageprism._files import atomic_write
-from imageprism._image import DEFAULT_MAX_PIXELS, SourceImage, describe_input
+from imageprism._image import DEFAULT_MAX_PIXELS, SourceImage, describe_input, file_kind
 from imageprism._results import Failure
 from imageprism._types import Embeddings, OnError
-from imageprism.errors import ConfigError, ImageLoadError, InputError, MissingDependencyError
+from imageprism.errors import ConfigError, DecompressionBombError, ImageLoadError, InputError, MissingDependencyError
 
 if TYPE_CHECKING:
     from imageprism._prism import ImagePrism
@@ -55,6 +59,8 @@ __all__ = [
 
 #: inputs embedded per call while streaming (bounds the decoded frames held at once)
 CHUNK = 64
+#: pixels of decoded frames held at once while streaming (about 96 MB of RGB); a larger frame goes alone
+CHUNK_PIXELS = 32_000_000
 
 #: file extensions read as video (lower case, with the dot)
 VIDEO_EXTENSIONS: tuple[str, ...] = (
@@ -107,26 +113,36 @@ def _av() -> Any:
     return av
 
 
-def sample_frames(path: str | os.PathLike[str], *, fps: float) -> Iterator[VideoFrame]:
+def sample_frames(
+    path: str | os.PathLike[str], *, fps: float, max_pixels: int = DEFAULT_MAX_PIXELS
+) -> Iterator[VideoFrame]:
     """Decode ``path`` and yield its frames sampled at ``fps`` frames per second, in order.
 
     Raises :class:`~imageprism.errors.ImageLoadError` naming the file when it is
-    missing, not a video, or fails to decode; :class:`ImportError` (with the
-    install command) when PyAV is missing.
+    missing, not a regular file, not a video, or fails to decode;
+    :class:`~imageprism.errors.DecompressionBombError` before decoding when its frames
+    are larger than ``max_pixels``; :class:`ImportError` (with the install command)
+    when PyAV is missing.
     """
     fps = check_fps(fps)
     av = _av()
     name = os.fspath(path)
-    if not Path(name).is_file():
-        raise ImageLoadError(f"video file not found: {name!r}")
     try:
-        container = av.open(name)
+        kind = file_kind(os.stat(name).st_mode)
+    except (OSError, ValueError):
+        raise ImageLoadError(f"video file not found: {name!r}") from None
+    if kind is not None:
+        raise ImageLoadError(f"{name!r} is {kind}, not a video file")
+    try:
+        # skip_frame: the probe that reads the stream's size must not decode a frame (it would, for H.264)
+        container = av.open(name, options={"skip_frame": "all"})
     except av.FFmpegError as exc:
         raise ImageLoadError(f"{name!r} could not be opened as a video: {exc}") from exc
     with container:
         if not container.streams.video:
             raise ImageLoadError(f"{name!r} has no video stream")
         stream = container.streams.video[0]
+        _check_frame_size(name, stream.codec_context.width, stream.codec_context.height, max_pixels)
         stream.thread_type = "AUTO"
         step = 1.0 / fps
         start: float | None = None
@@ -141,12 +157,21 @@ def sample_frames(path: str | os.PathLike[str], *, fps: float) -> Iterator[Video
                 elapsed = when - start
                 if elapsed + 1e-6 < due:
                     continue
+                _check_frame_size(name, frame.width, frame.height, max_pixels)  # the size may change mid-stream
                 yield VideoFrame(name, round(when, 6), frame.to_image())
                 due = (math.floor((elapsed + 1e-6) / step) + 1) * step
         except av.FFmpegError as exc:
             raise ImageLoadError(f"{name!r} could not be decoded after {count} frames: {exc}") from exc
     if count == 0:
         raise ImageLoadError(f"{name!r} has no decodable video frames")
+
+
+def _check_frame_size(name: str, width: int, height: int, max_pixels: int) -> None:
+    if width * height > max_pixels:
+        raise DecompressionBombError(
+            f"{name!r} has frames of {width}x{height} = {width * height:,} pixels, above the limit of "
+            f"{max_pixels:,} pixels; if the video is trusted, raise the limit with ImagePrism(max_pixels=...)"
+        )
 
 
 def write_frames(
@@ -216,8 +241,11 @@ def embed_inputs(
     embeddings: list[Embeddings | None] = []
     failures: list[Failure] = []
     chunk: list[Any] = []
+    held = 0  # pixels of the decoded frames in ``chunk``
 
     def flush() -> None:
+        nonlocal held
+        held = 0
         if not chunk:
             return
         start = len(embeddings) - len(chunk)
@@ -226,13 +254,15 @@ def embed_inputs(
         failures.extend(dataclasses.replace(f, index=start + f.index) for f in batch.failures)
         chunk.clear()
 
-    def entry(i: int, label: str, time: float | None, item: Any) -> None:
+    def entry(i: int, label: str, time: float | None, item: Any, pixels: int = 0) -> None:
+        nonlocal held
         labels.append(label)
         origins.append(i)
         times.append(time)
         embeddings.append(None)
         chunk.append(item)
-        if len(chunk) >= CHUNK:
+        held += pixels
+        if len(chunk) >= CHUNK or held >= CHUNK_PIXELS:
             flush()
 
     for i, (item, name) in enumerate(zip(items, names)):
@@ -240,8 +270,10 @@ def embed_inputs(
             entry(i, name, None, item)
             continue
         try:
-            for frame in sample_frames(item, fps=fps):  # type: ignore[arg-type]
-                entry(i, frame_label(name, frame.time), frame.time, frame.source(prism.max_pixels))
+            for frame in sample_frames(item, fps=fps, max_pixels=prism.max_pixels):  # type: ignore[arg-type]
+                size = frame.image.size
+                entry(i, frame_label(name, frame.time), frame.time, frame.source(prism.max_pixels), size[0] * size[1])
+                del frame  # the chunk holds it now; not kept while the next frame decodes
         except ImageLoadError as exc:
             if on_error == "raise":
                 raise

@@ -8,10 +8,12 @@ working in code that does not know about imageprism::
     ImagePrismError
     ├── InputError (ValueError)              the caller passed something unusable
     │   ├── ImageLoadError                   an input could not be read as an image
-    │   │   └── DecompressionBombError       declared pixel count above the limit
+    │   │   ├── DecompressionBombError       declared pixel count above the limit
+    │   │   └── InputTooLargeError           file size or JPEG scan count above the limit
     │   ├── ConfigError                      unknown dimension, bad weights, bad config
     │   │   └── ProfileError                 a profile (YAML) is missing or malformed
     │   └── DimensionUnavailableError        a dimension this build does not provide
+    ├── CacheError                           the persistent cache file is foreign, damaged or unwritable
     ├── MissingDependencyError (ImportError) an optional extra is not installed
     └── ModelError                           a model could not be obtained or run
         ├── ModelDownloadError               download failed or checksum mismatch
@@ -24,12 +26,14 @@ Messages name the bad value, what is allowed, and how to fix it.
 from __future__ import annotations
 
 __all__ = [
+    "CacheError",
     "ConfigError",
     "DecompressionBombError",
     "DimensionUnavailableError",
     "ImageLoadError",
     "ImagePrismError",
     "InputError",
+    "InputTooLargeError",
     "MissingDependencyError",
     "ModelDownloadError",
     "ModelError",
@@ -55,6 +59,10 @@ class DecompressionBombError(ImageLoadError):
     """An image declares more pixels than the configured ``max_pixels`` limit."""
 
 
+class InputTooLargeError(ImageLoadError):
+    """An input is larger than the configured ``max_bytes``, or a JPEG has more scans than allowed."""
+
+
 class ConfigError(InputError):
     """Unknown dimension or profile, bad weights, or a config of the wrong type."""
 
@@ -65,6 +73,15 @@ class ProfileError(ConfigError):
 
 class DimensionUnavailableError(InputError):
     """The requested dimension is not provided by this installation."""
+
+
+class CacheError(ImagePrismError):
+    """The persistent embedding cache file cannot be used: another application's file, damaged, or
+    unwritable. :attr:`path` is the file."""
+
+    def __init__(self, message: str, path: str) -> None:
+        super().__init__(message)
+        self.path = path
 
 
 class MissingDependencyError(ImagePrismError, ImportError):

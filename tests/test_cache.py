@@ -138,8 +138,8 @@ def test_persistent_cache_stores_raw_bytes_not_pickles(tmp_path: Path) -> None:
         dtype, shape, data = conn.execute("SELECT dtype, shape, data FROM embeddings").fetchone()
         assert (dtype, shape, data) == ("<f4", "2,3", value.tobytes())
         # a tampered row (object dtype, or bytes that do not fit the shape) reads as a miss
-        conn.execute("INSERT INTO embeddings VALUES ('bad', 'obj', '|O', '1', x'00')")
-        conn.execute("INSERT INTO embeddings VALUES ('bad', 'short', '<f4', '9', x'0000')")
+        conn.execute("INSERT INTO embeddings VALUES ('bad', 'obj', '|O', '1', x'00', x'00')")
+        conn.execute("INSERT INTO embeddings VALUES ('bad', 'short', '<f4', '9', x'0000', x'00')")
     with PersistentCache(path) as cache:
         assert cache.lookup(("bad", "obj")) == (False, None)
         assert cache.lookup(("bad", "short")) == (False, None)
@@ -179,8 +179,10 @@ def test_default_path_is_the_user_cache(tmp_path: Path, monkeypatch: pytest.Monk
 def test_unusable_file_raises_a_clear_error(tmp_path: Path) -> None:
     path = tmp_path / "not-a-db.sqlite3"
     path.write_bytes(b"this is not sqlite" * 100)
-    with pytest.raises(ImagePrismError, match="not a usable SQLite file.*delete it"):
+    with pytest.raises(ImagePrismError, match="not an SQLite database.*left unchanged: pass another path") as caught:
         PersistentCache(path)
+    assert "delete" not in str(caught.value) and str(path) in str(caught.value)
+    assert path.read_bytes() == b"this is not sqlite" * 100
 
 
 def test_prism_rerun_skips_the_model_work(tmp_path: Path) -> None:

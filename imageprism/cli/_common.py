@@ -14,6 +14,7 @@ from typing import Any
 
 from imageprism._cache import PersistentCache
 from imageprism._files import check_writable_folder
+from imageprism._image import DEFAULT_MAX_BYTES, DEFAULT_MAX_PIXELS
 from imageprism._prism import ImagePrism
 from imageprism._types import Dimension
 from imageprism.dimensions import parse_dimension, plugin_class
@@ -23,7 +24,7 @@ from imageprism.errors import ConfigError, InputError
 
 def add_selection_flags(parser: argparse.ArgumentParser) -> None:
     """The flags that build the ImagePrism: ``--dimensions a,b`` or ``--profile NAME|PATH``,
-    ``--hash``, ``--model DIM=PATH`` and ``--cache``."""
+    ``--hash``, ``--model DIM=PATH``, ``--cache``, and the input limits ``--max-pixels``/``--max-bytes``."""
     group = parser.add_mutually_exclusive_group()
     group.add_argument(
         "--dimensions", metavar="DIMS",
@@ -41,6 +42,7 @@ def add_selection_flags(parser: argparse.ArgumentParser) -> None:
         "(face: the embedding model); repeat for several dimensions",
     )
     add_cache_flag(parser)
+    add_limit_flags(parser)
 
 
 def add_cache_flag(parser: argparse.ArgumentParser) -> None:
@@ -50,6 +52,28 @@ def add_cache_flag(parser: argparse.ArgumentParser) -> None:
         help="keep embeddings in a persistent SQLite cache (default file under the user cache "
         "directory), so re-running over the same images skips the work",
     )
+
+
+def add_limit_flags(parser: argparse.ArgumentParser) -> None:
+    """``--max-pixels`` and ``--max-bytes``: the input limits of every command that reads images."""
+    parser.add_argument(
+        "--max-pixels", type=_positive_int, default=DEFAULT_MAX_PIXELS, metavar="N",
+        help=f"refuse images declaring more than N pixels (width x height), before decoding (default: {DEFAULT_MAX_PIXELS:,})",
+    )
+    parser.add_argument(
+        "--max-bytes", type=_positive_int, default=DEFAULT_MAX_BYTES, metavar="N",
+        help=f"refuse image files larger than N bytes, before reading them (default: {DEFAULT_MAX_BYTES:,} = 256 MiB)",
+    )
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text.replace("_", "").replace(",", ""))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number; give a positive integer, e.g. 500000000") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not positive; give a positive integer")
+    return value
 
 
 def prism_with_cache(index_dir: str, cache: str | None) -> ImagePrism | None:
@@ -67,7 +91,7 @@ HASH_MODES: tuple[str, ...] = ("robust", "plain", "imagehash")
 
 
 def prism_from_args(args: argparse.Namespace) -> ImagePrism:
-    """The ImagePrism selected by ``--dimensions``/``--profile``, ``--hash``, ``--model``, and ``--cache``."""
+    """The ImagePrism selected by ``--dimensions``/``--profile``, ``--hash``, ``--model``, ``--cache`` and the limits."""
     cache = None if getattr(args, "cache", None) is None else PersistentCache(args.cache or None)
     config = model_configs(getattr(args, "model", None) or [])
     mode = getattr(args, "hash", None)
@@ -75,11 +99,15 @@ def prism_from_args(args: argparse.Namespace) -> ImagePrism:
         config[Dimension.HASH.value] = {
             "robust": HashConfig.robust, "plain": HashConfig.plain, "imagehash": HashConfig.imagehash_compatible,
         }[mode]()
-    if getattr(args, "profile", None):
-        return ImagePrism(profile=args.profile, cache=cache, config=config or None)
-    if getattr(args, "dimensions", None):
-        return ImagePrism(dimensions=[d for d in args.dimensions.split(",") if d.strip()], cache=cache, config=config or None)
-    return ImagePrism(cache=cache, config=config or None)
+    dimensions = getattr(args, "dimensions", None)
+    return ImagePrism(
+        dimensions=[d for d in dimensions.split(",") if d.strip()] if dimensions else None,
+        profile=getattr(args, "profile", None) or None,
+        cache=cache,
+        config=config or None,
+        max_pixels=args.max_pixels,
+        max_bytes=args.max_bytes,
+    )
 
 
 def model_configs(values: Sequence[str]) -> dict[str, Any]:
@@ -98,6 +126,12 @@ def model_configs(values: Sequence[str]) -> dict[str, Any]:
             raise ConfigError(f"--model {value!r}: the {dimension!r} dimension uses no model file")
         configs[dimension] = config_type(**{field: path})
     return configs
+
+
+def apply_limits(prism: ImagePrism, args: argparse.Namespace) -> ImagePrism:
+    """Set the ``--max-pixels``/``--max-bytes`` limits on a prism that was not built from flags (an index's)."""
+    prism.max_pixels, prism.max_bytes = args.max_pixels, args.max_bytes
+    return prism
 
 
 def write_json(value: Any) -> None:

@@ -12,7 +12,9 @@ from imageprism._results import Failure
 from imageprism._video import frame_label
 from imageprism.cli._common import (
     add_cache_flag,
+    add_limit_flags,
     add_selection_flags,
+    apply_limits,
     prism_from_args,
     prism_with_cache,
 )
@@ -50,6 +52,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     add_cache_flag(add)
     _add_fps(add)
+    add_limit_flags(add)
     add.set_defaults(func=run_add)
 
 
@@ -75,6 +78,7 @@ def run_build(args: argparse.Namespace) -> int:
 
 def run_add(args: argparse.Namespace) -> int:
     index = ImageIndex.load(args.index, prism=prism_with_cache(args.index, args.cache))
+    apply_limits(index.prism, args)
     before = len(index)
     files = image_files(args.paths)
     if args.skip_existing:

@@ -6,7 +6,7 @@ import argparse
 import sys
 
 from imageprism._index import ImageIndex
-from imageprism.cli._common import add_cache_flag, prism_with_cache, write_json
+from imageprism.cli._common import add_cache_flag, add_limit_flags, apply_limits, prism_with_cache, write_json
 from imageprism.errors import ConfigError
 
 
@@ -24,11 +24,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     ranking.add_argument("--profile", metavar="NAME|PATH", help="rank by a profile (its dimensions must be indexed)")
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
     add_cache_flag(parser)
+    add_limit_flags(parser)
     parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     index = ImageIndex.load(args.index, prism=prism_with_cache(args.index, args.cache))
+    apply_limits(index.prism, args)
     if args.dimension and "," in args.dimension:
         raise ConfigError(f"--dimensions {args.dimension!r}: search ranks by one dimension; to blend, use --weights DIM=W,...")
     weights = _parse_weights(args.weights) if args.weights else None
