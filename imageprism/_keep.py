@@ -24,7 +24,7 @@ import os
 import stat
 import warnings
 from collections.abc import Callable, Mapping, Sequence
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal, Protocol
 
 import numpy as np
 from PIL import Image
@@ -33,8 +33,14 @@ from imageprism._dedup import DedupResult
 from imageprism._results import Failure
 from imageprism.errors import ConfigError, InputError
 
-if TYPE_CHECKING:
-    from imageprism._prism import ImagePrism
+
+class Deduplicator(Protocol):
+    """What :func:`dedup_in_order` uses of an :class:`~imageprism.ImagePrism` (declared here, so
+    this module never imports the facade above it)."""
+
+    def dedup_embeddings(
+        self, embeddings: Sequence[Mapping[str, np.ndarray | None]], threshold: float | None = ..., *, progress: bool | None = ...
+    ) -> DedupResult: ...
 
 __all__ = ["KEEP_POLICIES", "Keep", "dedup_in_order", "keep_order", "pixels_and_bytes"]
 
@@ -63,7 +69,7 @@ def keep_order(items: Sequence[object], keep: Keep) -> np.ndarray:
 
 
 def dedup_in_order(
-    prism: ImagePrism,
+    prism: Deduplicator,
     embeddings: Sequence[Mapping[str, np.ndarray | None] | None],
     failures: Sequence[Failure],
     order: np.ndarray,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, cast
+from typing import Any, cast
 
 import numpy as np
 
@@ -31,11 +31,9 @@ from imageprism._results import BatchEmbedding, CompareResult, Failure
 from imageprism._runtime import ModelRuntime, prefetch, progress_bar
 from imageprism._types import Dimension, OnError, Profile
 from imageprism._types import EmbeddingDict as Embeddings
+from imageprism._video import VideoDedup, dedup_video
 from imageprism.dimensions import DimensionPlugin, Registry, known_names, parse_dimension, plugin_class
 from imageprism.errors import ConfigError, ImageLoadError, InputError
-
-if TYPE_CHECKING:
-    from imageprism._video import VideoDedup
 
 __all__ = ["ImagePrism"]
 
@@ -278,8 +276,6 @@ class ImagePrism:
         The sampled frames are grouped as :meth:`dedup` groups images (same threshold
         default). Needs PyAV: ``pip install ".[video]"`` from the checkout. See :class:`~imageprism._video.VideoDedup`.
         """
-        from imageprism._video import dedup_video
-
         return dedup_video(self, video, threshold, fps=fps, progress=progress)
 
     def dedup_embeddings(

@@ -27,22 +27,36 @@ import dataclasses
 import io
 import math
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol, TypeGuard
 
 import numpy as np
 from PIL import Image
 
+from imageprism._blend import Blend
 from imageprism._dedup import DedupResult, dedup_embeddings, default_threshold
 from imageprism._files import atomic_write
 from imageprism._image import DEFAULT_MAX_PIXELS, SourceImage, describe_input, file_kind
-from imageprism._results import Failure
+from imageprism._results import BatchEmbedding, Failure
 from imageprism._types import Embeddings, OnError
+from imageprism.dimensions import DimensionPlugin
 from imageprism.errors import ConfigError, DecompressionBombError, ImageLoadError, InputError, MissingDependencyError
 
-if TYPE_CHECKING:
-    from imageprism._prism import ImagePrism
+
+class Embedder(Protocol):
+    """What the video jobs use of an :class:`~imageprism.ImagePrism` (declared here, so this
+    module never imports the facade above it)."""
+
+    max_pixels: int
+
+    @property
+    def blend(self) -> Blend: ...
+
+    @property
+    def plugins(self) -> Mapping[str, DimensionPlugin]: ...
+
+    def embed_batch(self, images: Sequence[Any], *, on_error: OnError = ..., progress: bool | None = ...) -> BatchEmbedding: ...
 
 __all__ = [
     "VIDEO_EXTENSIONS",
@@ -93,7 +107,7 @@ def frame_label(video: str | os.PathLike[str], time: float) -> str:
     return f"{os.fspath(video)}@{time:.2f}s"
 
 
-def is_video(source: object) -> bool:
+def is_video(source: object) -> TypeGuard[str | os.PathLike[str]]:
     """Whether ``source`` is a path (``str`` or ``os.PathLike``) with a video extension."""
     return isinstance(source, (str, os.PathLike)) and Path(os.fspath(source)).suffix.lower() in VIDEO_EXTENSIONS
 
@@ -221,7 +235,7 @@ class EmbeddedInputs:
 
 
 def embed_inputs(
-    prism: ImagePrism,
+    prism: Embedder,
     items: Sequence[object],
     names: Sequence[str],
     *,
@@ -270,7 +284,7 @@ def embed_inputs(
             entry(i, name, None, item)
             continue
         try:
-            for frame in sample_frames(item, fps=fps, max_pixels=prism.max_pixels):  # type: ignore[arg-type]
+            for frame in sample_frames(item, fps=fps, max_pixels=prism.max_pixels):
                 size = frame.image.size
                 entry(i, frame_label(name, frame.time), frame.time, frame.source(prism.max_pixels), size[0] * size[1])
                 del frame  # the chunk holds it now; not kept while the next frame decodes
@@ -291,7 +305,7 @@ def embed_inputs(
 
 
 def dedup_inputs(
-    prism: ImagePrism,
+    prism: Embedder,
     items: Sequence[object],
     threshold: float | None = None,
     *,
@@ -364,7 +378,7 @@ class VideoDedup:
 
 
 def dedup_video(
-    prism: ImagePrism,
+    prism: Embedder,
     video: str | os.PathLike[str],
     threshold: float | None = None,
     *,

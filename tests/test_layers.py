@@ -5,6 +5,8 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
+import pytest
+
 import imageprism
 
 PACKAGE = Path(imageprism.__file__).resolve().parent
@@ -22,14 +24,15 @@ def _is_type_checking(node: ast.If) -> bool:
     )
 
 
-def _imports(path: Path, modules: set[str]) -> set[str]:
-    """Package modules imported by ``path`` at run time, at any depth (function bodies too), not for typing only."""
+def _imports(path: Path, modules: set[str], *, for_typing: bool = False) -> set[str]:
+    """Package modules imported by ``path`` at run time, at any depth (function bodies too); with
+    ``for_typing``, also those imported under ``if TYPE_CHECKING:``."""
     name = _module_name(path)
     package = name if path.name == "__init__.py" else name.rpartition(".")[0]
     found: set[str] = set()
 
     def visit(node: ast.AST) -> None:
-        if isinstance(node, ast.If) and _is_type_checking(node):
+        if isinstance(node, ast.If) and _is_type_checking(node) and not for_typing:
             for child in node.orelse:
                 visit(child)
             return
@@ -49,10 +52,10 @@ def _imports(path: Path, modules: set[str]) -> set[str]:
     return {m for m in found if m in modules and m != name}
 
 
-def import_graph() -> dict[str, set[str]]:
+def import_graph(*, for_typing: bool = False) -> dict[str, set[str]]:
     files = sorted(PACKAGE.rglob("*.py"))
     modules = {_module_name(f) for f in files}
-    return {_module_name(f): _imports(f, modules) for f in files}
+    return {_module_name(f): _imports(f, modules, for_typing=for_typing) for f in files}
 
 
 def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
@@ -83,8 +86,9 @@ def test_the_cycle_finder_finds_a_planted_cycle() -> None:
     assert find_cycle({"a": {"b"}, "b": {"c"}, "c": set()}) is None
 
 
-def test_the_package_has_no_import_cycle() -> None:
-    graph = import_graph()
+@pytest.mark.parametrize("for_typing", [False, True], ids=["run-time", "with-type-only-imports"])
+def test_the_package_has_no_import_cycle(for_typing: bool) -> None:
+    graph = import_graph(for_typing=for_typing)
     assert "imageprism._search.columns" in graph and "imageprism._dedup" in graph["imageprism._prism"]
     # the facade and the package door sit on top: only edges out of __init__ into the package are expected
     graph = {m: {d for d in deps if d != "imageprism"} for m, deps in graph.items()}

@@ -15,7 +15,7 @@ from imageprism.cli._common import (
     prism_from_args,
     write_json,
 )
-from imageprism.cli.dedup import image_files
+from imageprism.cli._walk import image_files
 from imageprism.errors import InputError
 
 

@@ -18,7 +18,7 @@ from imageprism.cli._common import (
     prism_from_args,
     prism_with_cache,
 )
-from imageprism.cli.dedup import image_files
+from imageprism.cli._walk import image_files
 from imageprism.errors import InputError
 
 

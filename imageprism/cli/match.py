@@ -20,7 +20,7 @@ from collections.abc import Iterator, Sequence
 from imageprism._index import ImageIndex
 from imageprism._match import InputMatches, is_saved_index, match
 from imageprism.cli._common import add_selection_flags, plural, prism_from_args
-from imageprism.cli.dedup import image_files
+from imageprism.cli._walk import image_files
 from imageprism.errors import ConfigError
 
 __all__ = ["register", "run"]
