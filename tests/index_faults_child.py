@@ -11,7 +11,8 @@ per step: was it exactly the state before the change, or after it? A save after 
 crash must work and leave no file the manifest does not name.
 
 ``python tests/index_faults_child.py loop FOLDER`` saves cycles of changes to an
-existing index forever, printing each committed cycle (for kills from outside).
+existing index forever (cycle ``g`` commits generation ``g``), printing each committed cycle
+(for kills from outside).
 """
 
 from __future__ import annotations
@@ -104,12 +105,12 @@ def _run_forked(folder: Path, cycle: int, how: str, k: int) -> int:
 
 
 #: cycle -> (items added, items removed): a plain append, a merge of small segments, a compaction
-SCENARIOS = {1: (3, 0), 2: (40, 2), 3: (5, 60)}
+SCENARIOS = {1: (3, 0), 2: (12, 2), 3: (5, 25)}
 
 
 def sweep(folder: Path, how: str) -> None:
     base = ImageIndex(make_prism())
-    base.add_embeddings(items(200, seed=1), ids=[f"base-{i}" for i in range(200)])
+    base.add_embeddings(items(60, seed=1), ids=[f"base-{i}" for i in range(60)])
     base.save(folder)
     for cycle in (4, 5):  # small segments and a deleted file, so the scenarios merge and compact
         change(base, cycle, add=10, remove=3)
@@ -147,8 +148,8 @@ def _unnamed(folder: Path) -> list[str]:
 
 def loop(folder: Path) -> None:
     index = ImageIndex.load(folder, prism=make_prism())
-    print("ready", read_manifest(folder).generation, flush=True)
-    cycle = 0
+    cycle = read_manifest(folder).generation  # cycle g + 1 commits generation g + 1
+    print("ready", cycle, flush=True)
     while True:
         cycle += 1
         change(index, cycle)

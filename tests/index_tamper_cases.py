@@ -233,3 +233,17 @@ def run_case(folder: Path, *, timeout: float = 10.0, memory: int = 2 << 30) -> t
         message = "hang" if elapsed > timeout else f"died (status {status})"
     peak = max(0.0, (usage.ru_maxrss - base_rss) / 1024)  # ru_maxrss: KiB
     return message, elapsed, peak
+
+
+def write_version_1(folder: Path) -> None:
+    """An index of items ``a``, ``b``, ``c`` as imageprism wrote it before format version 2."""
+    prism = ImagePrism()
+    codes = np.stack([e["hash"] for e in _items(3, seed=2)])
+    np.save(folder / "hash.codes.npy", codes)
+    manifest = {
+        "format": "imageprism-index", "format_version": 1, "imageprism_version": "0.1.0", "count": 3,
+        "dimensions": {"hash": {"kind": prism.plugins["hash"].layout.kind, "cache_token": prism.plugins["hash"].cache_token,
+                                "files": {"codes": "hash.codes.npy"}}},
+        "weights": {"hash": 1.0}, "missing": "zero", "profile": None, "ids": ["a", "b", "c"],
+    }
+    _write(folder, manifest)
