@@ -163,3 +163,25 @@ def test_many_small_saves_keep_few_segments_and_round_trip(tmp_path: Path) -> No
     manifest = read_manifest(folder)
     assert len(manifest.segments) == 1 and manifest.deleted == []
     assert child.state(ImageIndex.load(folder, prism=child.make_prism())) == child.state(index)
+
+
+def test_a_reader_retries_when_a_writer_replaces_the_generation_it_is_reading(tmp_path: Path, monkeypatch) -> None:
+    import imageprism._index_store as store
+
+    folder = tmp_path / "idx"
+    writer = ImageIndex(child.make_prism())
+    writer.add_embeddings(child.items(20, seed=1), ids=[f"a{i}" for i in range(20)])
+    writer.save(folder)
+    real, calls = store.read_ids, []
+
+    def read_ids_after_a_compaction(*args):  # type: ignore[no-untyped-def]
+        if not calls:  # while the reader is between the manifest and the files: compact (old files deleted)
+            writer.remove([f"a{i}" for i in range(10)])
+            writer.save(folder)
+        calls.append(1)
+        return real(*args)
+
+    monkeypatch.setattr(store, "read_ids", read_ids_after_a_compaction)
+    loaded = ImageIndex.load(folder, prism=child.make_prism())
+    assert len(calls) == 2 and read_manifest(folder).generation == 2
+    assert child.state(loaded) == child.state(writer)
