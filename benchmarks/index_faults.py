@@ -1,7 +1,8 @@
 """The issue's index fault cases, measured on whichever imageprism is on ``PYTHONPATH`` (before/after table).
 
 1. ``imageprism index add INDEX photo.jpg`` on an index of ``--items`` items, hit by
-   SIGKILL, SIGINT or SIGTERM at a random instant of its run (``--runs`` per signal),
+   SIGKILL, SIGINT or SIGTERM at a random instant of the second half of its run (the
+   load comes first, the save last; ``--runs`` per signal),
    or run under ``RLIMIT_FSIZE`` (a full disk) at several limits. After each, the index
    is loaded: ``old`` (N items), ``new`` (N + 1) or ``unloadable`` (the message).
 2. Every tampered-index case of ``tests/index_tamper_cases.py``: loaded and searched
@@ -64,6 +65,7 @@ def _add(folder: Path, limit: int | None = None) -> subprocess.Popen[str]:
     return subprocess.Popen(
         [sys.executable, "-m", "imageprism", "index", "add", str(folder), str(PHOTO)],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, preexec_fn=fsize,
+        cwd=folder.parent,  # not the checkout: `-m` would put it before PYTHONPATH
     )
 
 
@@ -87,12 +89,12 @@ def crashes(root: Path, n: int, runs: int) -> None:
             shutil.rmtree(work)
             shutil.copytree(pristine, work)
             proc = _add(work)
-            time.sleep(rng.uniform(0, whole))
+            time.sleep(rng.uniform(0.5 * whole, 1.05 * whole))  # the load comes first, the save last
             proc.send_signal(sig)
             _, err = proc.communicate()
             tracebacks += "Traceback" in err and sig != signal.SIGINT
             outcomes[_state(work, n)] += 1
-        print(f"| {sig.name} at a random instant, {runs} runs | {dict(outcomes)} | {tracebacks} |")
+        print(f"| {sig.name} at a random instant of the second half, {runs} runs | {dict(outcomes)} | {tracebacks} |")
     for limit in (0, 4096, 1 << 20):
         shutil.rmtree(work)
         shutil.copytree(pristine, work)

@@ -45,7 +45,7 @@ import numpy as np
 
 from imageprism._blend import Blend
 from imageprism._image import ImageInput, describe_input
-from imageprism._index_files import FORMAT_VERSION, LOCK, MANIFEST, Manifest, read_manifest
+from imageprism._index_files import FORMAT_VERSION, MANIFEST, Manifest, is_leftover, read_manifest
 from imageprism._index_store import Saved, load_columns, save_columns
 from imageprism._prism import ImagePrism, build_plugins, resolve_blend
 from imageprism._profiles import load_profile, normalize_weights
@@ -395,7 +395,7 @@ class ImageIndex:
         folder = Path(os.fspath(path))
         if folder.exists() and not folder.is_dir():
             raise InputError(f"cannot save the index to {str(folder)!r}: it is a file; give a directory path")
-        if folder.is_dir() and not (folder / MANIFEST).is_file() and any(p.name != LOCK for p in folder.iterdir()):
+        if folder.is_dir() and not (folder / MANIFEST).is_file() and not all(map(is_leftover, os.listdir(folder))):
             raise InputError(f"cannot save the index to {str(folder)!r}: it is a non-empty directory without {MANIFEST}")
         header = Manifest(
             0, len(self), {name: {"kind": column.kind, "cache_token": self._plugins[name].cache_token}

@@ -53,6 +53,7 @@ __all__ = [
     "Manifest",
     "Segment",
     "Writer",
+    "is_leftover",
     "load_array",
     "read_deleted",
     "read_ids",
@@ -305,6 +306,11 @@ def read_deleted(folder: Path, manifest: Manifest) -> np.ndarray:
 
 
 # -- writing ---------------------------------------------------------------------------------
+
+
+def is_leftover(name: str) -> bool:
+    """A file name a save writes (so a save may delete it once no manifest names it), or the lock."""
+    return name == LOCK or bool(_OURS.match(name))
 
 
 class Writer:

@@ -196,7 +196,8 @@ def run_case(folder: Path, *, timeout: float = 10.0, memory: int = 2 << 30) -> t
     ``traceback <Class>: message`` (anything else), ``hang`` (killed at ``timeout``).
     """
     read, write = os.pipe()
-    base_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    with open("/proc/self/statm") as f:  # the resident size now: the child starts with it
+        base_rss = int(f.read().split()[1]) * resource.getpagesize() // 1024
     start = time.perf_counter()
     pid = os.fork()
     if pid == 0:

@@ -23,7 +23,7 @@ import index_faults_child as child
 import numpy as np
 import pytest
 
-from imageprism import ImageIndex, IndexConflictError, IndexWriteError
+from imageprism import ImageIndex, IndexConflictError, IndexFormatError, IndexWriteError
 from imageprism._index_files import LOCK, MANIFEST, Writer, read_manifest
 
 HERE = Path(__file__).resolve().parent
@@ -185,3 +185,18 @@ def test_a_reader_retries_when_a_writer_replaces_the_generation_it_is_reading(tm
     loaded = ImageIndex.load(folder, prism=child.make_prism())
     assert len(calls) == 2 and read_manifest(folder).generation == 2
     assert child.state(loaded) == child.state(writer)
+
+
+def test_a_first_save_that_was_killed_leaves_no_index_and_does_not_block_the_next(tmp_path: Path) -> None:
+    folder = tmp_path / "idx"
+    folder.mkdir()
+    (folder / "g000001.hash.codes.npy").write_bytes(b"\x93NUMPY half a file")  # what a killed first save leaves
+    (folder / "g000001.ids.json").write_text('["a", "b"')
+    (folder / f"{MANIFEST}.tmp").write_text("{")
+    with pytest.raises(IndexFormatError, match="not an imageprism index"):
+        ImageIndex.load(folder)
+    index = ImageIndex(child.make_prism())
+    index.add_embeddings(child.items(3, seed=1), ids=["a", "b", "c"])
+    index.save(folder)
+    assert sorted(p.name for p in folder.iterdir()) == sorted(read_manifest(folder).names() | {MANIFEST, LOCK})
+    assert ImageIndex.load(folder, prism=child.make_prism()).ids == ("a", "b", "c")
