@@ -44,6 +44,7 @@ from typing import Any, cast
 import numpy as np
 
 from imageprism._blend import Blend
+from imageprism._cache import EmbeddingCache
 from imageprism._image import ImageInput, describe_input
 from imageprism._index_files import FORMAT_VERSION, MANIFEST, Manifest, is_leftover, read_manifest
 from imageprism._index_store import Saved, load_columns, save_columns
@@ -57,7 +58,7 @@ from imageprism._video import embed_inputs, is_video
 from imageprism.dimensions import DimensionPlugin, known_names, parse_dimension
 from imageprism.errors import ConfigError, ImagePrismError, IndexFormatError, InputError
 
-__all__ = ["FORMAT_VERSION", "ImageIndex", "SearchHit"]
+__all__ = ["FORMAT_VERSION", "ImageIndex", "SearchHit", "saved_prism"]
 
 
 
@@ -470,13 +471,14 @@ def _profile_ref(prism: ImagePrism) -> str | None:
     return str(spec.source.resolve())
 
 
-def _prism_from_manifest(manifest: Manifest, folder: Path) -> ImagePrism:
-    profile = manifest.profile
-    try:
-        if profile is None:
-            return ImagePrism(weights=manifest.weights)
-        if profile not in {p.value for p in Profile} and not Path(profile).is_file():
-            raise ConfigError(f"its profile {profile!r} is neither a built-in profile nor a regular file")
-        return ImagePrism(profile=profile, weights=manifest.weights)
+def saved_prism(path: str | os.PathLike[str], *, cache: EmbeddingCache | None = None) -> ImagePrism:
+    """The ``ImagePrism`` a saved index is rebuilt with (its profile and weights), with ``cache``."""
+    folder = Path(os.fspath(path))
+    return _prism_from_manifest(read_manifest(folder), folder, cache)
+
+
+def _prism_from_manifest(manifest: Manifest, folder: Path, cache: EmbeddingCache | None = None) -> ImagePrism:
+    try:  # a profile path is read by the bounded profile loader (regular files, size, no aliases, depth)
+        return ImagePrism(profile=manifest.profile, weights=manifest.weights, cache=cache)
     except ConfigError as exc:
         raise ConfigError(f"index {str(folder)!r}: cannot rebuild its ImagePrism ({exc}); pass prism=") from exc
