@@ -22,18 +22,19 @@ blended, and ranked, ties broken by insertion order. So the hits are exactly the
 <imageprism.ImagePrism.compare>` gives (equal to the ranking scores up to the last bit
 of float rounding). :meth:`ImageIndex.remove` drops items from every column.
 
-**Files.** :meth:`ImageIndex.save` writes a directory: ``manifest.json`` (format
-version, imageprism version, dimensions with their kind and ``cache_token``,
-weights, missing policy, profile, item ids) and one ``.npy`` file per array
-(read back with ``allow_pickle=False``). :meth:`ImageIndex.load` checks the format
-version and that each dimension's ``cache_token`` matches the ``ImagePrism`` used
-for queries: embeddings from another model or configuration are refused.
+**Files.** :meth:`ImageIndex.save` commits a directory of segments (one ``.npy``
+file per column array, read back with ``allow_pickle=False``, and a JSON id list
+each) named by ``manifest.json`` (format version, generation, imageprism version,
+dimensions with their kind and ``cache_token``, weights, missing policy, profile),
+which is replaced atomically: :mod:`imageprism._index_files` (format, checks,
+crash safety) and :mod:`imageprism._index_store` (incremental saves). :meth:`ImageIndex.load`
+checks every file and field, and that each dimension's ``cache_token`` matches the
+``ImagePrism`` used for queries: embeddings from another model or configuration are refused.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 import threading
 from collections.abc import Iterable, Mapping, Sequence
@@ -43,26 +44,21 @@ from typing import Any, cast
 import numpy as np
 
 from imageprism._blend import Blend
+from imageprism._cache import EmbeddingCache
 from imageprism._image import ImageInput, describe_input
-from imageprism._index_files import (
-    FORMAT_NAME,
-    FORMAT_VERSION,
-    MANIFEST,
-    load_array,
-    read_manifest,
-)
+from imageprism._index_files import FORMAT_VERSION, MANIFEST, Manifest, is_leftover, read_manifest
+from imageprism._index_store import Saved, load_columns, save_columns
 from imageprism._prism import ImagePrism, build_plugins, resolve_blend
 from imageprism._profiles import load_profile, normalize_weights
 from imageprism._results import Failure, SearchHit
 from imageprism._search.columns import Column, plugin_column
 from imageprism._search.topk import Searcher, searcher_for, top_positions
 from imageprism._types import Dimension, Embeddings, OnError, Profile
-from imageprism._version import __version__
 from imageprism._video import embed_inputs, is_video
 from imageprism.dimensions import DimensionPlugin, known_names, parse_dimension
-from imageprism.errors import ConfigError, ImagePrismError, InputError
+from imageprism.errors import ConfigError, ImagePrismError, IndexFormatError, InputError
 
-__all__ = ["FORMAT_VERSION", "ImageIndex", "SearchHit"]
+__all__ = ["FORMAT_VERSION", "ImageIndex", "SearchHit", "saved_prism"]
 
 
 
@@ -97,6 +93,7 @@ class ImageIndex:
         self._searchers: dict[str, Searcher] = {name: searcher_for(c) for name, c in self._columns.items()}
         self._ids: list[str] = []
         self._positions: dict[str, int] = {}
+        self._saved: Saved | None = None  # what the directory last saved to / loaded from holds
         self._lock = threading.RLock()  # searches read faiss' memory without a copy: no add meanwhile
 
     # -- building -------------------------------------------------------------------
@@ -235,6 +232,8 @@ class ImageIndex:
             for column in self._columns.values():
                 column.keep(keep)
             self._sync()
+            if self._saved is not None:
+                self._saved.remove(keep)
             self._ids = [item for item, kept in zip(self._ids, keep.tolist()) if kept]
             self._positions = {name: i for i, name in enumerate(self._ids)}
 
@@ -383,86 +382,73 @@ class ImageIndex:
     # -- files ----------------------------------------------------------------------------
 
     def save(self, path: str | os.PathLike[str]) -> Path:
-        """Write the index to the directory ``path`` (created; an older index there is replaced).
+        """Commit the index to the directory ``path`` (created; another index there is replaced).
 
-        Returns the directory. Refuses a non-empty directory that is not an index.
+        Crash-safe: whatever instant the process is killed at, or if the disk fills,
+        the directory holds the previous committed index or this one, never a mix
+        (see :mod:`imageprism._index_files`). Saving again to the directory the index
+        was loaded from or last saved to writes only what changed since. Returns the
+        directory. Refuses a non-empty directory that is not an index; raises
+        :class:`~imageprism.errors.IndexWriteError` when the files cannot be written and
+        :class:`~imageprism.errors.IndexConflictError` when another writer saves it or
+        saved it since this index was loaded.
         """
         folder = Path(os.fspath(path))
         if folder.exists() and not folder.is_dir():
             raise InputError(f"cannot save the index to {str(folder)!r}: it is a file; give a directory path")
-        if folder.is_dir() and any(folder.iterdir()) and not (folder / MANIFEST).is_file():
+        if folder.is_dir() and not (folder / MANIFEST).is_file() and not all(map(is_leftover, os.listdir(folder))):
             raise InputError(f"cannot save the index to {str(folder)!r}: it is a non-empty directory without {MANIFEST}")
-        folder.mkdir(parents=True, exist_ok=True)
-        (folder / MANIFEST).unlink(missing_ok=True)  # an index without its manifest is never read half-written
+        header = Manifest(
+            0, len(self), {name: {"kind": column.kind, "cache_token": self._plugins[name].cache_token}
+                           for name, column in self._columns.items()},
+            dict(self.prism.weights), self.prism.missing, _profile_ref(self.prism), [], [],
+        )
         with self._lock:
-            return self._write(folder)
-
-    def _write(self, folder: Path) -> Path:
-        dims = {}
-        for name, column in self._columns.items():
-            files = {}
-            for key, array in (column.arrays() if len(column) else {}).items():
-                filename = f"{name}.{key}.npy"
-                np.save(folder / filename, np.ascontiguousarray(array), allow_pickle=False)
-                files[key] = filename
-            dims[name] = {"kind": column.kind, "cache_token": self._plugins[name].cache_token, "files": files}
-        manifest = {
-            "format": FORMAT_NAME,
-            "format_version": FORMAT_VERSION,
-            "imageprism_version": __version__,
-            "count": len(self),
-            "dimensions": dims,
-            "weights": dict(self.prism.weights),
-            "missing": self.prism.missing,
-            "profile": _profile_ref(self.prism),
-            "ids": self._ids,
-        }
-        tmp = folder / (MANIFEST + ".tmp")
-        tmp.write_text(json.dumps(manifest, indent=1), encoding="utf-8")
-        tmp.replace(folder / MANIFEST)
+            self._saved = save_columns(folder, self._columns, self._plugins, self._ids, header, self._saved)
         return folder
 
     @classmethod
     def load(cls, path: str | os.PathLike[str], *, prism: ImagePrism | None = None) -> ImageIndex:
-        """Read an index written by :meth:`save`.
+        """Read the index committed in directory ``path`` by :meth:`save`.
 
         Without ``prism``, the ``ImagePrism`` is rebuilt from the saved profile and
         weights (dimension configs given with ``config=`` are not saved: pass the
         same ``prism`` then). Either way, every dimension's ``cache_token`` must
-        match the saved one.
+        match the saved one. Anything the index did not write (a path out of the
+        directory, a link, a FIFO, a wrong type, size or shape) raises
+        :class:`~imageprism.errors.IndexFormatError` before it is read.
         """
         folder = Path(os.fspath(path))
-        manifest = read_manifest(folder)
+        for attempt in range(3):
+            manifest = read_manifest(folder)
+            try:
+                return cls._load(folder, manifest, prism)
+            except IndexFormatError:  # a writer may have committed and removed old files meanwhile
+                if attempt == 2 or read_manifest(folder).generation == manifest.generation:
+                    raise
+        raise AssertionError("unreachable")
+
+    @classmethod
+    def _load(cls, folder: Path, manifest: Manifest, prism: ImagePrism | None) -> ImageIndex:
         if prism is None:
             prism = _prism_from_manifest(manifest, folder)
         index = cls(prism)
-        saved = manifest["dimensions"]
+        saved = manifest.dimensions
         if sorted(saved) != sorted(index._columns):
             raise ConfigError(
                 f"index {str(folder)!r} holds dimensions {sorted(saved)}; the given ImagePrism uses "
                 f"{sorted(index._columns)}; pass an ImagePrism with the index's dimensions"
             )
         for name, plugin in index._plugins.items():
-            entry = saved[name]
-            if entry.get("cache_token") != plugin.cache_token:
+            token = saved[name]["cache_token"]
+            if token != plugin.cache_token:
                 raise ConfigError(
-                    f"index {str(folder)!r} was built with {name!r} configured as {entry.get('cache_token')!r}, "
+                    f"index {str(folder)!r} was built with {name!r} configured as {token!r}, "
                     f"but this ImagePrism has {plugin.cache_token!r}; pass an ImagePrism configured like the index"
                 )
-        ids = manifest["ids"]
-        count = manifest["count"]
-        if not isinstance(ids, list) or len(ids) != count:
-            raise InputError(f"index {str(folder)!r} is damaged: {MANIFEST} lists {len(ids)} ids for {count} items")
-        for name, column in index._columns.items():
-            files = saved[name].get("files", {})
-            if count:
-                column.restore({key: load_array(folder / file) for key, file in files.items()})
-            if len(column) != count:
-                raise InputError(f"index {str(folder)!r} is damaged: {name!r} holds {len(column)} items, expected {count}")
+        index._ids, index._saved = load_columns(folder, manifest, index._columns)
+        index._positions = {name: i for i, name in enumerate(index._ids)}
         index._sync()
-        index._check_new_ids(ids)
-        index._ids = list(ids)
-        index._positions = {name: i for i, name in enumerate(ids)}
         return index
 
 
@@ -485,11 +471,14 @@ def _profile_ref(prism: ImagePrism) -> str | None:
     return str(spec.source.resolve())
 
 
-def _prism_from_manifest(manifest: Mapping[str, Any], folder: Path) -> ImagePrism:
-    profile = manifest.get("profile")
-    try:
-        if profile is not None:
-            return ImagePrism(profile=profile, weights=manifest["weights"])
-        return ImagePrism(weights=manifest["weights"])
+def saved_prism(path: str | os.PathLike[str], *, cache: EmbeddingCache | None = None) -> ImagePrism:
+    """The ``ImagePrism`` a saved index is rebuilt with (its profile and weights), with ``cache``."""
+    folder = Path(os.fspath(path))
+    return _prism_from_manifest(read_manifest(folder), folder, cache)
+
+
+def _prism_from_manifest(manifest: Manifest, folder: Path, cache: EmbeddingCache | None = None) -> ImagePrism:
+    try:  # a profile path is read by the bounded profile loader (regular files, size, no aliases, depth)
+        return ImagePrism(profile=manifest.profile, weights=manifest.weights, cache=cache)
     except ConfigError as exc:
         raise ConfigError(f"index {str(folder)!r}: cannot rebuild its ImagePrism ({exc}); pass prism=") from exc

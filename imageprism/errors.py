@@ -12,8 +12,11 @@ working in code that does not know about imageprism::
     │   │   └── InputTooLargeError           file size or JPEG scan count above the limit
     │   ├── ConfigError                      unknown dimension, bad weights, bad config
     │   │   └── ProfileError                 a profile (YAML) is missing or malformed
-    │   └── DimensionUnavailableError        a dimension this build does not provide
+    │   ├── DimensionUnavailableError        a dimension this build does not provide
+    │   └── IndexFormatError                 a saved index is missing, damaged or not one
     ├── CacheError                           the persistent cache file is foreign, damaged or unwritable
+    ├── IndexWriteError                      an index could not be saved (disk full, read-only)
+    │   └── IndexConflictError               another writer is saving it, or saved it since it was loaded
     ├── MissingDependencyError (ImportError) an optional extra is not installed
     └── ModelError                           a model could not be obtained or run
         ├── ModelDownloadError               download failed or checksum mismatch
@@ -32,6 +35,9 @@ __all__ = [
     "DimensionUnavailableError",
     "ImageLoadError",
     "ImagePrismError",
+    "IndexConflictError",
+    "IndexFormatError",
+    "IndexWriteError",
     "InputError",
     "InputTooLargeError",
     "MissingDependencyError",
@@ -82,6 +88,20 @@ class CacheError(ImagePrismError):
     def __init__(self, message: str, path: str) -> None:
         super().__init__(message)
         self.path = path
+
+
+class IndexFormatError(InputError):
+    """A saved index cannot be read: missing, damaged, tampered with, or of another format version.
+
+    The message names the index directory and the file or field at fault."""
+
+
+class IndexWriteError(ImagePrismError):
+    """An index could not be saved (disk full, no permission); the last saved state is kept."""
+
+
+class IndexConflictError(IndexWriteError):
+    """Another writer holds the index's lock, or committed to it after this index was loaded."""
 
 
 class MissingDependencyError(ImagePrismError, ImportError):

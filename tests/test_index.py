@@ -19,6 +19,7 @@ from imageprism import (
     SearchHit,
 )
 from imageprism._index import FORMAT_VERSION, MANIFEST
+from imageprism._index_files import LOCK
 
 RNG_SEED = 7
 
@@ -79,11 +80,13 @@ def test_save_and_load_round_trip(catalogue, dev_images, tmp_path) -> None:
     folder = index.save(tmp_path / "idx")
     manifest = json.loads((folder / MANIFEST).read_text())
     assert manifest["format_version"] == FORMAT_VERSION
-    assert manifest["count"] == len(index) and manifest["ids"] == list(index.ids)
+    (segment,) = manifest["segments"]  # a first save writes one segment
+    ids = json.loads((folder / segment["ids"]).read_text())
+    assert manifest["count"] == len(index) and ids == list(index.ids)
     assert manifest["dimensions"]["hash"]["cache_token"] == ImagePrism().plugins["hash"].cache_token
-    files = manifest["dimensions"]["hash"]["files"]
+    files = segment["files"]["hash"]
     assert files and all(np.load(folder / f, allow_pickle=False).dtype != object for f in files.values())
-    assert sorted(p.name for p in folder.iterdir()) == sorted([MANIFEST, *files.values()])
+    assert sorted(p.name for p in folder.iterdir()) == sorted([MANIFEST, LOCK, segment["ids"], *files.values()])
 
     loaded = ImageIndex.load(folder)
     assert loaded.ids == index.ids

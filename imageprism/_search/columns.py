@@ -373,6 +373,8 @@ class PairwiseColumn(Column):
 
     def restore(self, arrays: Mapping[str, np.ndarray]) -> None:
         counts, rows = arrays["counts"], arrays["rows"]
+        if counts.ndim != 1 or counts.dtype.kind not in "iu" or rows.ndim < 1:
+            raise InputError(f"the {self.name!r} arrays must be 1-d integer counts and rows, got {_describe(counts)}, {_describe(rows)}")
         ends = np.cumsum(np.maximum(counts, 0))
         if len(rows) != (ends[-1] if len(ends) else 0):
             raise InputError(f"the {self.name!r} arrays are inconsistent: {len(rows)} rows for counts summing to {ends[-1]}")

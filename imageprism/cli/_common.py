@@ -9,7 +9,6 @@ import os
 import re
 import sys
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 from imageprism._cache import PersistentCache
@@ -80,10 +79,9 @@ def prism_with_cache(index_dir: str, cache: str | None) -> ImagePrism | None:
     """For a saved index: its own ImagePrism rebuilt with ``--cache``, or ``None`` (let the index rebuild it)."""
     if cache is None:
         return None
-    from imageprism._index_files import read_manifest  # the saved profile and weights; load() checks the rest
+    from imageprism._index import saved_prism  # the saved profile and weights; load() checks the rest
 
-    manifest = read_manifest(Path(index_dir))
-    return ImagePrism(profile=manifest.get("profile"), weights=manifest["weights"], cache=PersistentCache(cache or None))
+    return saved_prism(index_dir, cache=PersistentCache(cache or None))
 
 
 #: ``--hash`` values and the HashConfig constructor each selects
