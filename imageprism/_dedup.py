@@ -64,6 +64,11 @@ class DedupResult:
             that failed to load (``on_error="skip"``), which is then in ``failures``.
         failures: the inputs that could not be loaded, with their errors.
         threshold: the score at which two inputs were grouped.
+        scores: with ``linkage="connected"``, each input's exact score with its
+            representative (1.0 for a representative, NaN for a failure): a member
+            linked through others can score below ``threshold`` (never below the
+            floor). ``None`` with the greedy linkage, where every member reaches
+            ``threshold`` with its representative.
 
     Every input is accounted for: it is a representative, a member of exactly one
     group, or a failure. Arrays are read-only.
@@ -77,17 +82,27 @@ class DedupResult:
     labels: np.ndarray
     failures: tuple[Failure, ...] = ()
     threshold: float = 0.0
+    scores: np.ndarray | None = None
 
     @classmethod
     def from_labels(
-        cls, labels: Sequence[int] | np.ndarray, *, threshold: float, failures: Sequence[Failure] = ()
+        cls,
+        labels: Sequence[int] | np.ndarray,
+        *,
+        threshold: float,
+        failures: Sequence[Failure] = (),
+        scores: Sequence[float] | np.ndarray | None = None,
     ) -> DedupResult:
-        """Build a result from per-input labels (``-1`` for failed inputs)."""
+        """Build a result from per-input labels (``-1`` for failed inputs) and optional scores to them."""
         labels = np.array(labels, dtype=np.int64).reshape(-1)
         unique = np.flatnonzero(labels == np.arange(len(labels)))
-        for array in (labels, unique):
+        arrays = [labels, unique]
+        if scores is not None:
+            scores = np.array(scores, dtype=np.float64).reshape(-1)
+            arrays.append(scores)
+        for array in arrays:
             array.setflags(write=False)
-        return cls(unique=unique, labels=labels, failures=tuple(failures), threshold=float(threshold))
+        return cls(unique=unique, labels=labels, failures=tuple(failures), threshold=float(threshold), scores=scores)
 
     @functools.cached_property
     def groups(self) -> dict[int, tuple[int, ...]]:
@@ -116,6 +131,7 @@ class DedupResult:
             "labels": self.labels.tolist(),
             "groups": [{"representative": rep, "members": list(m)} for rep, m in self.groups.items()],
             "failures": [{"index": f.index, "input": f.input, "error": str(f.error)} for f in self.failures],
+            **({} if self.scores is None else {"scores": [None if np.isnan(s) else s for s in self.scores.tolist()]}),
         }
 
     def __len__(self) -> int:
@@ -367,11 +383,19 @@ def dedup_embeddings(
     threshold: float,
     failures: Sequence[Failure] = (),
     progress: bool | None = None,
+    linkage: str = "representative",
+    floor: float | None = None,
 ) -> DedupResult:
-    """Greedy dedup of embedded inputs; entries of failed inputs (``None``, listed in ``failures``) get label -1."""
+    """Dedup of embedded inputs; entries of failed inputs (``None``, listed in ``failures``) get label -1.
+
+    ``linkage``: ``"representative"`` (the greedy pass) or ``"connected"`` (connected
+    components, split at ``floor``; see :mod:`imageprism._linkage`).
+    """
+    from imageprism._linkage import check_linkage, connected_labels
     from imageprism._runtime import progress_bar
 
     threshold = check_threshold(threshold)
+    check_linkage(linkage, floor)
     source: Sequence[Mapping[str, np.ndarray | None]] | Mapping[str, Sequence[np.ndarray | None] | np.ndarray]
     if isinstance(embeddings, Mapping):
         ok = None
@@ -386,15 +410,28 @@ def dedup_embeddings(
         if unexplained:
             raise InputError(f"embedding {unexplained[0]} is None; every input needs its embeddings for dedup")
         source = [e for e in (rows[i] for i in ok.tolist()) if e is not None]
+    connected = linkage == "connected"
     if n == 0 or (ok is not None and ok.size == 0):  # nothing embedded: no column to build
-        return DedupResult.from_labels(np.full(n, -1, np.int64), threshold=threshold, failures=failures)
+        return DedupResult.from_labels(
+            np.full(n, -1, np.int64), threshold=threshold, failures=failures, scores=np.full(n, np.nan) if connected else None
+        )
     columns = columns_from_embeddings(source, plugins, blend.weights)
     total = columns[0].n if columns else 0
+    found, found_scores = np.empty(0, np.int64), np.empty(0)
     with progress_bar(total, progress=progress, description="dedup") as bar:
-        found = greedy_labels(columns, threshold, weights=blend.weights, missing=blend.missing, on_block=bar.update) if total else np.empty(0, np.int64)
+        if total and connected:
+            found, found_scores = connected_labels(
+                columns, threshold, weights=blend.weights, missing=blend.missing, floor=floor, on_block=bar.update
+            )
+        elif total:
+            found = greedy_labels(columns, threshold, weights=blend.weights, missing=blend.missing, on_block=bar.update)
+    scores = np.full(n, np.nan) if connected else None
     if ok is None:
         labels = found
+        scores = found_scores if connected else None
     else:
         labels = np.full(n, -1, np.int64)
         labels[ok] = ok[found]
-    return DedupResult.from_labels(labels, threshold=threshold, failures=failures)
+        if scores is not None:
+            scores[ok] = found_scores
+    return DedupResult.from_labels(labels, threshold=threshold, failures=failures, scores=scores)
