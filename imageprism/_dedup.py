@@ -33,6 +33,7 @@ import numpy as np
 from imageprism._blend import Blend
 from imageprism._results import Failure
 from imageprism._search.columns import Column, ScoreFn, make_column, plugin_column
+from imageprism._search.components import DEFAULT_MAX_HOPS, check_linkage, connected_components
 from imageprism._search.range import BLOCK_SIZE, AllPairs, Finder, range_finder, union_pairs
 from imageprism.dimensions._base import DimensionPlugin, Layout
 from imageprism.errors import ConfigError, InputError
@@ -42,6 +43,7 @@ __all__ = [
     "DedupResult",
     "blend_scores",
     "columns_from_embeddings",
+    "connected_labels",
     "dedup_embeddings",
     "default_threshold",
     "greedy_labels",
@@ -66,9 +68,9 @@ class DedupResult:
         threshold: the score at which two inputs were grouped.
         scores: with ``linkage="connected"``, each input's exact score with its
             representative (1.0 for a representative, NaN for a failure): a member
-            linked through others can score below ``threshold`` (never below the
-            floor). ``None`` with the greedy linkage, where every member reaches
-            ``threshold`` with its representative.
+            linked through others can score below ``threshold``. ``None`` with the
+            greedy linkage, where every member reaches ``threshold`` with its
+            representative.
 
     Every input is accounted for: it is a representative, a member of exactly one
     group, or a failure. Arrays are read-only.
@@ -96,7 +98,7 @@ class DedupResult:
         """Build a result from per-input labels (``-1`` for failed inputs) and optional scores to them."""
         labels = np.array(labels, dtype=np.int64).reshape(-1)
         unique = np.flatnonzero(labels == np.arange(len(labels)))
-        arrays = [labels, unique]
+        arrays: list[np.ndarray] = [labels, unique]
         if scores is not None:
             scores = np.array(scores, dtype=np.float64).reshape(-1)
             arrays.append(scores)
@@ -268,6 +270,31 @@ def greedy_labels(
     return labels
 
 
+def connected_labels(
+    columns: Sequence[Column],
+    threshold: float,
+    *,
+    weights: Mapping[str, float] | None = None,
+    missing: str = "zero",
+    max_hops: int | None = DEFAULT_MAX_HOPS,
+    block_size: int = BLOCK_SIZE,
+    on_block: Callable[[int], None] | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Connected-linkage dedup labels and each input's score with its representative (exact, index-backed).
+
+    Groups are the connected components of the pairs reaching ``threshold``, split
+    so that every member is within ``max_hops`` links of its representative, the
+    first input of its group (``None``: no cap); see :mod:`imageprism._search.components`.
+    ``weights``, ``missing`` and ``on_block`` as in :func:`greedy_labels`.
+    """
+    threshold = check_threshold(threshold)
+    check_linkage("connected", max_hops)
+    blend = _policy(columns, weights, missing)
+    _check_columns(columns, blend)
+    scorer = _Scorer(columns, blend)
+    return connected_components(scorer.columns, scorer, threshold, max_hops, block_size=block_size, on_block=on_block)
+
+
 def _resolve_block(ids: np.ndarray, finders: Sequence[Finder], scorer: _Scorer, threshold: float, n: int) -> np.ndarray:
     # 1. the first earlier representative that matches
     q, r = union_pairs([f.query(ids) for f in finders], n)
@@ -384,18 +411,18 @@ def dedup_embeddings(
     failures: Sequence[Failure] = (),
     progress: bool | None = None,
     linkage: str = "representative",
-    floor: float | None = None,
+    max_hops: int | None = DEFAULT_MAX_HOPS,
 ) -> DedupResult:
     """Dedup of embedded inputs; entries of failed inputs (``None``, listed in ``failures``) get label -1.
 
     ``linkage``: ``"representative"`` (the greedy pass) or ``"connected"`` (connected
-    components, split at ``floor``; see :mod:`imageprism._linkage`).
+    components, each member within ``max_hops`` links of its representative; see
+    :mod:`imageprism._search.components`).
     """
-    from imageprism._linkage import check_linkage, connected_labels
     from imageprism._runtime import progress_bar
 
     threshold = check_threshold(threshold)
-    check_linkage(linkage, floor)
+    check_linkage(linkage, max_hops)
     source: Sequence[Mapping[str, np.ndarray | None]] | Mapping[str, Sequence[np.ndarray | None] | np.ndarray]
     if isinstance(embeddings, Mapping):
         ok = None
@@ -421,7 +448,7 @@ def dedup_embeddings(
     with progress_bar(total, progress=progress, description="dedup") as bar:
         if total and connected:
             found, found_scores = connected_labels(
-                columns, threshold, weights=blend.weights, missing=blend.missing, floor=floor, on_block=bar.update
+                columns, threshold, weights=blend.weights, missing=blend.missing, max_hops=max_hops, on_block=bar.update
             )
         elif total:
             found = greedy_labels(columns, threshold, weights=blend.weights, missing=blend.missing, on_block=bar.update)
