@@ -64,8 +64,7 @@ def check_linkage(linkage: str, max_hops: int | None) -> None:
         raise ConfigError(f"linkage={linkage!r} is invalid; use {' or '.join(map(repr, LINKAGES))}")
     if max_hops is not None and (isinstance(max_hops, bool) or not isinstance(max_hops, (int, np.integer)) or max_hops < 1):
         raise ConfigError(
-            f"max_hops={max_hops!r} is invalid; use a whole number of links of at least 1 "
-            f"(1: the greedy groups; default {DEFAULT_MAX_HOPS}) or None for no cap"
+            f"max_hops={max_hops!r} is invalid; use a whole number of links of at least 1 (1: the greedy groups; default {DEFAULT_MAX_HOPS}) or None for no cap"
         )
 
 
