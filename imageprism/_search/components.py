@@ -111,22 +111,25 @@ def connected_components(
 def _identical(columns: Sequence[Column], score: PairScore, threshold: float, n: int) -> np.ndarray:
     """Each input's first input with identical embeddings in every column (itself if none).
 
-    Only array columns can be compared; identical inputs are merged only when the
-    first one's score with itself reaches ``threshold`` (a zero vector's does not).
+    Only array columns can be compared: rows are grouped by a hash of their bytes, then
+    checked equal. Identical inputs are merged only when the first one's score with
+    itself reaches ``threshold`` (a zero vector's does not). Merging only saves work:
+    an identical input left unmerged is searched and linked like any other.
     """
-    arrays = [c.data for c in columns if isinstance(c, (BitsColumn, VectorColumn))]
+    arrays = [np.ascontiguousarray(c.data).reshape(n, -1).view(np.uint8) for c in columns if isinstance(c, (BitsColumn, VectorColumn))]
+    lone = np.arange(n, dtype=np.int64)
     if n == 0 or len(arrays) < len(columns):
-        return np.arange(n, dtype=np.int64)
-    rows = np.concatenate([np.ascontiguousarray(a).reshape(n, -1).view(np.uint8) for a in arrays], axis=1)
-    _, first, inverse = np.unique(rows, axis=0, return_index=True, return_inverse=True)
+        return lone
+    keys = np.array([hash(b"".join(a[i].tobytes() for a in arrays)) for i in range(n)], np.int64)
+    _, first, inverse = np.unique(keys, return_index=True, return_inverse=True)
     leader = first[inverse.reshape(-1)].astype(np.int64)
-    lone = np.arange(n)
     repeated = np.flatnonzero(leader != lone)
     if len(repeated):
+        same = np.all([np.all(a[repeated] == a[leader[repeated]], axis=1) for a in arrays], axis=0)
         heads = np.unique(leader[repeated])
-        self_linked = score(heads, heads) >= threshold
-        unlinked = np.isin(leader, heads[~self_linked])
-        leader[unlinked] = lone[unlinked]
+        linked = heads[score(heads, heads) >= threshold]
+        keep = same & np.isin(leader[repeated], linked)
+        leader[repeated[~keep]] = repeated[~keep]
     return leader
 
 
