@@ -249,8 +249,8 @@ class ImagePrism:
         the representative: groups are the connected components of the pairs reaching
         ``threshold``, split so that every member is at most ``max_hops`` such links
         from its representative (default 2: copies that match the same original;
-        ``None``: no cap). ``result.scores`` then holds each image's score with its
-        representative (see :mod:`imageprism._search.components`).
+        ``None``: no cap; ignored by the greedy linkage). ``result.scores`` then holds
+        each image's score with its representative (see :mod:`imageprism._search.components`).
 
         >>> import numpy as np
         >>> rng = np.random.default_rng(0)

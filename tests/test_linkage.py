@@ -246,3 +246,16 @@ def test_cli_linkage_flag(rotated_first: list[Image.Image], tmp_path: Path, caps
     assert "--max-hops 2 applies to --linkage connected only" in capsys.readouterr().err
     assert main(["dedup", str(tmp_path), "--linkage", "connected", "--max-hops", "-1"]) == 1
     assert "--max-hops -1 is invalid" in capsys.readouterr().err
+
+
+def test_too_many_links_for_the_hop_count_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    import imageprism._search.components as components_module
+
+    rng = np.random.default_rng(25)
+    bits = np.repeat(rng.integers(0, 2, (1, 64), dtype=np.uint8), 60, axis=0)
+    bits[np.arange(60), np.arange(60)] ^= 1  # 60 distinct codes, every pair 2 bits apart: 1,770 links
+    col = DedupColumn("hash", "bits", np.packbits(bits, axis=-1)[:, None, :], bits_per_row=64)
+    monkeypatch.setattr(components_module, "MAX_LINKS", 1000)
+    with pytest.raises(ConfigError, match="more than 1,000 linked pairs.*max_hops=None"):
+        connected_labels([col], 0.9)
+    assert connected_labels([col], 0.9, max_hops=None)[0].tolist() == [0] * 60  # merged as found: no pair list

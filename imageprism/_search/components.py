@@ -30,9 +30,11 @@ came first), and no longer chains. The result reports each input's exact score w
 its representative (:attr:`DedupResult.scores <imageprism._dedup.DedupResult.scores>`),
 so the weakest member of each group is visible.
 
-Cost: every linked pair is scored once and kept (two integers) for the hop count; a
-cluster of ``m`` near-identical inputs has up to ``m**2 / 2`` links (identical
-embeddings are merged first, so exact copies cost nothing).
+Cost: every linked pair is scored once and, for the hop count, kept (two int32); a
+cluster of ``m`` near-identical inputs has up to ``m**2 / 2`` links, so past
+:data:`MAX_LINKS` a :class:`~imageprism.errors.ConfigError` suggests ``max_hops=None``
+(merged as found, nothing kept) or the greedy linkage. Identical embeddings are merged
+before the search, so exact copies cost nothing.
 """
 
 from __future__ import annotations
@@ -52,6 +54,8 @@ __all__ = ["DEFAULT_MAX_HOPS", "LINKAGES", "Linkage", "PairScore", "check_linkag
 LINKAGES: tuple[str, ...] = ("representative", "connected")
 #: links allowed between a member and its representative under connected linkage
 DEFAULT_MAX_HOPS = 2
+#: most linked pairs kept for the hop count (two int32 each: 80 MB)
+MAX_LINKS = 10_000_000
 
 Linkage = Literal["representative", "connected"]
 #: exact scores of the input pairs ``(a[i], b[i])`` (dedup's blended score)
@@ -89,14 +93,26 @@ def connected_components(
     n = columns[0].n if columns else 0
     leader = _identical(columns, score, threshold, n)  # exact copies: searched and linked as their first
     nodes = np.flatnonzero(leader == np.arange(n))
-    found: list[tuple[np.ndarray, np.ndarray]] = []
-    _links(columns, score, threshold, nodes, lambda i, j: found.append((i, j)), block_size, on_block, n - len(nodes))
-    i = np.concatenate([p[0] for p in found] + [np.empty(0, np.int64)])
-    j = np.concatenate([p[1] for p in found] + [np.empty(0, np.int64)])
     labels = np.arange(n, dtype=np.int64)
-    _union(labels, i, j)
+    found: list[tuple[np.ndarray, np.ndarray]] = []
+    count = 0
+
+    def visit(i: np.ndarray, j: np.ndarray) -> None:
+        nonlocal count
+        _union(labels, i, j)
+        if max_hops is None:
+            return  # no hop count: nothing to keep
+        count += len(i)
+        if count > MAX_LINKS:
+            raise ConfigError(
+                f"connected linkage with max_hops={max_hops} found more than {MAX_LINKS:,} linked pairs (a cluster of "
+                "thousands of near-identical images); use max_hops=None (no cap, no pair list kept) or linkage='representative'"
+            )
+        found.append((i.astype(np.int32), j.astype(np.int32)))
+
+    _links(columns, score, threshold, nodes, visit, block_size, on_block, n - len(nodes))
     if max_hops is not None:
-        graph = _Graph(i, j)
+        graph = _Graph(np.concatenate([p[0] for p in found] + [np.empty(0, np.int32)]), np.concatenate([p[1] for p in found] + [np.empty(0, np.int32)]))
         far = np.flatnonzero(graph.hops(labels, max_hops) < 0)
         if len(far):
             _walk(graph, labels, np.flatnonzero(np.isin(labels, labels[far])), max_hops)
@@ -116,9 +132,11 @@ def _identical(columns: Sequence[Column], score: PairScore, threshold: float, n:
     itself reaches ``threshold`` (a zero vector's does not). Merging only saves work:
     an identical input left unmerged is searched and linked like any other.
     """
-    arrays = [np.ascontiguousarray(c.data).reshape(n, -1).view(np.uint8) for c in columns if isinstance(c, (BitsColumn, VectorColumn))]
     lone = np.arange(n, dtype=np.int64)
-    if n == 0 or len(arrays) < len(columns):
+    if n == 0:
+        return lone
+    arrays = [np.ascontiguousarray(c.data).reshape(n, -1).view(np.uint8) for c in columns if isinstance(c, (BitsColumn, VectorColumn))]
+    if len(arrays) < len(columns):
         return lone
     keys = np.array([hash(b"".join(a[i].tobytes() for a in arrays)) for i in range(n)], np.int64)
     _, first, inverse = np.unique(keys, return_index=True, return_inverse=True)
