@@ -19,7 +19,8 @@ photo against every other photo's copies (all transforms); the same targets on e
 of the photos alone (a held-out check: nothing was tuned per photo); and a dedup test:
 the photos plus two random copies each (the 15 transforms and rotations of 2, 3 and 5
 degrees), grouped by ``ImagePrism.dedup_embeddings`` at 0.9, with the recall per copy
-transform, the pair recall and the pair precision.
+transform, the pair recall and the pair precision; then that test per linkage (greedy,
+connected with the default 2-hop cap, connected without a cap) over ten shuffled orders.
 
 JPEG transforms are passed as the encoded bytes (so imageprism's reduced decode
 takes part, and imagehash decodes them with ``Image.open``); the others as PIL images.
