@@ -290,7 +290,7 @@ def _linkage_rows(prisms: list[str], results: dict, names: list[str], seeds: ran
     print("|---|---|---|---|---|---|")
     for n in prisms:
         for label, linkage, hops in LINKAGE_RUNS:
-            def run(shuffle: bool, seed: int, linkage: str = linkage, hops: int | None = hops) -> tuple[dict[str, float], float, float]:
+            def run(shuffle: bool, seed: int, n: str = n, linkage: str = linkage, hops: int | None = hops) -> tuple[dict[str, float], float, float]:
                 return dedup_test(CONFIGS[n], results[n]["base"], results[n]["moved"], names,  # type: ignore[arg-type]
                                   shuffle=shuffle, seed=seed, linkage=linkage, max_hops=hops)
             first, shuffled = run(False, 18), run(True, 18)
