@@ -19,7 +19,8 @@ photo against every other photo's copies (all transforms); the same targets on e
 of the photos alone (a held-out check: nothing was tuned per photo); and a dedup test:
 the photos plus two random copies each (the 15 transforms and rotations of 2, 3 and 5
 degrees), grouped by ``ImagePrism.dedup_embeddings`` at 0.9, with the recall per copy
-transform, the pair recall and the pair precision.
+transform, the pair recall and the pair precision; then that test per linkage (greedy,
+connected with the default 2-hop cap, connected without a cap) over ten shuffled orders.
 
 JPEG transforms are passed as the encoded bytes (so imageprism's reduced decode
 takes part, and imagehash decodes them with ``Image.open``); the others as PIL images.
@@ -222,6 +223,7 @@ def unrelated(scorer: Scorer, base: list[object], moved: Embeddings, names: list
 
 def dedup_test(
     config: HashConfig, base: list[object], moved: Embeddings, names: list[str], *, shuffle: bool, seed: int = 18,
+    linkage: str = "representative", max_hops: int | None = 2,
 ) -> tuple[dict[str, float], float, float]:
     """Dedup of the photos plus two random copies each (from DEDUP_COPIES) at threshold 0.9.
 
@@ -229,7 +231,7 @@ def dedup_test(
     representative) or, with ``shuffle``, in a random order. Returns (recall per copy
     transform: the fraction of its copies grouped with their original; pair recall over
     the photo-copy and copy-copy pairs of each photo; pair precision over all pairs put
-    together, the stereo pair excluded).
+    together, the stereo pair excluded). ``linkage``/``max_hops``: as in ``dedup``.
     """
     rng = np.random.default_rng(seed)
     n = len(base)
@@ -240,7 +242,7 @@ def dedup_test(
         items = [items[k] for k in rng.permutation(len(items))]
     prism = ImagePrism(config={"hash": config})
     embeddings = [base[i] if t is None else moved[t][i] for i, t in items]
-    labels = prism.dedup_embeddings(embeddings, threshold=0.9).labels  # type: ignore[arg-type]
+    labels = prism.dedup_embeddings(embeddings, threshold=0.9, linkage=linkage, max_hops=max_hops).labels  # type: ignore[arg-type]
     where = {(i, t): labels[k] for k, (i, t) in enumerate(items)}
     per: dict[str, list[bool]] = {}
     for i, t in items:
@@ -274,6 +276,28 @@ def _auc_rows(configs: list[str], results: dict, rows: list[str]) -> None:
             cells.append(f"{auc(pos, neg):.3f} / {best_accuracy(pos, neg)[0]:.2f}")
         label = f"**{transform}**" if transform == "overall" else transform + (" (extra)" if transform in EXTRA else "")
         print(f"| {label} | " + " | ".join(cells) + " |")
+
+
+#: (label, linkage, max_hops) of the linkage comparison
+LINKAGE_RUNS = (("representative", "representative", None), ("connected, max_hops 2 (default)", "connected", 2),
+                ("connected, no cap", "connected", None))
+
+
+def _linkage_rows(prisms: list[str], results: dict, names: list[str], seeds: range = range(18, 28)) -> None:
+    """Pair recall and precision of the dedup test per linkage: seed 18 (the table above) and over ten seeds."""
+    print("\ndedup test by linkage (threshold 0.9): pair recall / precision; seed 18, then the mean (min) over seeds 18-27\n")
+    print("| config | linkage | originals first | shuffled | shuffled, 10 seeds: recall | precision |")
+    print("|---|---|---|---|---|---|")
+    for n in prisms:
+        for label, linkage, hops in LINKAGE_RUNS:
+            def run(shuffle: bool, seed: int, n: str = n, linkage: str = linkage, hops: int | None = hops) -> tuple[dict[str, float], float, float]:
+                return dedup_test(CONFIGS[n], results[n]["base"], results[n]["moved"], names,  # type: ignore[arg-type]
+                                  shuffle=shuffle, seed=seed, linkage=linkage, max_hops=hops)
+            first, shuffled = run(False, 18), run(True, 18)
+            many = [run(True, seed) for seed in seeds]
+            recall, precision = np.array([m[1] for m in many]), np.array([m[2] for m in many])
+            print(f"| {n} | {label} | {first[1]:.3f} / {first[2]:.3f} | {shuffled[1]:.3f} / {shuffled[2]:.3f} | "
+                  f"{recall.mean():.3f} ({recall.min():.3f}) | {precision.mean():.3f} ({precision.min():.3f}) |")
 
 
 def main() -> None:
@@ -342,6 +366,7 @@ def main() -> None:
         print(f"| {t} | " + " | ".join(cells) + " |")
     print("| **pair recall** | " + " | ".join(f"{runs[(n, s)][1]:.3f}" for n in prisms for s in (False, True)) + " |")
     print("| **pair precision** | " + " | ".join(f"{runs[(n, s)][2]:.3f}" for n in prisms for s in (False, True)) + " |")
+    _linkage_rows(prisms, results, names)
     print(f"\nload average at end: {', '.join(f'{x:.1f}' for x in os.getloadavg())}")
 
 

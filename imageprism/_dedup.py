@@ -33,6 +33,7 @@ import numpy as np
 from imageprism._blend import Blend
 from imageprism._results import Failure
 from imageprism._search.columns import Column, ScoreFn, make_column, plugin_column
+from imageprism._search.components import DEFAULT_MAX_HOPS, check_linkage, connected_components
 from imageprism._search.range import BLOCK_SIZE, AllPairs, Finder, range_finder, union_pairs
 from imageprism.dimensions._base import DimensionPlugin, Layout
 from imageprism.errors import ConfigError, InputError
@@ -42,6 +43,7 @@ __all__ = [
     "DedupResult",
     "blend_scores",
     "columns_from_embeddings",
+    "connected_labels",
     "dedup_embeddings",
     "default_threshold",
     "greedy_labels",
@@ -64,6 +66,11 @@ class DedupResult:
             that failed to load (``on_error="skip"``), which is then in ``failures``.
         failures: the inputs that could not be loaded, with their errors.
         threshold: the score at which two inputs were grouped.
+        scores: with ``linkage="connected"``, each input's exact score with its
+            representative (1.0 for a representative, NaN for a failure): a member
+            linked through others can score below ``threshold``. ``None`` with the
+            greedy linkage, where every member reaches ``threshold`` with its
+            representative.
 
     Every input is accounted for: it is a representative, a member of exactly one
     group, or a failure. Arrays are read-only.
@@ -77,17 +84,27 @@ class DedupResult:
     labels: np.ndarray
     failures: tuple[Failure, ...] = ()
     threshold: float = 0.0
+    scores: np.ndarray | None = None
 
     @classmethod
     def from_labels(
-        cls, labels: Sequence[int] | np.ndarray, *, threshold: float, failures: Sequence[Failure] = ()
+        cls,
+        labels: Sequence[int] | np.ndarray,
+        *,
+        threshold: float,
+        failures: Sequence[Failure] = (),
+        scores: Sequence[float] | np.ndarray | None = None,
     ) -> DedupResult:
-        """Build a result from per-input labels (``-1`` for failed inputs)."""
+        """Build a result from per-input labels (``-1`` for failed inputs) and optional scores to them."""
         labels = np.array(labels, dtype=np.int64).reshape(-1)
         unique = np.flatnonzero(labels == np.arange(len(labels)))
-        for array in (labels, unique):
+        arrays: list[np.ndarray] = [labels, unique]
+        if scores is not None:
+            scores = np.array(scores, dtype=np.float64).reshape(-1)
+            arrays.append(scores)
+        for array in arrays:
             array.setflags(write=False)
-        return cls(unique=unique, labels=labels, failures=tuple(failures), threshold=float(threshold))
+        return cls(unique=unique, labels=labels, failures=tuple(failures), threshold=float(threshold), scores=scores)
 
     @functools.cached_property
     def groups(self) -> dict[int, tuple[int, ...]]:
@@ -116,6 +133,7 @@ class DedupResult:
             "labels": self.labels.tolist(),
             "groups": [{"representative": rep, "members": list(m)} for rep, m in self.groups.items()],
             "failures": [{"index": f.index, "input": f.input, "error": str(f.error)} for f in self.failures],
+            **({} if self.scores is None else {"scores": [None if np.isnan(s) else s for s in self.scores.tolist()]}),
         }
 
     def __len__(self) -> int:
@@ -252,6 +270,31 @@ def greedy_labels(
     return labels
 
 
+def connected_labels(
+    columns: Sequence[Column],
+    threshold: float,
+    *,
+    weights: Mapping[str, float] | None = None,
+    missing: str = "zero",
+    max_hops: int | None = DEFAULT_MAX_HOPS,
+    block_size: int = BLOCK_SIZE,
+    on_block: Callable[[int], None] | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Connected-linkage dedup labels and each input's score with its representative (exact, index-backed).
+
+    Groups are the connected components of the pairs reaching ``threshold``, split
+    so that every member is within ``max_hops`` links of its representative, the
+    first input of its group (``None``: no cap); see :mod:`imageprism._search.components`.
+    ``weights``, ``missing`` and ``on_block`` as in :func:`greedy_labels`.
+    """
+    threshold = check_threshold(threshold)
+    check_linkage("connected", max_hops)
+    blend = _policy(columns, weights, missing)
+    _check_columns(columns, blend)
+    scorer = _Scorer(columns, blend)
+    return connected_components(scorer.columns, scorer, threshold, max_hops, block_size=block_size, on_block=on_block)
+
+
 def _resolve_block(ids: np.ndarray, finders: Sequence[Finder], scorer: _Scorer, threshold: float, n: int) -> np.ndarray:
     # 1. the first earlier representative that matches
     q, r = union_pairs([f.query(ids) for f in finders], n)
@@ -367,11 +410,19 @@ def dedup_embeddings(
     threshold: float,
     failures: Sequence[Failure] = (),
     progress: bool | None = None,
+    linkage: str = "representative",
+    max_hops: int | None = DEFAULT_MAX_HOPS,
 ) -> DedupResult:
-    """Greedy dedup of embedded inputs; entries of failed inputs (``None``, listed in ``failures``) get label -1."""
+    """Dedup of embedded inputs; entries of failed inputs (``None``, listed in ``failures``) get label -1.
+
+    ``linkage``: ``"representative"`` (the greedy pass) or ``"connected"`` (connected
+    components, each member within ``max_hops`` links of its representative; see
+    :mod:`imageprism._search.components`).
+    """
     from imageprism._runtime import progress_bar
 
     threshold = check_threshold(threshold)
+    check_linkage(linkage, max_hops)
     source: Sequence[Mapping[str, np.ndarray | None]] | Mapping[str, Sequence[np.ndarray | None] | np.ndarray]
     if isinstance(embeddings, Mapping):
         ok = None
@@ -386,15 +437,28 @@ def dedup_embeddings(
         if unexplained:
             raise InputError(f"embedding {unexplained[0]} is None; every input needs its embeddings for dedup")
         source = [e for e in (rows[i] for i in ok.tolist()) if e is not None]
+    connected = linkage == "connected"
     if n == 0 or (ok is not None and ok.size == 0):  # nothing embedded: no column to build
-        return DedupResult.from_labels(np.full(n, -1, np.int64), threshold=threshold, failures=failures)
+        return DedupResult.from_labels(
+            np.full(n, -1, np.int64), threshold=threshold, failures=failures, scores=np.full(n, np.nan) if connected else None
+        )
     columns = columns_from_embeddings(source, plugins, blend.weights)
     total = columns[0].n if columns else 0
+    found, found_scores = np.empty(0, np.int64), np.empty(0)
     with progress_bar(total, progress=progress, description="dedup") as bar:
-        found = greedy_labels(columns, threshold, weights=blend.weights, missing=blend.missing, on_block=bar.update) if total else np.empty(0, np.int64)
+        if total and connected:
+            found, found_scores = connected_labels(
+                columns, threshold, weights=blend.weights, missing=blend.missing, max_hops=max_hops, on_block=bar.update
+            )
+        elif total:
+            found = greedy_labels(columns, threshold, weights=blend.weights, missing=blend.missing, on_block=bar.update)
+    scores = np.full(n, np.nan) if connected else None
     if ok is None:
         labels = found
+        scores = found_scores if connected else None
     else:
         labels = np.full(n, -1, np.int64)
         labels[ok] = ok[found]
-    return DedupResult.from_labels(labels, threshold=threshold, failures=failures)
+        if scores is not None:
+            scores[ok] = found_scores
+    return DedupResult.from_labels(labels, threshold=threshold, failures=failures, scores=scores)

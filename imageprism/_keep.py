@@ -4,7 +4,8 @@
 order; each joins the first representative (in that order) whose score reaches the
 threshold, else becomes one. ``keep`` chooses the order, so the preferred copy of
 each group is met first and becomes its representative, and the grouping stays
-exact (the greedy pass itself is unchanged):
+exact (the greedy pass itself is unchanged). With ``linkage="connected"`` a group's
+representative is likewise its first member in this order:
 
 - ``"first"``: input order (the contract's default);
 - ``"largest"``: most pixels first, then the largest file;
@@ -31,6 +32,7 @@ from PIL import Image
 
 from imageprism._dedup import DedupResult
 from imageprism._results import Failure
+from imageprism._search.components import DEFAULT_MAX_HOPS, Linkage
 from imageprism.errors import ConfigError, InputError
 
 
@@ -39,7 +41,8 @@ class Deduplicator(Protocol):
     this module never imports the facade above it)."""
 
     def dedup_embeddings(
-        self, embeddings: Sequence[Mapping[str, np.ndarray | None]], threshold: float | None = ..., *, progress: bool | None = ...
+        self, embeddings: Sequence[Mapping[str, np.ndarray | None]], threshold: float | None = ..., *,
+        progress: bool | None = ..., linkage: Linkage = ..., max_hops: int | None = ...,
     ) -> DedupResult: ...
 
 __all__ = ["KEEP_POLICIES", "Keep", "dedup_in_order", "keep_order", "pixels_and_bytes"]
@@ -76,17 +79,25 @@ def dedup_in_order(
     threshold: float | None,
     *,
     progress: bool | None = None,
+    linkage: Linkage = "representative",
+    max_hops: int | None = DEFAULT_MAX_HOPS,
 ) -> DedupResult:
-    """Greedy dedup of ``embeddings`` visited in ``order``; labels and failures refer to input positions.
+    """Dedup of ``embeddings`` visited in ``order``; labels, scores and failures refer to input positions.
 
     Entries listed in ``failures`` (``None`` embeddings) get label ``-1``.
     """
     failed = {f.index for f in failures}
     visit = np.array([i for i in order.tolist() if i not in failed], dtype=np.int64)
-    inner = prism.dedup_embeddings([embeddings[i] for i in visit.tolist()], threshold, progress=progress)
+    inner = prism.dedup_embeddings(
+        [embeddings[i] for i in visit.tolist()], threshold, progress=progress, linkage=linkage, max_hops=max_hops
+    )
     labels = np.full(len(embeddings), -1, dtype=np.int64)
     labels[visit] = visit[inner.labels] if len(visit) else visit
-    return DedupResult.from_labels(labels, threshold=inner.threshold, failures=failures)
+    scores = None
+    if inner.scores is not None:
+        scores = np.full(len(embeddings), np.nan)
+        scores[visit] = inner.scores
+    return DedupResult.from_labels(labels, threshold=inner.threshold, failures=failures, scores=scores)
 
 
 def _regular_file(item: object) -> str | None:

@@ -29,6 +29,7 @@ from imageprism._keep import Keep, dedup_in_order, keep_order
 from imageprism._profiles import ProfileSpec, load_profile, normalize_weights
 from imageprism._results import BatchEmbedding, CompareResult, Failure
 from imageprism._runtime import ModelRuntime, prefetch, progress_bar
+from imageprism._search.components import DEFAULT_MAX_HOPS, Linkage, check_linkage
 from imageprism._types import Dimension, OnError, Profile
 from imageprism._types import EmbeddingDict as Embeddings
 from imageprism._video import VideoDedup, dedup_video
@@ -230,6 +231,8 @@ class ImagePrism:
         threshold: float | None = None,
         *,
         keep: Keep = "first",
+        linkage: Linkage = "representative",
+        max_hops: int | None = DEFAULT_MAX_HOPS,
         on_error: OnError = "raise",
         progress: bool | None = None,
     ) -> DedupResult:
@@ -246,6 +249,12 @@ class ImagePrism:
         ``keep`` chooses the representatives by setting the order of that pass:
         ``"first"`` (input order), ``"largest"``, ``"newest"``, ``"oldest"`` or a key
         function (see :mod:`imageprism._keep`).
+        ``linkage="connected"`` groups an image with any member it matches, not only
+        the representative: groups are the connected components of the pairs reaching
+        ``threshold``, split so that every member is at most ``max_hops`` such links
+        from its representative (default 2: copies that match the same original;
+        ``None``: no cap; ignored by the greedy linkage). ``result.scores`` then holds
+        each image's score with its representative (see :mod:`imageprism._search.components`).
 
         >>> import numpy as np
         >>> rng = np.random.default_rng(0)
@@ -257,14 +266,18 @@ class ImagePrism:
         """
         # checked before the (possibly long) embedding, so a typo fails at once
         threshold = check_threshold(default_threshold(self.blend, self._plugins) if threshold is None else threshold)
+        check_linkage(linkage, max_hops)
         items = list(images)
         order = keep_order(items, keep)  # before the embedding too: a bad keep fails at once
         batch = self.embed_batch(items, on_error=on_error, progress=progress)
         if keep != "first":
-            return dedup_in_order(self, batch.embeddings, batch.failures, order, threshold, progress=progress)
+            return dedup_in_order(
+                self, batch.embeddings, batch.failures, order, threshold, progress=progress,
+                linkage=linkage, max_hops=max_hops,
+            )
         return dedup_embeddings(
             batch.embeddings, plugins=self._plugins, blend=self.blend,
-            threshold=threshold, failures=batch.failures, progress=progress,
+            threshold=threshold, failures=batch.failures, progress=progress, linkage=linkage, max_hops=max_hops,
         )
 
     def dedup_video(
@@ -283,6 +296,8 @@ class ImagePrism:
         embeddings: Sequence[Mapping[str, np.ndarray | None]] | Mapping[str, Sequence[np.ndarray | None] | np.ndarray],
         threshold: float | None = None,
         *,
+        linkage: Linkage = "representative",
+        max_hops: int | None = DEFAULT_MAX_HOPS,
         progress: bool | None = None,
     ) -> DedupResult:
         """:meth:`dedup` on precomputed embeddings (e.g. kept in your own store).
@@ -290,9 +305,13 @@ class ImagePrism:
         ``embeddings``: one ``{dimension: array}`` per input (what :meth:`embed` returns),
         or ``{dimension: sequence or stacked array}`` with one entry per input. They
         must come from an ``ImagePrism`` with the same dimension configurations.
+        ``linkage`` and ``max_hops`` as in :meth:`dedup`.
         """
         threshold = default_threshold(self.blend, self._plugins) if threshold is None else threshold
-        return dedup_embeddings(embeddings, plugins=self._plugins, blend=self.blend, threshold=threshold, progress=progress)
+        return dedup_embeddings(
+            embeddings, plugins=self._plugins, blend=self.blend, threshold=threshold, progress=progress,
+            linkage=linkage, max_hops=max_hops,
+        )
 
     def _decoded_chunks(self, items: Sequence[Any]) -> Iterator[list[tuple[int, SourceImage | Failure]]]:
         """Chunks of opened-and-decoded inputs; the next chunk decodes in a worker thread.

@@ -6,7 +6,10 @@ video files. A video's frames, sampled at --fps, are inputs labelled
 distinct ones as PNG. Inputs are visited in the --keep order (default: largest
 first, so the largest copy of each group is the one kept; video frames in time
 order); each joins the first representative whose score with it reaches the
-threshold, else is kept. Every duplicate is shown with its score to the kept copy,
+threshold, else is kept. With --linkage connected an image joins a group when it
+reaches the threshold with any member (a crop that matches the original but not
+its rotated copy), while every member stays within --max-hops such links of the
+kept copy (default 2). Every duplicate is shown with its score to the kept copy,
 blended and per dimension. Unreadable files are reported on stderr (exit code 1)
 and listed as failures; the others are still grouped.
 """
@@ -20,11 +23,13 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+import numpy as np
 from PIL import Image
 
 from imageprism._dedup import DedupResult, check_threshold, default_threshold
 from imageprism._files import atomic_write, check_writable_folder
 from imageprism._keep import KEEP_POLICIES, dedup_in_order, keep_order
+from imageprism._search.components import DEFAULT_MAX_HOPS, LINKAGES
 from imageprism._video import dedup_inputs, is_video, write_frames
 from imageprism.cli._common import (
     add_selection_flags,
@@ -36,7 +41,7 @@ from imageprism.cli._common import (
 )
 from imageprism.cli._evidence import Member, members, score_text
 from imageprism.cli._walk import image_files
-from imageprism.errors import InputError
+from imageprism.errors import ConfigError, InputError
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -54,6 +59,16 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--keep", choices=KEEP_POLICIES, default="largest",
         help="which copy of a group is kept as its representative: largest (most pixels, then largest "
         "file; the default), newest or oldest (file time), or first (sorted path order)",
+    )
+    parser.add_argument(
+        "--linkage", choices=LINKAGES, default="representative",
+        help="representative (the default): an image joins a group when it matches the kept copy; connected: "
+        "when it matches any member (finds every copy; groups can link through members)",
+    )
+    parser.add_argument(
+        "--max-hops", type=int, default=None, metavar="N",
+        help=f"with --linkage connected: the most links (pairs reaching the threshold) between a member and the "
+        f"kept copy (default: {DEFAULT_MAX_HOPS}, copies that match the same original; 0: no cap); longer chains are split",
     )
     output = parser.add_mutually_exclusive_group()
     output.add_argument("--json", action="store_true", help="print every group as JSON, with scores")
@@ -88,16 +103,19 @@ def run(args: argparse.Namespace) -> int:
     check_output_files(outputs, files, force=args.force)  # before the work, so a bad path fails at once
     if args.frames:
         check_writable_folder(args.frames, what="--frames")
+    max_hops = _max_hops(args)
     prism = prism_from_args(args)
     threshold = check_threshold(default_threshold(prism.blend, prism.plugins) if args.threshold is None else args.threshold)
     if videos:
-        embedded, result = dedup_inputs(prism, files, threshold, fps=args.fps)
+        embedded, result = dedup_inputs(prism, files, threshold, fps=args.fps, linkage=args.linkage, max_hops=max_hops)
         inputs, files, embeddings, keep = files, list(embedded.labels), embedded.embeddings, "first"
     else:
         keep = args.keep
         order = keep_order(files, keep)
         batch = prism.embed_batch(files, on_error="skip")
-        result = dedup_in_order(prism, batch.embeddings, batch.failures, order, threshold)
+        result = dedup_in_order(
+            prism, batch.embeddings, batch.failures, order, threshold, linkage=args.linkage, max_hops=max_hops
+        )
         embeddings = batch.embeddings
     rows = members(prism, result, files, embeddings)
     dims = list(prism.dimensions)
@@ -123,6 +141,17 @@ def run(args: argparse.Namespace) -> int:
     for failure in result.failures:
         sys.stderr.write(f"imageprism dedup: skipped: {cli_message(str(failure.error))}\n")
     return 1 if result.failures else 0
+
+
+def _max_hops(args: argparse.Namespace) -> int | None:
+    """``--max-hops`` as ``dedup``'s ``max_hops`` (0: no cap), checked before any work."""
+    if args.max_hops is None:
+        return DEFAULT_MAX_HOPS
+    if args.linkage != "connected":
+        raise ConfigError(f"--max-hops {args.max_hops} applies to --linkage connected only; add --linkage connected or drop --max-hops")
+    if args.max_hops < 0:
+        raise ConfigError(f"--max-hops {args.max_hops} is invalid; use 1 or more links, or 0 for no cap")
+    return args.max_hops or None
 
 
 def _frame_stems(videos: Sequence[str]) -> dict[str, str]:
@@ -189,6 +218,7 @@ def as_json(result: DedupResult, files: Sequence[str], rows: Sequence[Member], k
     return {
         "threshold": result.threshold,
         "keep": keep,
+        "linkage": "connected" if result.scores is not None else "representative",
         "count": len(files),
         "unique": len(result.unique),
         "groups": [
@@ -236,9 +266,19 @@ def as_text(result: DedupResult, files: Sequence[str], rows: Sequence[Member], k
     lines.append(
         f"{len(files)} inputs: {len(result.unique)} unique, {len(dup)} {plural(len(dup), 'group')} with duplicates "
         f"({duplicates} {plural(duplicates, 'duplicate')}), {singles} without a duplicate, "
-        f"{len(result.failures)} failed (threshold {result.threshold:g}; kept: {_KEPT[keep]}, --keep {keep})"
+        f"{len(result.failures)} failed (threshold {result.threshold:g}{_linkage_note(result)}; "
+        f"kept: {_KEPT[keep]}, --keep {keep})"
     )
     return "\n".join(lines) + "\n"
+
+
+def _linkage_note(result: DedupResult) -> str:
+    """``; --linkage connected, lowest score to a kept copy 0.8312`` (empty for the greedy linkage)."""
+    if result.scores is None:
+        return ""
+    members = result.scores[(result.labels >= 0) & (result.labels != np.arange(len(result.labels)))]
+    lowest = f", lowest score to a kept copy {members.min():.4f}" if len(members) else ""
+    return f"; --linkage connected{lowest}"
 
 
 _KEPT = {
