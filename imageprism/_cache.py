@@ -324,9 +324,9 @@ class PersistentCache(EmbeddingCache):
         if row is None or row[3] != _checksum(key, *row[:3]):
             return False, None
         embedding = _decode(*row[:3])
-        if embedding is _CORRUPT:
+        if isinstance(embedding, _Corrupt):
             return False, None
-        embedding = super().put(key, embedding)  # type: ignore[arg-type]
+        embedding = super().put(key, embedding)
         with self._lock:
             self._disk_hits += 1
         return True, embedding
@@ -387,7 +387,11 @@ class PersistentCache(EmbeddingCache):
         self.close()
 
 
-_CORRUPT = object()
+class _Corrupt:
+    """The type of :data:`_CORRUPT`: a stored row that cannot be read back."""
+
+
+_CORRUPT = _Corrupt()
 
 
 #: attempts of a statement that SQLite reports busy without waiting (its busy timeout does not cover
@@ -444,7 +448,7 @@ def _checksum(key: CacheKey, dtype: str | bytes | None, shape: str | bytes | Non
     return digest.digest()
 
 
-def _decode(dtype_raw: bytes | None, shape_raw: bytes | None, data: bytes | None) -> Embedding | object:
+def _decode(dtype_raw: bytes | None, shape_raw: bytes | None, data: bytes | None) -> Embedding | _Corrupt:
     """An array from (dtype, shape, bytes); ``None`` for a stored ``None``; ``_CORRUPT`` if unreadable."""
     if dtype_raw is None:
         return None

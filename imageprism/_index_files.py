@@ -281,9 +281,9 @@ def segment_arrays(folder: Path, segment: Segment, dimension: str) -> dict[str, 
 
 def read_ids(folder: Path, segment: Segment) -> list[str]:
     """The ids of one segment: ``segment.rows`` non-empty strings."""
-    ids = segment.ids
+    ids: object = segment.ids
     if isinstance(ids, str):
-        ids = _read_json(folder, ids, 64 + segment.rows * (MAX_ID_BYTES + 8))  # type: ignore[assignment]
+        ids = _read_json(folder, ids, 64 + segment.rows * (MAX_ID_BYTES + 8))
     if not isinstance(ids, list) or len(ids) != segment.rows:
         got = len(ids) if isinstance(ids, list) else type(ids).__name__
         raise _damaged(folder, f"a segment of {segment.rows} rows lists {got} ids")
