@@ -9,6 +9,7 @@ Everything public is importable from this package; its submodules are private.
 """
 
 from imageprism._cache import CacheStats, CacheWarning, EmbeddingCache, PersistentCache
+from imageprism._columnar import ArrowEmbedder, TableEmbeddings, embeddings_from_table
 from imageprism._dedup import DedupResult
 from imageprism._image import DEFAULT_MAX_PIXELS
 from imageprism._index import ImageIndex, SearchHit
@@ -29,6 +30,7 @@ from imageprism.errors import (
     CacheError,
     ConfigError,
     DecompressionBombError,
+    DedupBudgetError,
     DimensionUnavailableError,
     ImageLoadError,
     ImagePrismError,
@@ -43,6 +45,7 @@ from imageprism.errors import (
 )
 
 __all__ = [
+    "ArrowEmbedder",
     "BatchEmbedding",
     "CacheError",
     "CacheStats",
@@ -51,6 +54,7 @@ __all__ = [
     "ConfigError",
     "DEFAULT_MAX_PIXELS",
     "DecompressionBombError",
+    "DedupBudgetError",
     "DedupResult",
     "Dimension",
     "DimensionUnavailableError",
@@ -79,8 +83,10 @@ __all__ = [
     "SearchHit",
     "SemanticConfig",
     "StyleConfig",
+    "TableEmbeddings",
     "VideoDedup",
     "__version__",
+    "embeddings_from_table",
     "list_profiles",
     "load_profile",
     "match",
