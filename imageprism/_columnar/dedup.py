@@ -55,10 +55,10 @@ __all__ = [
     "representatives",
 ]
 
-#: default budget: key rows plus expected candidate pairs per item
+#: default budget: expected candidate pairs per item (random codes)
 DEFAULT_BUDGET = 200.0
-#: most probe masks per band (``sum C(w, k), k <= f``)
-_MAX_MASKS = 4096
+#: most key rows one item may emit (each carries the code through the shuffle)
+MAX_KEYS_PER_ITEM = 1024
 #: candidate pairs verified per numpy pass
 _VERIFY_CHUNK = 1 << 18
 
@@ -141,9 +141,11 @@ class BandPlan:
 def plan_bands(layout: CodeLayout, threshold: float, n: int, *, budget: float = DEFAULT_BUDGET) -> BandPlan:
     """The cheapest exact band plan for ``n`` codes at ``threshold``; raises past ``budget``.
 
-    ``budget``: key rows plus expected candidate pairs per item (see
-    :meth:`BandPlan.cost_per_item`). Past it, :class:`~imageprism.errors.DedupBudgetError`
-    names the best plan and the fixes.
+    ``budget``: expected candidate pairs per item (:meth:`BandPlan.candidates_per_item`,
+    the part that grows with ``n``). Among the plans within it, the one with the fewest
+    key rows plus candidates per item (:meth:`BandPlan.cost_per_item`, at most
+    :data:`MAX_KEYS_PER_ITEM` keys); when none fits,
+    :class:`~imageprism.errors.DedupBudgetError` names the best plan and the fixes.
     """
     if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or not 0 < threshold <= 1:
         raise ConfigError(f"threshold={threshold!r} is invalid for a band plan; use a number in (0, 1], e.g. 0.9")
@@ -156,15 +158,16 @@ def plan_bands(layout: CodeLayout, threshold: float, n: int, *, budget: float = 
             continue  # more flips than bits per band: not a valid pigeonhole split
         widths = tuple(bits // bands + (1 if i < bits % bands else 0) for i in range(bands))
         plan = BandPlan(layout, radius, widths, flips)
-        if max(plan.masks_per_band) > _MAX_MASKS:
+        if plan.keys_per_item > MAX_KEYS_PER_ITEM:
             continue
-        if best is None or plan.cost_per_item(n) < best.cost_per_item(n):
+        fits = plan.candidates_per_item(n) <= budget
+        if best is None or (fits, -plan.cost_per_item(n)) > (best.candidates_per_item(n) <= budget, -best.cost_per_item(n)):
             best = plan
-    if best is None or best.cost_per_item(n) > budget:
-        found = best.describe(n) if best is not None else "no plan with a bounded number of probe masks"
+    if best is None or best.candidates_per_item(n) > budget:
+        found = best.describe(n) if best is not None else f"none within {MAX_KEYS_PER_ITEM} keys per item"
         raise DedupBudgetError(
             f"exact dedup of {n:,} codes at threshold {threshold:g} (radius {radius} of {bits} bits) is past the "
-            f"budget of {budget:g} keys plus candidates per item; the best plan is {found}. Raise the threshold, "
+            f"budget of {budget:g} candidates per item; the best plan is {found}. Raise the threshold, "
             "raise budget=, or group exact hashes first and use vector search beyond that"
         )
     return best
