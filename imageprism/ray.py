@@ -70,6 +70,7 @@ def embed_dataset(
     weights: Mapping[Dimension | str, float] | None = None,
     config: Mapping[Dimension | str, object] | None = None,
     profile: Profile | str | os.PathLike[str] | None = None,
+    embedder: ArrowEmbedder | None = None,
     batch_size: int = 64,
     concurrency: int | None = None,
     reserved_cpus: float = 1.0,
@@ -83,8 +84,15 @@ def embed_dataset(
     leaves ``reserved_cpus`` of the cluster's logical CPUs to the tasks that read the
     input, so reading never starves (the actors still use whole cores). Ray restarts a
     killed actor and retries its batch.
+
+    ``embedder``: an :class:`~imageprism.ArrowEmbedder` (or subclass) to run instead of
+    one built from ``dimensions``/``weights``/``config``/``profile``/``column``; each
+    actor builds its own from the same arguments.
     """
-    embedder = ArrowEmbedder(dimensions, weights=weights, config=config, profile=profile, column=column)  # validates now
+    if embedder is None:
+        embedder = ArrowEmbedder(dimensions, weights=weights, config=config, profile=profile, column=column)  # validates now
+    elif any(v is not None for v in (dimensions, weights, config, profile)) or column != "path":
+        raise ConfigError("give either embedder= or dimensions/weights/config/profile/column, not both")
     for name, value in (("batch_size", batch_size), ("concurrency", concurrency)):
         if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
             raise ConfigError(f"{name}={value!r} is invalid; use a positive integer")
@@ -93,8 +101,8 @@ def embed_dataset(
     reserve = min(max(float(reserved_cpus), 0.0), total / 2)
     share = max(0.01, round((total - reserve) / concurrency, 2))
     return ds.map_batches(
-        ArrowEmbedder,
-        fn_constructor_kwargs=dict(embedder._options, column=column),
+        type(embedder),
+        fn_constructor_kwargs=embedder.constructor_kwargs,
         batch_size=batch_size,
         batch_format="pyarrow",
         compute=_ray().data.ActorPoolStrategy(size=concurrency),

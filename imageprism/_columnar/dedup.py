@@ -57,6 +57,8 @@ __all__ = [
 
 #: default budget: expected candidate pairs per item (random codes)
 DEFAULT_BUDGET = 200.0
+#: a job expecting at most this many candidate pairs in total runs whatever the budget
+SMALL_JOB_CANDIDATES = 1e6
 #: most key rows one item may emit (each carries the code through the shuffle)
 MAX_KEYS_PER_ITEM = 1024
 #: candidate pairs verified per numpy pass
@@ -144,7 +146,8 @@ def plan_bands(layout: CodeLayout, threshold: float, n: int, *, budget: float = 
     ``budget``: expected candidate pairs per item (:meth:`BandPlan.candidates_per_item`,
     the part that grows with ``n``). Among the plans within it, the one with the fewest
     key rows plus candidates per item (:meth:`BandPlan.cost_per_item`, at most
-    :data:`MAX_KEYS_PER_ITEM` keys); when none fits,
+    :data:`MAX_KEYS_PER_ITEM` keys). Jobs of at most :data:`SMALL_JOB_CANDIDATES`
+    candidates in total always fit. When none fits,
     :class:`~imageprism.errors.DedupBudgetError` names the best plan and the fixes.
     """
     if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or not 0 < threshold <= 1:
@@ -160,10 +163,9 @@ def plan_bands(layout: CodeLayout, threshold: float, n: int, *, budget: float = 
         plan = BandPlan(layout, radius, widths, flips)
         if plan.keys_per_item > MAX_KEYS_PER_ITEM:
             continue
-        fits = plan.candidates_per_item(n) <= budget
-        if best is None or (fits, -plan.cost_per_item(n)) > (best.candidates_per_item(n) <= budget, -best.cost_per_item(n)):
+        if best is None or (_fits(plan, n, budget), -plan.cost_per_item(n)) > (_fits(best, n, budget), -best.cost_per_item(n)):
             best = plan
-    if best is None or best.candidates_per_item(n) > budget:
+    if best is None or not _fits(best, n, budget):
         found = best.describe(n) if best is not None else f"none within {MAX_KEYS_PER_ITEM} keys per item"
         raise DedupBudgetError(
             f"exact dedup of {n:,} codes at threshold {threshold:g} (radius {radius} of {bits} bits) is past the "
@@ -171,6 +173,12 @@ def plan_bands(layout: CodeLayout, threshold: float, n: int, *, budget: float = 
             "raise budget=, or group exact hashes first and use vector search beyond that"
         )
     return best
+
+
+def _fits(plan: BandPlan, n: int, budget: float) -> bool:
+    """Within budget, or small in total (a million candidates verify in about a second)."""
+    per_item = plan.candidates_per_item(n)
+    return per_item <= budget or per_item * n <= SMALL_JOB_CANDIDATES
 
 
 # -- keys -------------------------------------------------------------------------------

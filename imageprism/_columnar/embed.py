@@ -85,12 +85,14 @@ class ArrowEmbedder:
             max_pixels=max_pixels,
             batch_size=batch_size,
         )
-        self._make_prism()  # validate now (cheap: no model loads), build for real on first use
+        ImagePrism(**self._options)  # validate now (cheap: no model loads), build for real on first use
         self._prism: ImagePrism | None = None
         self._fields: tuple[DimensionField, ...] | None = None
 
-    def _make_prism(self) -> ImagePrism:
-        return ImagePrism(**self._options)
+    @property
+    def constructor_kwargs(self) -> dict[str, Any]:
+        """The keyword arguments that build an equal embedder (what engine workers receive)."""
+        return dict(self._options, column=self.column)
 
     def __getstate__(self) -> dict[str, Any]:
         state = dict(self.__dict__)
@@ -101,7 +103,7 @@ class ArrowEmbedder:
     def prism(self) -> ImagePrism:
         """The :class:`ImagePrism` doing the work (built on first use in this process)."""
         if self._prism is None:
-            self._prism = self._make_prism()
+            self._prism = ImagePrism(**self._options)
         return self._prism
 
     @property
