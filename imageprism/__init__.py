@@ -9,7 +9,7 @@ Everything public is importable from this package; its submodules are private.
 """
 
 from imageprism._cache import CacheStats, CacheWarning, EmbeddingCache, PersistentCache
-from imageprism._columnar import ArrowEmbedder, TableEmbeddings, embeddings_from_table
+from imageprism.columnar import ArrowEmbedder, TableEmbeddings, embeddings_from_table
 from imageprism._dedup import DedupResult
 from imageprism._image import DEFAULT_MAX_PIXELS
 from imageprism._index import ImageIndex, SearchHit

@@ -1,7 +1,7 @@
 """Ray Data: embed a dataset of images, deduplicate a dataset of hashes, on a Ray cluster.
 
 ``pip install 'imageprism[ray]'``. The work per partition is the engine-free columnar
-core (:class:`~imageprism.ArrowEmbedder`, :mod:`imageprism._columnar.dedup`); this
+core (:class:`~imageprism.ArrowEmbedder`, :mod:`imageprism.columnar.dedup`); this
 module only wires it into Ray Data with stable operations (``map_batches`` and
 ``groupby().map_groups``; no experimental join).
 
@@ -23,18 +23,10 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from imageprism._columnar.dedup import (
-    DEFAULT_BUDGET,
-    CodeLayout,
-    band_keys,
-    code_hash,
-    collapse_identical,
-    partition_edges,
-    plan_bands,
-    representatives,
-)
-from imageprism._columnar.embed import ArrowEmbedder
-from imageprism._columnar.schema import DimensionField, pyarrow
+from imageprism.columnar.dedup import DEFAULT_BUDGET, plan_bands, representatives
+from imageprism.columnar.embed import ArrowEmbedder
+from imageprism.columnar.schema import pyarrow
+from imageprism.columnar.tables import attach_representatives, code_rows, collapse_rows, edge_rows, hash_layout, key_rows
 from imageprism._dedup import check_threshold
 from imageprism._types import Dimension, Profile
 from imageprism.errors import ConfigError, InputError, MissingDependencyError
@@ -113,88 +105,6 @@ def embed_dataset(
 # -- dedup ------------------------------------------------------------------------------
 
 
-def _layout(schema: Any, column: str) -> CodeLayout:
-    pa = pyarrow()
-    arrow_schema = schema if isinstance(schema, pa.Schema) else getattr(schema, "base_schema", None)
-    if arrow_schema is None or column not in arrow_schema.names:
-        names = list(arrow_schema.names) if arrow_schema is not None else []
-        raise InputError(f"the dataset has no column {column!r} (it has: {', '.join(names)}); pass column=")
-    field = DimensionField.from_arrow(arrow_schema.field(column))
-    if field.kind != "bits":
-        raise ConfigError(
-            f"dedup_dataset works on packed hash columns; {column!r} holds {field.kind}s. "
-            "Dedup vectors with ImagePrism.dedup_embeddings on one machine"
-        )
-    rows, nbytes = field.shape
-    return CodeLayout(rows, nbytes, field.bits_per_row or 8 * nbytes, field.variants)
-
-
-def _codes(batch: pa.Table, *, order_by: str, column: str, parts: int) -> pa.Table:
-    """Rows with a code: ``order`` (int64), ``code``, ``part`` (hash of the code: identical codes meet)."""
-    pa = pyarrow()
-    valid = batch.filter(batch.column(column).is_valid())
-    orders = valid.column(order_by)
-    if orders.null_count:
-        raise InputError(f"the order column {order_by!r} has null values; give every row an order")
-    codes = _code_array(valid, column)
-    return pa.table({
-        "order": orders.cast(pa.int64()),
-        "code": valid.column(column),
-        "part": pa.array(np.abs(code_hash(codes) % parts), pa.int64()),
-    })
-
-
-def _code_array(table: pa.Table, name: str = "code") -> np.ndarray:
-    array = table.column(name).combine_chunks()
-    width = array.type.byte_width
-    if not len(array):
-        return np.empty((0, width), np.uint8)
-    raw = np.frombuffer(array.buffers()[1], np.uint8)
-    return raw[array.offset * width : (array.offset + len(array)) * width].reshape(len(array), width)
-
-
-def _collapse(group: pa.Table) -> pa.Table:
-    pa = pyarrow()
-    orders = group.column("order").to_numpy()
-    canon = collapse_identical(_code_array(group), orders)
-    return pa.table({"order": group.column("order"), "canon": pa.array(canon, pa.int64()), "code": group.column("code")})
-
-
-def _keys(batch: pa.Table, *, plan: Any, parts: int) -> pa.Table:
-    pa = pyarrow()
-    orders = batch.column("order").to_numpy()
-    first = np.flatnonzero(orders == batch.column("canon").to_numpy())
-    codes = _code_array(batch)[first]
-    keys, item, base = band_keys(codes, plan)
-    take = pa.array(first[item])
-    return pa.table({
-        "key": pa.array(keys, pa.int64()),
-        "part": pa.array(np.abs(keys % parts), pa.int64()),
-        "order": batch.column("order").take(take),
-        "base": pa.array(base),
-        "code": batch.column("code").take(take),
-    })
-
-
-def _edges(group: pa.Table, *, layout: CodeLayout, threshold: float) -> pa.Table:
-    pa = pyarrow()
-    a, b = partition_edges(
-        group.column("key").to_numpy(), group.column("order").to_numpy(), group.column("base").to_numpy(),
-        _code_array(group), layout, threshold,
-    )
-    return pa.table({"a": pa.array(a, pa.int64()), "b": pa.array(b, pa.int64())})
-
-
-def _attach(batch: pa.Table, *, order_by: str, column: str, orders: np.ndarray, reps: np.ndarray) -> pa.Table:
-    pa = pyarrow()
-    valid = batch.column(column).is_valid().to_numpy(zero_copy_only=False)
-    values = batch.column(order_by).cast(pa.int64()).fill_null(np.iinfo(np.int64).min).to_numpy()
-    at = np.minimum(np.searchsorted(orders, values), max(len(orders) - 1, 0))
-    found = valid & (len(orders) > 0) & (orders[at] == values) if len(orders) else np.zeros(len(values), bool)
-    rep = pa.array(np.where(found, reps[at] if len(reps) else 0, 0), pa.int64(), mask=~found)
-    return batch.append_column("representative", rep)
-
-
 def _collect(ds: Dataset, names: list[str]) -> list[np.ndarray]:
     pa = pyarrow()
     tables = list(ds.select_columns(names).iter_batches(batch_size=None, batch_format="pyarrow"))
@@ -221,7 +131,7 @@ def dedup_dataset(
     column of an embedding table (from :func:`embed_dataset`, or Parquet written from
     one), plain or robust.
 
-    Steps (module :mod:`imageprism._columnar.dedup`): identical codes grouped
+    Steps (module :mod:`imageprism.columnar.dedup`): identical codes grouped
     (``groupby``), band keys (``map_batches``), candidates verified per key partition
     (``groupby().map_groups``), then the greedy pass over the edges on the driver and
     the labels attached (``map_batches``). ``budget``: expected candidate pairs per
@@ -236,23 +146,26 @@ def dedup_dataset(
         raise ConfigError(f"partitions={partitions!r} is invalid; use a positive integer")
     ds = ds.materialize()
     schema = ds.schema()
-    layout = _layout(schema, column)
+    arrow_schema = schema if isinstance(schema, pyarrow().Schema) else getattr(schema, "base_schema", None)
     names = list(schema.names)
+    if arrow_schema is None:
+        raise InputError(f"the dataset's schema is not an Arrow schema ({type(schema).__name__}); make it with embed_dataset")
+    layout = hash_layout(arrow_schema, column)
     if order_by not in names:
         raise InputError(f"the dataset has no order column {order_by!r} (it has: {', '.join(names)}); pass order_by=")
     parts = partitions or max(2, 2 * int(_cluster_cpus()))
     codes = ds.select_columns([order_by, column]).map_batches(
-        _codes, fn_kwargs=dict(order_by=order_by, column=column, parts=parts), batch_format="pyarrow")
-    collapsed = codes.groupby("part", num_partitions=parts).map_groups(_collapse, batch_format="pyarrow").materialize()
+        code_rows, fn_kwargs=dict(order_by=order_by, column=column, parts=parts), batch_format="pyarrow")
+    collapsed = codes.groupby("part", num_partitions=parts).map_groups(collapse_rows, batch_format="pyarrow").materialize()
     orders, canon = _collect(collapsed, ["order", "canon"])
     plan = plan_bands(layout, threshold, int(np.count_nonzero(orders == canon)), budget=budget)
-    keyed = collapsed.map_batches(_keys, fn_kwargs=dict(plan=plan, parts=parts), batch_format="pyarrow")
-    edges = keyed.groupby("part", num_partitions=parts).map_groups(_edges, fn_kwargs=dict(layout=layout, threshold=threshold), batch_format="pyarrow")
+    keyed = collapsed.map_batches(key_rows, fn_kwargs=dict(plan=plan, parts=parts), batch_format="pyarrow")
+    edges = keyed.groupby("part", num_partitions=parts).map_groups(edge_rows, fn_kwargs=dict(layout=layout, threshold=threshold), batch_format="pyarrow")
     a, b = _collect(edges, ["a", "b"])
     reps = representatives(orders, canon, a, b)
     by_order = np.argsort(orders)
     return ds.map_batches(
-        _attach,
+        attach_representatives,
         fn_kwargs=dict(order_by=order_by, column=column, orders=orders[by_order], reps=reps[by_order]),
         batch_format="pyarrow",
     )

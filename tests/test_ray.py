@@ -19,7 +19,7 @@ pa = pytest.importorskip("pyarrow")
 
 import imageprism.ray as ipr  # noqa: E402
 from imageprism import ArrowEmbedder, HashConfig, ImagePrism  # noqa: E402
-from imageprism._columnar.schema import DimensionField, embedding_schema, numpy_to_column  # noqa: E402
+from imageprism.columnar.schema import DimensionField, embedding_schema, numpy_to_column  # noqa: E402
 from imageprism._dedup import DedupColumn, greedy_labels  # noqa: E402
 
 PLAIN = {"hash": HashConfig.plain()}

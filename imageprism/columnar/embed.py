@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from imageprism._columnar.schema import (
+from imageprism.columnar.schema import (
     BASE_COLUMNS,
     ERROR_COLUMN,
     DimensionField,
@@ -49,7 +49,7 @@ class ArrowEmbedder:
 
     Calling it on a ``pyarrow.RecordBatch`` or ``Table`` returns a ``pyarrow.Table``: the
     input's other columns (image bytes dropped), then the columns of
-    :mod:`imageprism._columnar.schema` (path, file size, mtime, pixel key, width,
+    :mod:`imageprism.columnar.schema` (path, file size, mtime, pixel key, width,
     height, one column per dimension, error). One row per input row, in order; an
     input that cannot be loaded is a row with ``error`` set, never dropped.
 
