@@ -32,11 +32,11 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from dedup_scale import hash_codes  # noqa: E402
+from dedup_scale import hash_codes
 
-from imageprism import ImagePrism  # noqa: E402
-from imageprism._dedup import DedupColumn, greedy_labels  # noqa: E402
-from imageprism.columnar.dedup import (  # noqa: E402
+from imageprism import ImagePrism
+from imageprism._dedup import DedupColumn, greedy_labels
+from imageprism.columnar.dedup import (
     DEFAULT_BUDGET,
     CodeLayout,
     band_keys,
@@ -44,8 +44,8 @@ from imageprism.columnar.dedup import (  # noqa: E402
     dedup_codes,
     plan_bands,
 )
-from imageprism.columnar.schema import DimensionField, embedding_schema, numpy_to_column  # noqa: E402
-from imageprism.errors import DedupBudgetError  # noqa: E402
+from imageprism.columnar.schema import DimensionField, embedding_schema, numpy_to_column
+from imageprism.errors import DedupBudgetError
 
 DEV = Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "dev-images"
 LAYOUT = CodeLayout(3, 8, 64)

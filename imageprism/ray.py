@@ -23,16 +23,22 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from imageprism._dedup import check_threshold
+from imageprism._types import Dimension, Profile
 from imageprism.columnar.dedup import DEFAULT_BUDGET, plan_bands, representatives
 from imageprism.columnar.embed import ArrowEmbedder
 from imageprism.columnar.schema import pyarrow
-from imageprism.columnar.tables import attach_representatives, code_rows, collapse_rows, edge_rows, hash_layout, key_rows
-from imageprism._dedup import check_threshold
-from imageprism._types import Dimension, Profile
+from imageprism.columnar.tables import (
+    attach_representatives,
+    code_rows,
+    collapse_rows,
+    edge_rows,
+    hash_layout,
+    key_rows,
+)
 from imageprism.errors import ConfigError, InputError, MissingDependencyError
 
 if TYPE_CHECKING:
-    import pyarrow as pa
     from ray.data import Dataset
 
 __all__ = ["dedup_dataset", "embed_dataset"]
@@ -41,7 +47,7 @@ __all__ = ["dedup_dataset", "embed_dataset"]
 def _ray() -> Any:
     try:
         import ray
-        import ray.data  # noqa: F401
+        import ray.data
     except ImportError:
         raise MissingDependencyError("imageprism.ray needs Ray Data; install it with: pip install 'imageprism[ray]'") from None
     return ray
@@ -155,17 +161,21 @@ def dedup_dataset(
         raise InputError(f"the dataset has no order column {order_by!r} (it has: {', '.join(names)}); pass order_by=")
     parts = partitions or max(2, 2 * int(_cluster_cpus()))
     codes = ds.select_columns([order_by, column]).map_batches(
-        code_rows, fn_kwargs=dict(order_by=order_by, column=column, parts=parts), batch_format="pyarrow")
+        code_rows,  # type: ignore[arg-type]
+        fn_kwargs=dict(order_by=order_by, column=column, parts=parts),
+        batch_format="pyarrow",
+    )
     collapsed = codes.groupby("part", num_partitions=parts).map_groups(collapse_rows, batch_format="pyarrow").materialize()
     orders, canon = _collect(collapsed, ["order", "canon"])
     plan = plan_bands(layout, threshold, int(np.count_nonzero(orders == canon)), budget=budget)
     keyed = collapsed.map_batches(key_rows, fn_kwargs=dict(plan=plan, parts=parts), batch_format="pyarrow")
-    edges = keyed.groupby("part", num_partitions=parts).map_groups(edge_rows, fn_kwargs=dict(layout=layout, threshold=threshold), batch_format="pyarrow")
+    edges = keyed.groupby("part", num_partitions=parts).map_groups(
+        edge_rows, fn_kwargs=dict(layout=layout, threshold=threshold), batch_format="pyarrow")
     a, b = _collect(edges, ["a", "b"])
     reps = representatives(orders, canon, a, b)
     by_order = np.argsort(orders)
     return ds.map_batches(
-        attach_representatives,
+        attach_representatives,  # type: ignore[arg-type]
         fn_kwargs=dict(order_by=order_by, column=column, orders=orders[by_order], reps=reps[by_order]),
         batch_format="pyarrow",
     )

@@ -12,8 +12,16 @@ from PIL import Image, ImageOps
 
 pa = pytest.importorskip("pyarrow")
 
-from imageprism import ArrowEmbedder, DedupBudgetError, HashConfig, ImagePrism, embeddings_from_table  # noqa: E402
-from imageprism.columnar.dedup import (  # noqa: E402
+from imageprism import (
+    ArrowEmbedder,
+    DedupBudgetError,
+    HashConfig,
+    ImagePrism,
+    embeddings_from_table,
+)
+from imageprism._dedup import DedupColumn, greedy_labels
+from imageprism._image import open_image
+from imageprism.columnar.dedup import (
     CodeLayout,
     band_keys,
     collapse_identical,
@@ -21,10 +29,8 @@ from imageprism.columnar.dedup import (  # noqa: E402
     greedy_from_edges,
     plan_bands,
 )
-from imageprism.columnar.schema import SCHEMA_VERSION  # noqa: E402
-from imageprism._dedup import DedupColumn, greedy_labels  # noqa: E402
-from imageprism._image import open_image  # noqa: E402
-from imageprism.errors import InputError  # noqa: E402
+from imageprism.columnar.schema import SCHEMA_VERSION
+from imageprism.errors import InputError
 
 PLAIN = {"hash": HashConfig.plain()}
 

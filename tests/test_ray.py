@@ -17,10 +17,10 @@ from PIL import Image, ImageOps
 ray = pytest.importorskip("ray")
 pa = pytest.importorskip("pyarrow")
 
-import imageprism.ray as ipr  # noqa: E402
-from imageprism import ArrowEmbedder, HashConfig, ImagePrism  # noqa: E402
-from imageprism.columnar.schema import DimensionField, embedding_schema, numpy_to_column  # noqa: E402
-from imageprism._dedup import DedupColumn, greedy_labels  # noqa: E402
+import imageprism.ray as ipr
+from imageprism import ArrowEmbedder, HashConfig, ImagePrism
+from imageprism._dedup import DedupColumn, greedy_labels
+from imageprism.columnar.schema import DimensionField, embedding_schema, numpy_to_column
 
 PLAIN = {"hash": HashConfig.plain()}
 

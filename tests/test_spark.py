@@ -18,7 +18,7 @@ REPO = Path(__file__).resolve().parent.parent
 
 
 def _block(marker: str) -> str:
-    blocks = re.findall(r"```python\n(.*?)```", (REPO / "README.md").read_text(encoding="utf-8"), re.S)
+    blocks = re.findall(r"```python\n(.*?)```", (REPO / "README.md").read_text(encoding="utf-8"), re.DOTALL)
     found = [b for b in blocks if marker in b]
     assert len(found) == 1, f"expected one README block with {marker!r}"
     return found[0]

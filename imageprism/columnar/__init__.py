@@ -19,7 +19,11 @@ from imageprism.columnar.dedup import (
     plan_bands,
     representatives,
 )
-from imageprism.columnar.embed import ArrowEmbedder, TableEmbeddings, embeddings_from_table
+from imageprism.columnar.embed import (
+    ArrowEmbedder,
+    TableEmbeddings,
+    embeddings_from_table,
+)
 from imageprism.columnar.schema import SCHEMA_VERSION, DimensionField, embedding_schema
 from imageprism.columnar.tables import (
     attach_representatives,

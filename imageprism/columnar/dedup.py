@@ -155,7 +155,7 @@ def plan_bands(layout: CodeLayout, threshold: float, n: int, *, budget: float = 
     radius = layout.radius(threshold)
     bits = layout.group_bits
     best: BandPlan | None = None
-    for flips in range(0, 4):
+    for flips in range(4):
         bands = min(radius // (flips + 1) + 1, bits)
         if bands * (flips + 1) <= radius:
             continue  # more flips than bits per band: not a valid pigeonhole split

@@ -12,6 +12,10 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from imageprism._image import DEFAULT_MAX_PIXELS, SourceImage
+from imageprism._prism import ImagePrism
+from imageprism._results import Failure
+from imageprism._types import Dimension, Profile
 from imageprism.columnar.schema import (
     BASE_COLUMNS,
     ERROR_COLUMN,
@@ -22,11 +26,7 @@ from imageprism.columnar.schema import (
     numpy_to_column,
     pyarrow,
 )
-from imageprism._image import DEFAULT_MAX_PIXELS, SourceImage
-from imageprism._prism import ImagePrism
-from imageprism._results import Failure
-from imageprism._types import Dimension, Profile
-from imageprism.errors import InputError
+from imageprism.errors import ImagePrismError, InputError
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -190,7 +190,7 @@ class ArrowEmbedder:
                 try:
                     widths[i], heights[i] = src.size
                     keys[i] = src.pixels(first.image_request).key
-                except Exception as exc:  # ImageLoadError from a header re-read
+                except ImagePrismError as exc:  # e.g. a header that no longer reads
                     errors[i] = f"{type(exc).__name__}: {exc}"
                     continue
                 ok.append((i, src))

@@ -21,7 +21,14 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from imageprism.columnar.dedup import BandPlan, CodeLayout, band_keys, code_hash, collapse_identical, partition_edges
+from imageprism.columnar.dedup import (
+    BandPlan,
+    CodeLayout,
+    band_keys,
+    code_hash,
+    collapse_identical,
+    partition_edges,
+)
 from imageprism.columnar.schema import DimensionField, pyarrow
 from imageprism.errors import ConfigError, InputError
 
