@@ -9,7 +9,6 @@ Everything public is importable from this package; its submodules are private.
 """
 
 from imageprism._cache import CacheStats, CacheWarning, EmbeddingCache, PersistentCache
-from imageprism.columnar import ArrowEmbedder, TableEmbeddings, embeddings_from_table
 from imageprism._dedup import DedupResult
 from imageprism._image import DEFAULT_MAX_PIXELS
 from imageprism._index import ImageIndex, SearchHit
@@ -21,6 +20,7 @@ from imageprism._runtime import ModelRuntime
 from imageprism._types import Dimension, Profile
 from imageprism._version import __version__
 from imageprism._video import VideoDedup
+from imageprism.columnar import ArrowEmbedder, TableEmbeddings, embeddings_from_table
 from imageprism.dimensions.face import FaceConfig
 from imageprism.dimensions.hash import HashConfig
 from imageprism.dimensions.instance import InstanceConfig

@@ -20,7 +20,7 @@ can group rows by a key; the greedy pass over the sparse edge list is then cheap
    candidates per item and refuses past a budget (:class:`~imageprism.errors.DedupBudgetError`).
 3. **Group by key and verify** (:func:`partition_edges`): rows sharing a key are
    candidates (base-base and probe-base pairs); each candidate is scored with the
-   dedup column's exact score, the one :meth:`ImagePrism.dedup` uses; those reaching
+   exact score :meth:`ImagePrism.dedup` uses (:func:`~imageprism._math.best_alignment`); those reaching
    ``t`` are edges. Many keys are processed per call (a partition), vectorised.
 4. **Greedy labels from edges** (:func:`greedy_from_edges`), in the order of an explicit
    order column (distributed tables have no order), then expanded to the collapsed
@@ -40,7 +40,7 @@ import math
 
 import numpy as np
 
-from imageprism._dedup import DedupColumn
+from imageprism._math import best_alignment
 from imageprism.errors import ConfigError, DedupBudgetError, InputError
 
 __all__ = [
@@ -91,11 +91,11 @@ class CodeLayout:
         """
         return math.floor(self.group_bits * (1.0 - threshold) + 1e-6)
 
-    def column(self, codes: np.ndarray) -> DedupColumn:
-        """The dedup column of these codes: its ``pair_scores`` is the exact score of ``ImagePrism.dedup``."""
-        kind = "bits" if self.variants == 1 else "bit_variants"
-        return DedupColumn("hash", kind, codes.reshape(len(codes), self.rows, self.nbytes),
-                           bits_per_row=self.bits_per_row, variants=self.variants)
+    def scores(self, codes: np.ndarray, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+        """Exact scores of the pairs ``(codes[a[i]], codes[b[i]])``: :func:`~imageprism._math.best_alignment`,
+        the one home of the hash score (``ImagePrism.dedup``, the index and the hash dimension call it)."""
+        shaped = codes.reshape(len(codes), self.rows, self.nbytes)
+        return best_alignment(shaped[a], shaped[b], self.variants, self.bits_per_row)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -296,7 +296,7 @@ def partition_edges(
     """Edges ``(a, b)`` (order values, ``a < b``, distinct) among key rows of one partition.
 
     Each row carries its item's order value and whole code; candidates are verified with
-    the exact score (:meth:`CodeLayout.column`).
+    the exact score (:meth:`CodeLayout.scores`).
     """
     r, s = candidate_pairs(keys, is_base)
     differ = orders[r] != orders[s]
@@ -307,10 +307,9 @@ def partition_edges(
     b = np.maximum(orders[r], orders[s])
     pair = np.unique(np.stack([a, b], axis=1), axis=0, return_index=True)[1]  # each pair once
     r, s = r[pair], s[pair]
-    column = layout.column(codes)
     keep = np.zeros(len(r), bool)
     for lo in range(0, len(r), _VERIFY_CHUNK):
-        keep[lo : lo + _VERIFY_CHUNK] = column.pair_scores(r[lo : lo + _VERIFY_CHUNK], s[lo : lo + _VERIFY_CHUNK]) >= threshold
+        keep[lo : lo + _VERIFY_CHUNK] = layout.scores(codes, r[lo : lo + _VERIFY_CHUNK], s[lo : lo + _VERIFY_CHUNK]) >= threshold
     return np.minimum(orders[r], orders[s])[keep], np.maximum(orders[r], orders[s])[keep]
 
 

@@ -115,10 +115,11 @@ class ArrowEmbedder:
             fields = []
             for name, plugin in prism.plugins.items():
                 value = probe[name]
-                if plugin.bit_variants is not None:
+                layout = plugin.layout
+                if layout.kind == "bits":
                     assert value is not None
-                    fields.append(DimensionField(name, "bits", tuple(np.shape(value)), plugin.bits_per_row,
-                                                 plugin.bit_variants, plugin.cache_token))
+                    fields.append(DimensionField(name, "bits", tuple(np.shape(value)), layout.bits_per_row,
+                                                 layout.variants, plugin.cache_token))
                 else:
                     shape = () if value is None else (int(np.size(value)),)
                     fields.append(DimensionField(name, "vector", shape, token=plugin.cache_token))
