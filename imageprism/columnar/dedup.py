@@ -265,17 +265,19 @@ def candidate_pairs(keys: np.ndarray, is_base: np.ndarray, *, max_pairs: float =
     Raises :class:`~imageprism.errors.DedupBudgetError` when one call would make more than
     ``max_pairs`` pairs (a key shared by very many codes, e.g. flat images).
     """
-    bases = np.sort(keys[is_base])  # most probes meet no base: drop them before sorting
-    at = np.minimum(np.searchsorted(bases, keys), max(len(bases) - 1, 0))
-    rows = np.flatnonzero(is_base | (bases[at] == keys)) if len(bases) else np.empty(0, np.int64)
-    local = np.lexsort((~is_base[rows], keys[rows]))  # per key: bases first
-    order = rows[local]
-    k, base = keys[order], is_base[order]
+    # one sort: the key (its top bit dropped: a collision only adds a verified candidate) with bases first
+    order = np.argsort((keys << 1) | (~is_base).astype(np.int64))
+    k = keys[order] << 1
+    base = is_base[order]
     starts = np.flatnonzero(np.r_[True, k[1:] != k[:-1]])
-    ends = np.r_[starts[1:], len(k)]
+    sizes = np.diff(np.r_[starts, len(k)])
     n_base = np.add.reduceat(base.astype(np.int64), starts) if len(k) else np.empty(0, np.int64)
-    sizes = ends - starts
-    # row at position p (in its run) pairs with the bases before it: min(p, n_base) of them
+    useful = (sizes > 1) & (n_base > 0)  # most keys meet no other: drop them before making pairs
+    if not useful.all():
+        keep = np.repeat(useful, sizes)
+        order, k = order[keep], k[keep]
+        starts = np.r_[0, np.cumsum(sizes[useful])[:-1]].astype(np.int64) if useful.any() else np.empty(0, np.int64)
+        sizes, n_base = sizes[useful], n_base[useful]
     run = np.repeat(np.arange(len(starts)), sizes)
     pos = np.arange(len(k)) - starts[run]
     count = np.minimum(pos, n_base[run])
@@ -303,14 +305,12 @@ def partition_edges(
     r, s = r[differ], s[differ]
     if not len(r):
         return np.empty(0, np.int64), np.empty(0, np.int64)
-    a = np.minimum(orders[r], orders[s])
-    b = np.maximum(orders[r], orders[s])
-    pair = np.unique(np.stack([a, b], axis=1), axis=0, return_index=True)[1]  # each pair once
-    r, s = r[pair], s[pair]
-    keep = np.zeros(len(r), bool)
+    keep = np.zeros(len(r), bool)  # a pair met in several bands is verified each time (cheaper than sorting pairs)
     for lo in range(0, len(r), _VERIFY_CHUNK):
         keep[lo : lo + _VERIFY_CHUNK] = layout.scores(codes, r[lo : lo + _VERIFY_CHUNK], s[lo : lo + _VERIFY_CHUNK]) >= threshold
-    return np.minimum(orders[r], orders[s])[keep], np.maximum(orders[r], orders[s])[keep]
+    a, b = orders[r[keep]], orders[s[keep]]
+    edges = np.unique(np.stack([np.minimum(a, b), np.maximum(a, b)], axis=1), axis=0)  # the (few) edges, once each
+    return edges[:, 0], edges[:, 1]
 
 
 # -- identical codes, greedy labels ---------------------------------------------------------
@@ -330,8 +330,11 @@ def collapse_identical(codes: np.ndarray, orders: np.ndarray) -> np.ndarray:
     if not len(codes):
         return np.empty(0, np.int64)
     flat = np.ascontiguousarray(codes.reshape(len(codes), -1))
-    _, inverse = np.unique(flat, axis=0, return_inverse=True)
+    _, first_of, inverse = np.unique(code_hash(flat), return_index=True, return_inverse=True)
     inverse = inverse.ravel()
+    if not np.array_equal(flat, flat[first_of][inverse]):  # a 64-bit hash collision: compare the bytes
+        _, inverse = np.unique(flat, axis=0, return_inverse=True)
+        inverse = inverse.ravel()
     first = np.full(inverse.max() + 1, np.iinfo(np.int64).max, np.int64)
     np.minimum.at(first, inverse, orders.astype(np.int64))
     return first[inverse]
