@@ -1,6 +1,6 @@
 """Ray Data: embed a dataset of images, deduplicate a dataset of hashes, on a Ray cluster.
 
-``pip install 'imageprism[ray]'``. The work per partition is the engine-free columnar
+``pip install ".[ray]"`` from the checkout. The work per partition is the engine-free columnar
 core (:class:`~imageprism.ArrowEmbedder`, :mod:`imageprism.columnar.dedup`); this
 module only wires it into Ray Data with stable operations (``map_batches`` and
 ``groupby().map_groups``; no experimental join).
@@ -49,7 +49,7 @@ def _ray() -> Any:
         import ray
         import ray.data
     except ImportError:
-        raise MissingDependencyError("imageprism.ray needs Ray Data; install it with: pip install 'imageprism[ray]'") from None
+        raise MissingDependencyError('imageprism.ray needs Ray Data: pip install ".[ray]" from the imageprism checkout (or pip install "ray[data]" pyarrow)') from None
     return ray
 
 

@@ -1,6 +1,6 @@
 """Engine-free columnar core: the embedding table, the Arrow embedder, the distributed dedup kernels.
 
-Numpy and pyarrow only (pyarrow imported on first use: ``pip install 'imageprism[parquet]'``).
+Numpy and pyarrow only (pyarrow imported on first use: ``pip install ".[parquet]"`` from the checkout).
 Engine adapters run these per partition: :mod:`imageprism.ray`, and the Spark recipe in
 the README (``mapInArrow``). Modules: :mod:`~imageprism.columnar.schema` (the versioned
 table schema), :mod:`~imageprism.columnar.embed` (:class:`ArrowEmbedder`, read-back),

@@ -70,7 +70,7 @@ def pyarrow() -> Any:
         import pyarrow as pa
     except ImportError:
         raise MissingDependencyError(
-            "embedding tables need pyarrow; install it with: pip install 'imageprism[parquet]'"
+            'embedding tables need pyarrow: pip install ".[parquet]" from the imageprism checkout (or pip install pyarrow)'
         ) from None
     return pa
 
