@@ -20,6 +20,7 @@ from imageprism._runtime import ModelRuntime
 from imageprism._types import Dimension, Profile
 from imageprism._version import __version__
 from imageprism._video import VideoDedup
+from imageprism.columnar import ArrowEmbedder, TableEmbeddings, embeddings_from_table
 from imageprism.dimensions.face import FaceConfig
 from imageprism.dimensions.hash import HashConfig
 from imageprism.dimensions.instance import InstanceConfig
@@ -29,6 +30,7 @@ from imageprism.errors import (
     CacheError,
     ConfigError,
     DecompressionBombError,
+    DedupBudgetError,
     DimensionUnavailableError,
     ImageLoadError,
     ImagePrismError,
@@ -46,6 +48,7 @@ from imageprism.errors import (
 )
 
 __all__ = [
+    "ArrowEmbedder",
     "BatchEmbedding",
     "CacheError",
     "CacheStats",
@@ -54,6 +57,7 @@ __all__ = [
     "ConfigError",
     "DEFAULT_MAX_PIXELS",
     "DecompressionBombError",
+    "DedupBudgetError",
     "DedupResult",
     "Dimension",
     "DimensionUnavailableError",
@@ -85,8 +89,10 @@ __all__ = [
     "SearchHit",
     "SemanticConfig",
     "StyleConfig",
+    "TableEmbeddings",
     "VideoDedup",
     "__version__",
+    "embeddings_from_table",
     "list_profiles",
     "load_profile",
     "match",

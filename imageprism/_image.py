@@ -129,6 +129,13 @@ class SourceImage:
             if self._format in ("JPEG", "MPO"):
                 _check_jpeg_scans(data, label)
 
+    @functools.cached_property
+    def size(self) -> tuple[int, int]:
+        """``(width, height)`` of the whole image as displayed (EXIF orientation applied), from its header."""
+        header = self._image if self._image is not None else self._open_checked()
+        width, height = header.size
+        return (height, width) if _exif_orientation(header) in (5, 6, 7, 8) else (width, height)
+
     def pixels(self, request: ImageRequest) -> Pixels:
         """The normalised pixels for ``request`` (memoised)."""
         draft_side = request.min_side if self._format == "JPEG" else None
@@ -248,12 +255,17 @@ def _apply_draft(image: Image.Image, mode: str, min_side: int) -> None:
     image.draft(mode if image.mode in ("RGB", "L", "YCbCr") else None, requested)
 
 
-def _oriented(image: Image.Image) -> Image.Image:
+def _exif_orientation(image: Image.Image) -> int:
+    """The EXIF orientation tag (1 when absent, invalid or unreadable)."""
     try:
         orientation = image.getexif().get(0x0112, 1)
     except Exception:  # corrupt EXIF: treat as no orientation
-        return image
-    if orientation in (None, 1) or not isinstance(orientation, int):
+        return 1
+    return orientation if isinstance(orientation, int) else 1
+
+
+def _oriented(image: Image.Image) -> Image.Image:
+    if _exif_orientation(image) == 1:
         return image
     try:
         return ImageOps.exif_transpose(image)

@@ -11,7 +11,8 @@ working in code that does not know about imageprism::
     │   │   ├── DecompressionBombError       declared pixel count above the limit
     │   │   └── InputTooLargeError           file size or JPEG scan count above the limit
     │   ├── ConfigError                      unknown dimension, bad weights, bad config
-    │   │   └── ProfileError                 a profile (YAML) is missing or malformed
+    │   │   ├── ProfileError                 a profile (YAML) is missing or malformed
+    │   │   └── DedupBudgetError             a distributed dedup plan is past its budget
     │   ├── DimensionUnavailableError        a dimension this build does not provide
     │   └── IndexFormatError                 a saved index is missing, damaged or not one
     ├── CacheError                           the persistent cache file is foreign, damaged or unwritable
@@ -32,6 +33,7 @@ __all__ = [
     "CacheError",
     "ConfigError",
     "DecompressionBombError",
+    "DedupBudgetError",
     "DimensionUnavailableError",
     "ImageLoadError",
     "ImagePrismError",
@@ -75,6 +77,10 @@ class ConfigError(InputError):
 
 class ProfileError(ConfigError):
     """A profile is missing or malformed. The message names the file and the key."""
+
+
+class DedupBudgetError(ConfigError):
+    """An exact distributed dedup would verify more candidate pairs than its budget allows."""
 
 
 class DimensionUnavailableError(InputError):

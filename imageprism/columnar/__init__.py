@@ -1,0 +1,61 @@
+"""Engine-free columnar core: the embedding table, the Arrow embedder, the distributed dedup kernels.
+
+Numpy and pyarrow only (pyarrow imported on first use: ``pip install ".[parquet]"`` from the checkout).
+Engine adapters run these per partition: :mod:`imageprism.ray`, and the Spark recipe in
+the README (``mapInArrow``). Modules: :mod:`~imageprism.columnar.schema` (the versioned
+table schema), :mod:`~imageprism.columnar.embed` (:class:`ArrowEmbedder`, read-back),
+:mod:`~imageprism.columnar.dedup` (band plan, keys, verification, greedy labels on numpy
+arrays) and :mod:`~imageprism.columnar.tables` (the same steps on Arrow tables).
+"""
+
+from imageprism.columnar.dedup import (
+    BandPlan,
+    CodeLayout,
+    band_keys,
+    collapse_identical,
+    dedup_codes,
+    greedy_from_edges,
+    partition_edges,
+    plan_bands,
+    representatives,
+)
+from imageprism.columnar.embed import (
+    ArrowEmbedder,
+    TableEmbeddings,
+    embeddings_from_table,
+)
+from imageprism.columnar.schema import SCHEMA_VERSION, DimensionField, embedding_schema
+from imageprism.columnar.tables import (
+    attach_representatives,
+    code_rows,
+    collapse_rows,
+    edge_rows,
+    hash_layout,
+    key_rows,
+    portable,
+)
+
+__all__ = [
+    "SCHEMA_VERSION",
+    "ArrowEmbedder",
+    "BandPlan",
+    "CodeLayout",
+    "DimensionField",
+    "TableEmbeddings",
+    "attach_representatives",
+    "band_keys",
+    "code_rows",
+    "collapse_identical",
+    "collapse_rows",
+    "dedup_codes",
+    "edge_rows",
+    "embedding_schema",
+    "embeddings_from_table",
+    "greedy_from_edges",
+    "hash_layout",
+    "key_rows",
+    "partition_edges",
+    "plan_bands",
+    "portable",
+    "representatives",
+]
