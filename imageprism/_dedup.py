@@ -33,7 +33,8 @@ import numpy as np
 from imageprism._blend import Blend
 from imageprism._results import Failure
 from imageprism._search.columns import Column, ScoreFn, make_column, plugin_column
-from imageprism._search.range import BLOCK_SIZE, AllPairs, Finder, range_finder, union_pairs
+from imageprism._search.ann import Exact, check_exact
+from imageprism._search.range import ANN_BLOCK_SIZE, BLOCK_SIZE, AllPairs, AnnFinder, Finder, range_finder, union_pairs
 from imageprism.dimensions._base import DimensionPlugin, Layout
 from imageprism.errors import ConfigError, InputError
 
@@ -225,6 +226,7 @@ def greedy_labels(
     missing: str = "zero",
     block_size: int = BLOCK_SIZE,
     on_block: Callable[[int], None] | None = None,
+    exact: Exact = True,
 ) -> np.ndarray:
     """Greedy dedup labels of ``n`` inputs given as columns of embeddings (exact, index-backed).
 
@@ -232,14 +234,23 @@ def greedy_labels(
     :func:`~imageprism._profiles.blend` does. ``on_block(k)`` is called after each
     block of ``k`` inputs (for progress bars). Returns ``labels`` (int64): the index
     of each input's representative.
+
+    ``exact``: ``True`` (default) finds every candidate; ``False`` finds those of
+    vector columns in an approximate index (:class:`~imageprism._search.range.AnnFinder`),
+    ``"auto"`` does so from :data:`~imageprism._search.ann.EXACT_BELOW` inputs. Candidates
+    are always scored exactly: no input is grouped below the threshold, but an
+    approximate search may miss a representative (the input then joins a later
+    matching one, or becomes one itself).
     """
     threshold = check_threshold(threshold)
     blend = _policy(columns, weights, missing)
     n = _check_columns(columns, blend)
     scorer = _Scorer(columns, blend)
-    finders = [range_finder(c, threshold) for c in scorer.columns]
+    finders = [range_finder(c, threshold, exact=check_exact(exact)) for c in scorer.columns]
     if any(isinstance(f, AllPairs) for f in finders):
         block_size = min(block_size, 64)  # every representative is a candidate: keep the pair arrays small
+    elif any(isinstance(f, AnnFinder) for f in finders):
+        block_size = min(block_size, ANN_BLOCK_SIZE)
     labels = np.empty(n, np.int64)
     for start in range(0, n, block_size):
         ids = np.arange(start, min(n, start + block_size), dtype=np.int64)
@@ -367,11 +378,16 @@ def dedup_embeddings(
     threshold: float,
     failures: Sequence[Failure] = (),
     progress: bool | None = None,
+    exact: Exact = True,
 ) -> DedupResult:
-    """Greedy dedup of embedded inputs; entries of failed inputs (``None``, listed in ``failures``) get label -1."""
+    """Greedy dedup of embedded inputs; entries of failed inputs (``None``, listed in ``failures``) get label -1.
+
+    ``exact``: see :func:`greedy_labels`.
+    """
     from imageprism._runtime import progress_bar
 
     threshold = check_threshold(threshold)
+    exact = check_exact(exact)
     source: Sequence[Mapping[str, np.ndarray | None]] | Mapping[str, Sequence[np.ndarray | None] | np.ndarray]
     if isinstance(embeddings, Mapping):
         ok = None
@@ -391,7 +407,11 @@ def dedup_embeddings(
     columns = columns_from_embeddings(source, plugins, blend.weights)
     total = columns[0].n if columns else 0
     with progress_bar(total, progress=progress, description="dedup") as bar:
-        found = greedy_labels(columns, threshold, weights=blend.weights, missing=blend.missing, on_block=bar.update) if total else np.empty(0, np.int64)
+        found = (
+            greedy_labels(columns, threshold, weights=blend.weights, missing=blend.missing, on_block=bar.update, exact=exact)
+            if total
+            else np.empty(0, np.int64)
+        )
     if ok is None:
         labels = found
     else:

@@ -27,6 +27,7 @@ from imageprism._image import (
 from imageprism._profiles import ProfileSpec, load_profile, normalize_weights
 from imageprism._results import BatchEmbedding, CompareResult, Failure
 from imageprism._runtime import ModelRuntime, prefetch, progress_bar
+from imageprism._search.ann import Exact, check_exact
 from imageprism._types import Dimension, OnError, Profile
 from imageprism._types import EmbeddingDict as Embeddings
 from imageprism.dimensions import DimensionPlugin, Registry, known_names, parse_dimension, plugin_class
@@ -226,6 +227,7 @@ class ImagePrism:
         *,
         on_error: OnError = "raise",
         progress: bool | None = None,
+        exact: Exact = True,
     ) -> DedupResult:
         """Group near-duplicate images; one representative per group.
 
@@ -236,7 +238,11 @@ class ImagePrism:
         (other selections must give one). With ``on_error="skip"`` unreadable inputs
         get label ``-1`` and are listed in ``failures``. The grouping is exact (equal to
         comparing each image with every representative) but uses an index, so it
-        scales to a million hashes; see the README's dedup section.
+        scales to a million hashes; see the README's dedup section. ``exact=False``
+        (or ``"auto"``: from 50,000 inputs) finds the candidates of vector dimensions
+        (semantic, instance, style) in an approximate index: every grouped image still
+        reaches ``threshold`` with its representative, but a few matches may be missed
+        (measured recall in the README).
 
         >>> import numpy as np
         >>> rng = np.random.default_rng(0)
@@ -248,10 +254,11 @@ class ImagePrism:
         """
         # checked before the (possibly long) embedding, so a typo fails at once
         threshold = check_threshold(default_threshold(self.blend, self._plugins) if threshold is None else threshold)
+        exact = check_exact(exact)
         batch = self.embed_batch(images, on_error=on_error, progress=progress)
         return dedup_embeddings(
             batch.embeddings, plugins=self._plugins, blend=self.blend,
-            threshold=threshold, failures=batch.failures, progress=progress,
+            threshold=threshold, failures=batch.failures, progress=progress, exact=exact,
         )
 
     def dedup_video(
@@ -273,15 +280,19 @@ class ImagePrism:
         threshold: float | None = None,
         *,
         progress: bool | None = None,
+        exact: Exact = True,
     ) -> DedupResult:
         """:meth:`dedup` on precomputed embeddings (e.g. kept in your own store).
 
         ``embeddings``: one ``{dimension: array}`` per input (what :meth:`embed` returns),
         or ``{dimension: sequence or stacked array}`` with one entry per input. They
         must come from an ``ImagePrism`` with the same dimension configurations.
+        ``exact``: as in :meth:`dedup`.
         """
         threshold = default_threshold(self.blend, self._plugins) if threshold is None else threshold
-        return dedup_embeddings(embeddings, plugins=self._plugins, blend=self.blend, threshold=threshold, progress=progress)
+        return dedup_embeddings(
+            embeddings, plugins=self._plugins, blend=self.blend, threshold=threshold, progress=progress, exact=exact
+        )
 
     def _decoded_chunks(self, items: Sequence[Any]) -> Iterator[list[tuple[int, SourceImage | Failure]]]:
         """Chunks of opened-and-decoded inputs; the next chunk decodes in a worker thread.
