@@ -44,9 +44,9 @@ from pathlib import Path
 import faiss
 import numpy as np
 
+from imageprism._dedup import DedupColumn, greedy_labels
 from imageprism._search import ann as _ann
 from imageprism._search.ann import AnnIndex, AnnParams
-from imageprism._dedup import DedupColumn, greedy_labels
 
 HERE = Path(__file__).resolve().parent
 THRESHOLD = 0.9

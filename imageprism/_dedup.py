@@ -32,8 +32,8 @@ import numpy as np
 
 from imageprism._blend import Blend
 from imageprism._results import Failure
-from imageprism._search.columns import Column, ScoreFn, make_column, plugin_column
 from imageprism._search.ann import Exact, check_exact
+from imageprism._search.columns import Column, ScoreFn, make_column, plugin_column
 from imageprism._search.range import ANN_BLOCK_SIZE, BLOCK_SIZE, AllPairs, AnnFinder, Finder, range_finder, union_pairs
 from imageprism.dimensions._base import DimensionPlugin, Layout
 from imageprism.errors import ConfigError, InputError

@@ -48,12 +48,16 @@ from imageprism._index_files import (
     FORMAT_NAME,
     FORMAT_VERSION,
     MANIFEST,
-    load_array,
+    load_arrays,
+    prism_from_manifest,
+    profile_ref,
     read_manifest,
+    save_arrays,
 )
 from imageprism._prism import ImagePrism, build_plugins, resolve_blend
-from imageprism._profiles import load_profile, normalize_weights
+from imageprism._profiles import normalize_weights
 from imageprism._results import Failure, SearchHit
+from imageprism._search.ann import Exact, check_exact
 from imageprism._search.columns import Column, plugin_column
 from imageprism._search.topk import Searcher, searcher_for, top_positions
 from imageprism._types import Dimension, Embeddings, OnError, Profile
@@ -75,6 +79,12 @@ class ImageIndex:
     Args:
         prism: the :class:`~imageprism.ImagePrism` whose dimensions are indexed and
             which embeds added and query images (default: ``ImagePrism()``, hash only).
+        exact: ``True`` (default): every query scans every item, the hits are exactly
+            the top ``k``. ``False``, or ``"auto"`` (from 50,000 items): a query ranked
+            by one vector dimension takes its candidates from an approximate index
+            (IVF-PQ, :class:`~imageprism._search.topk.AnnScan`), re-scored exactly; a
+            true top-``k`` item can be missed (recall@10 measured in the README).
+            Hashes, faces and blends of several dimensions are always scanned exactly.
 
     One index may be shared by several threads: adds, searches and saves take a
     lock, so they run one at a time (embedding, outside the lock, overlaps).
@@ -88,13 +98,14 @@ class ImageIndex:
     ['ramp', 'transposed']
     """
 
-    def __init__(self, prism: ImagePrism | None = None) -> None:
+    def __init__(self, prism: ImagePrism | None = None, *, exact: Exact = True) -> None:
         self.prism = prism if prism is not None else ImagePrism()
+        self.exact = check_exact(exact)
         self._plugins: dict[str, DimensionPlugin] = dict(self.prism.plugins)
         self._columns: dict[str, Column] = {
             name: plugin_column(plugin, unit_vectors=True) for name, plugin in self._plugins.items()
         }
-        self._searchers: dict[str, Searcher] = {name: searcher_for(c) for name, c in self._columns.items()}
+        self._searchers: dict[str, Searcher] = {name: searcher_for(c, exact=self.exact) for name, c in self._columns.items()}
         self._ids: list[str] = []
         self._positions: dict[str, int] = {}
         self._lock = threading.RLock()  # searches read faiss' memory without a copy: no add meanwhile
@@ -110,9 +121,10 @@ class ImageIndex:
         ids: Sequence[str] | None = None,
         fps: float = 1.0,
         on_error: OnError = "raise",
+        exact: Exact = True,
     ) -> ImageIndex:
         """A new index holding ``images`` (see :meth:`add`); failures raise unless ``on_error="skip"``."""
-        index = cls(prism)
+        index = cls(prism, exact=exact)
         index.add(images, ids=ids, fps=fps, on_error=on_error)
         return index
 
@@ -400,12 +412,12 @@ class ImageIndex:
     def _write(self, folder: Path) -> Path:
         dims = {}
         for name, column in self._columns.items():
-            files = {}
-            for key, array in (column.arrays() if len(column) else {}).items():
-                filename = f"{name}.{key}.npy"
-                np.save(folder / filename, np.ascontiguousarray(array), allow_pickle=False)
-                files[key] = filename
-            dims[name] = {"kind": column.kind, "cache_token": self._plugins[name].cache_token, "files": files}
+            dims[name] = {
+                "kind": column.kind,
+                "cache_token": self._plugins[name].cache_token,
+                "files": save_arrays(folder, name, column.arrays() if len(column) else {}),
+                "search_files": save_arrays(folder, f"{name}.search", self._searchers[name].arrays() if len(column) else {}),
+            }
         manifest = {
             "format": FORMAT_NAME,
             "format_version": FORMAT_VERSION,
@@ -414,7 +426,8 @@ class ImageIndex:
             "dimensions": dims,
             "weights": dict(self.prism.weights),
             "missing": self.prism.missing,
-            "profile": _profile_ref(self.prism),
+            "exact": self.exact,
+            "profile": profile_ref(self.prism),
             "ids": self._ids,
         }
         tmp = folder / (MANIFEST + ".tmp")
@@ -423,19 +436,23 @@ class ImageIndex:
         return folder
 
     @classmethod
-    def load(cls, path: str | os.PathLike[str], *, prism: ImagePrism | None = None) -> ImageIndex:
+    def load(cls, path: str | os.PathLike[str], *, prism: ImagePrism | None = None, exact: Exact | None = None) -> ImageIndex:
         """Read an index written by :meth:`save`.
 
         Without ``prism``, the ``ImagePrism`` is rebuilt from the saved profile and
         weights (dimension configs given with ``config=`` are not saved: pass the
         same ``prism`` then). Either way, every dimension's ``cache_token`` must
-        match the saved one.
+        match the saved one. ``exact``: as saved unless given. The approximate index's
+        trained state is read back when saved (else trained again on first use).
         """
         folder = Path(os.fspath(path))
         manifest = read_manifest(folder)
         if prism is None:
-            prism = _prism_from_manifest(manifest, folder)
-        index = cls(prism)
+            prism = prism_from_manifest(manifest, folder)
+        saved_exact = manifest.get("exact", True)
+        if exact is None and saved_exact not in (True, False, "auto"):
+            raise InputError(f"index {str(folder)!r} is damaged: {MANIFEST} has exact={saved_exact!r}")
+        index = cls(prism, exact=saved_exact if exact is None else exact)
         saved = manifest["dimensions"]
         if sorted(saved) != sorted(index._columns):
             raise ConfigError(
@@ -454,11 +471,13 @@ class ImageIndex:
         if not isinstance(ids, list) or len(ids) != count:
             raise InputError(f"index {str(folder)!r} is damaged: {MANIFEST} lists {len(ids)} ids for {count} items")
         for name, column in index._columns.items():
-            files = saved[name].get("files", {})
             if count:
-                column.restore({key: load_array(folder / file) for key, file in files.items()})
+                column.restore(load_arrays(folder, saved[name].get("files", {})))
             if len(column) != count:
                 raise InputError(f"index {str(folder)!r} is damaged: {name!r} holds {len(column)} items, expected {count}")
+            search_state = load_arrays(folder, saved[name].get("search_files", {})) if count else {}
+            if search_state:  # absent in older indexes: trained again from the vectors when needed
+                index._searchers[name].restore(search_state)
         index._sync()
         index._check_new_ids(ids)
         index._ids = list(ids)
@@ -474,22 +493,3 @@ def _entry(embedding: Embeddings, name: str, which: object) -> np.ndarray | None
         have = ", ".join(embedding) if isinstance(embedding, Mapping) else type(embedding).__name__
         raise InputError(f"embedding {which} has no {name!r} entry (it has: {have}); embed it with the index's ImagePrism")
     return embedding[name]
-
-
-def _profile_ref(prism: ImagePrism) -> str | None:
-    spec = prism.profile
-    if spec is None:
-        return None
-    if spec.name in {p.value for p in Profile} and load_profile(spec.name).source == spec.source:
-        return spec.name
-    return str(spec.source.resolve())
-
-
-def _prism_from_manifest(manifest: Mapping[str, Any], folder: Path) -> ImagePrism:
-    profile = manifest.get("profile")
-    try:
-        if profile is not None:
-            return ImagePrism(profile=profile, weights=manifest["weights"])
-        return ImagePrism(weights=manifest["weights"])
-    except ConfigError as exc:
-        raise ConfigError(f"index {str(folder)!r}: cannot rebuild its ImagePrism ({exc}); pass prism=") from exc

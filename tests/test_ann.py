@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import numpy as np
 import pytest
 
+from imageprism import ImageIndex, ImagePrism
 from imageprism._dedup import DedupColumn, greedy_labels, labels_brute_force
 from imageprism._search import ann as _ann
 from imageprism._search.ann import AnnIndex, check_exact, use_ann
 from imageprism._search.range import AnnFinder, range_finder
+from imageprism._search.topk import AnnScan
 from imageprism.errors import ConfigError, InputError
 
 THRESHOLD = 0.9
@@ -100,3 +105,65 @@ def test_state_round_trip_and_rebuild() -> None:
     broken = {**index.arrays(), "codebook": index.arrays()["codebook"][:, :8]}
     with pytest.raises(InputError, match="codebook"):
         AnnIndex.from_arrays(broken, x)
+
+
+def _catalogue(n: int, seed: int) -> list[dict[str, np.ndarray]]:
+    """512-d items in 100 clusters (same-cluster cosine about 0.75): a query's top 10 are its cluster's."""
+    rng = np.random.default_rng(seed)
+    centres = np.random.default_rng(0).standard_normal((100, 512))
+    centres /= np.linalg.norm(centres, axis=1, keepdims=True)
+    x = centres[rng.integers(100, size=n)] + 0.6 * rng.standard_normal((n, 512)) / np.sqrt(512)
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    return [{"semantic": v} for v in x.astype(np.float32)]
+
+
+def test_index_approximate_search_recall_exact_scores_and_updates(probing: None) -> None:
+    prism = ImagePrism(dimensions=["semantic"])
+    items = _catalogue(3000, seed=6)
+    ids = [f"i{i}" for i in range(len(items))]
+    exact, approx = ImageIndex(prism), ImageIndex(prism, exact=False)
+    for index in (exact, approx):
+        index.add_embeddings(items, ids=ids)
+    queries = _catalogue(40, seed=7)
+    overlap = []
+    for query in queries:
+        truth = exact.search_embedding(query, k=10)
+        hits = approx.search_embedding(query, k=10)
+        overlap.append(len({h.id for h in hits} & {h.id for h in truth}) / 10)
+        cosines = [float(query["semantic"].astype(np.float64) @ items[h.position]["semantic"].astype(np.float64)) for h in hits]
+        assert [h.score for h in hits] == pytest.approx(cosines, abs=1e-6)  # scores are exact
+        assert [h.score for h in hits] == sorted((h.score for h in hits), reverse=True)
+    assert np.mean(overlap) >= 0.9
+    assert isinstance(approx._searchers["semantic"], AnnScan) and approx._searchers["semantic"].ann is not None
+    # items added after the approximate index was built are found; removed ones are gone
+    approx.add_embeddings(queries[:5], ids=[f"new{i}" for i in range(5)])
+    assert approx.search_embedding(queries[3], k=1)[0].id == "new3"
+    approx.remove(["i0", "new3"])
+    assert "new3" not in {h.id for h in approx.search_embedding(queries[3], k=10)}
+    assert approx.search_embedding(queries[4], k=1)[0].id == "new4"
+
+
+def test_index_saves_and_loads_the_approximate_state(tmp_path: Path, probing: None) -> None:
+    prism = ImagePrism(dimensions=["semantic"])
+    items = _catalogue(2000, seed=8)
+    index = ImageIndex(prism, exact=False)
+    index.add_embeddings(items, ids=[f"i{i}" for i in range(len(items))])
+    queries = _catalogue(10, seed=9)
+    before = [index.search_embedding(q, k=10) for q in queries]
+    folder = index.save(tmp_path / "catalogue")
+    manifest = json.loads((folder / "manifest.json").read_text())
+    assert manifest["exact"] is False and set(manifest["dimensions"]["semantic"]["search_files"]) == {"centroids", "codebook"}
+    loaded = ImageIndex.load(folder, prism=prism)
+    assert loaded.exact is False and [loaded.search_embedding(q, k=10) for q in queries] == before
+    assert ImageIndex.load(folder, prism=prism, exact=True).exact is True
+    # without the saved state the approximate index is trained again from the vectors (seeded: the same)
+    manifest["dimensions"]["semantic"]["search_files"] = {}
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+    assert [ImageIndex.load(folder, prism=prism).search_embedding(q, k=10) for q in queries] == before
+    # a damaged state is refused with a clear error
+    manifest["dimensions"]["semantic"]["search_files"] = {"centroids": "semantic.search.codebook.npy", "codebook": "semantic.search.codebook.npy"}
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(InputError, match="delete its files"):
+        ImageIndex.load(folder, prism=prism)
+    with pytest.raises(ConfigError, match="exact='sometimes'"):
+        ImageIndex(prism, exact="sometimes")  # type: ignore[arg-type]

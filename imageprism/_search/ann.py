@@ -34,7 +34,7 @@ import numpy as np
 
 from imageprism.errors import ConfigError, InputError
 
-__all__ = ["EXACT_BELOW", "AnnIndex", "AnnParams", "Exact", "check_exact", "use_ann"]
+__all__ = ["EXACT_BELOW", "AnnIndex", "AnnParams", "Exact", "check_arrays", "check_exact", "use_ann"]
 
 #: ``exact=`` values: ``True`` (always exact), ``False`` (approximate), ``"auto"``
 Exact = bool | Literal["auto"]
@@ -56,7 +56,7 @@ _PQ_TRAIN = 32_768
 def check_exact(exact: object) -> Exact:
     """Validate an ``exact=`` setting."""
     if exact is True or exact is False or exact == "auto":
-        return exact  # type: ignore[return-value]
+        return exact
     raise ConfigError(f"exact={exact!r} is invalid; use True (exact search), False (approximate) or 'auto'")
 
 
@@ -187,20 +187,25 @@ class AnnIndex:
 
         Raises :class:`~imageprism.errors.InputError` if the arrays do not fit the vectors.
         """
+        check_arrays(arrays, vectors.shape[1])
         centroids, codebook = np.asarray(arrays["centroids"]), np.asarray(arrays["codebook"])
-        d = vectors.shape[1]
-        ok = (
-            centroids.dtype == np.float32 and centroids.ndim == 2 and centroids.shape[1] == d and len(centroids) > 0
-            and codebook.dtype == np.float32 and codebook.ndim == 3 and codebook.shape[1] == 16
-            and codebook.shape[0] * codebook.shape[2] == d and np.isfinite(centroids).all() and np.isfinite(codebook).all()
-        )
-        if not ok:
-            raise InputError(
-                f"the saved approximate index does not fit {d}-d vectors (centroids {centroids.dtype} {centroids.shape}, "
-                f"codebook {codebook.dtype} {codebook.shape}); delete its files to rebuild it from the vectors"
-            )
         nlist = len(centroids)
         params = AnnParams(nlist=nlist, m=len(codebook), nprobe=nprobe or _nprobe(nlist))
-        index = cls(d, params, centroids, codebook)
+        index = cls(vectors.shape[1], params, centroids, codebook)
         index.add(vectors, np.arange(len(vectors), dtype=np.int64))
         return index
+
+
+def check_arrays(arrays: Mapping[str, np.ndarray], d: int) -> None:
+    """Raise :class:`~imageprism.errors.InputError` unless ``arrays`` are an :class:`AnnIndex` state for ``d``-d vectors."""
+    centroids, codebook = (np.asarray(arrays.get(key, np.empty(0))) for key in ("centroids", "codebook"))
+    ok = (
+        centroids.dtype == np.float32 and centroids.ndim == 2 and centroids.shape[1] == d and len(centroids) > 0
+        and codebook.dtype == np.float32 and codebook.ndim == 3 and codebook.shape[1] == 16 and len(codebook) > 0
+        and codebook.shape[0] * codebook.shape[2] == d and np.isfinite(centroids).all() and np.isfinite(codebook).all()
+    )
+    if not ok:
+        raise InputError(
+            f"the saved approximate index does not fit {d}-d vectors (centroids {centroids.dtype} {centroids.shape}, "
+            f"codebook {codebook.dtype} {codebook.shape}); delete its files to rebuild it from the vectors"
+        )
