@@ -29,8 +29,9 @@ Sections:
    representative among the approximate run's representatives before them.
 4. **standins**: dedup of the stand-ins' vectors, exact vs ``exact=False``.
 
-Run:  python benchmarks/ann_recall.py [--dedup-sizes 100000,1000000] [--index-sizes 1000000]
-          [--variants-size 100000] [--exact-max 100000] [--threads 2]
+Run:  python benchmarks/ann_recall.py [--dedup-sizes 100000,1000000] [--dino-sizes 20000]
+          [--index-sizes 1000000] [--variants-size 100000] [--exact-max 100000] [--queries 200]
+          [--threads 1] [--skip candidates,index,dedup,standins]
 """
 
 from __future__ import annotations
@@ -155,42 +156,48 @@ def candidates_section(name: str, x: np.ndarray, queries: int) -> None:
             print(f"| {label} | {knob or '-'} {effort or ''} | {build:.1f} | {size:.0f} | {ms:.2f} | {recall:.4f} | {dup:.4f} ({len(dup_q)} pairs) |", flush=True)
 
 
-# -- 2. index: AnnIndex vs exact flat -----------------------------------------------------------
+# -- 2. index: ImageIndex exact vs approximate ------------------------------------------------
 
 
 def index_section(name: str, x: np.ndarray, queries: int) -> None:
+    from imageprism import ImageIndex, ImagePrism  # noqa: PLC0415
+    from imageprism._search import topk  # noqa: PLC0415
+
     n, d = x.shape
     split = n - queries
     base, q = x[:split], x[split:]
     truth = exact_top(base, q, 10)
-    print(f"\n## index: {name}, {split:,} x {d}, {queries} single queries, load {load()}\n")
-    print("| method | build s | bytes/vector (beyond the floats) | query ms (k=10) | recall@10 | load |")
+    items = {"semantic": base}  # stacked: no per-item objects
+    ids = [str(i) for i in range(split)]
+    prism = ImagePrism(dimensions=["semantic"])
+    print(f"\n## index: {name}, {split:,} x {d}, {queries} single queries (ImageIndex.search_embedding, k=10), load {load()}\n")
+    print("| method | build s | bytes/vector beyond the floats | query ms (k=10) | recall@10 | load |")
     print("|---|---|---|---|---|---|")
-    flat = faiss.IndexFlatIP(d)
-    start = time.perf_counter()
-    flat.add(base)
-    build = time.perf_counter() - start
-    start = time.perf_counter()
-    for i in range(len(q)):
-        flat.search(q[i : i + 1], 10)
-    ms = (time.perf_counter() - start) / len(q) * 1e3
-    print(f"| exact flat (ImageIndex today) | {build:.1f} | 0 | {ms:.2f} | 1.0000 | {load()} |", flush=True)
-    start = time.perf_counter()
-    ann = AnnIndex.trained(base)
-    ann.add(base, np.arange(split, dtype=np.int64))
-    build = time.perf_counter() - start
-    extra = ann.params.m / 2 + 8 + (ann.centroids.nbytes + ann.codebook.nbytes) / split
-    for nprobe, wide in ((ann.params.nprobe, 100), (ann.params.nprobe * 2, 100), (ann.params.nprobe * 2, 200)):
-        ann.index.nprobe = nprobe
+    for exact in (True, False):
+        index = ImageIndex(prism, exact=exact)
         start = time.perf_counter()
-        hits = [rerank(base, q[i], ann.search(q[i : i + 1], wide)[0], 10) for i in range(len(q))]
-        ms = (time.perf_counter() - start) / len(q) * 1e3
-        recall = np.mean([len(set(h.tolist()) & set(t.tolist())) / 10 for h, t in zip(hits, truth)])
-        print(
-            f"| IVF{ann.params.nlist}-PQ{ann.params.m}x4fs, nprobe {nprobe}, re-rank {wide} | {build:.1f} | {extra:.0f} | "
-            f"{ms:.2f} | {recall:.4f} | {load()} |",
-            flush=True,
-        )
+        index.add_embeddings([{"semantic": v} for v in items["semantic"]], ids=ids)
+        if not exact:
+            index.search_embedding({"semantic": q[0]}, k=10)  # builds the approximate index (training included)
+        build = time.perf_counter() - start
+        settings = [(topk.QUERY_CELLS, topk.RERANK)] if exact else [(c, r) for c in (32, 8, 4) for r in (100, 1000)]
+        for divisor, rerank in settings:
+            before = topk.QUERY_CELLS, topk.RERANK
+            topk.QUERY_CELLS, topk.RERANK = divisor, rerank
+            start = time.perf_counter()
+            hits = [[int(h.id) for h in index.search_embedding({"semantic": v}, k=10)] for v in q]
+            ms = (time.perf_counter() - start) / len(q) * 1e3
+            topk.QUERY_CELLS, topk.RERANK = before
+            recall = np.mean([len(set(h) & set(t.tolist())) / 10 for h, t in zip(hits, truth)])
+            if exact:
+                label, extra = "exact scan (exact=True)", "0"
+            else:
+                ann = index._searchers["semantic"].ann
+                p = ann.params
+                label = f"IVF{p.nlist}-PQ{p.m}x4fs, {p.nlist // divisor} cells probed, {rerank} re-ranked (exact=False)"
+                extra = f"{p.m / 2 + 8 + (ann.centroids.nbytes + ann.codebook.nbytes) / split:.0f}"
+            print(f"| {label} | {build:.1f} | {extra} | {ms:.2f} | {recall:.4f} | {load()} |", flush=True)
+        del index
 
 
 # -- 3. dedup: greedy exact vs approximate -------------------------------------------------------
@@ -305,6 +312,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sizes = lambda text: [int(v) for v in text.split(",") if v]  # noqa: E731
     parser.add_argument("--dedup-sizes", type=sizes, default=[100_000, 1_000_000])
+    parser.add_argument("--dino-sizes", type=sizes, default=[20_000])
     parser.add_argument("--index-sizes", type=sizes, default=[1_000_000])
     parser.add_argument("--variants-size", type=int, default=100_000)
     parser.add_argument("--exact-max", type=int, default=100_000)
@@ -332,9 +340,7 @@ def main() -> None:
         print("| data | n | method | seconds | unique | pair recall | pair precision | lowest member score | load |")
         print("|---|---|---|---|---|---|---|---|---|")
         for shape in shapes:
-            for n in args.dedup_sizes:
-                if shape != "clip" and n > args.exact_max:
-                    continue  # the 1M goal is stated for 512-d
+            for n in args.dedup_sizes if shape == "clip" else args.dino_sizes:  # the 1M goal is stated for 512-d
                 dedup_section(shape, clustered(n, *SHAPES[shape]), args.exact_max, args.sample, args.threads_max)
     if "standins" not in skip:
         standins_section()

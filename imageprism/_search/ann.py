@@ -163,16 +163,16 @@ class AnnIndex:
             with _threads():
                 self.index.add_with_ids(np.ascontiguousarray(vectors, np.float32), np.ascontiguousarray(ids, np.int64))
 
-    def search(self, queries: np.ndarray, k: int) -> np.ndarray:
+    def search(self, queries: np.ndarray, k: int, *, nprobe: int | None = None) -> np.ndarray:
         """The ids of up to ``k`` approximate nearest vectors per query, ``(nq, k)``, ``-1`` where fewer.
 
-        Probes ``nprobe`` cells, or more while the index is small: at least about
-        ``MIN_SCAN`` codes (a few microseconds), so a small index is scanned whole.
+        Probes ``nprobe`` cells (default: the params'), or more while the index is small:
+        at least about ``MIN_SCAN`` codes (a few microseconds), so a small index is scanned whole.
         """
         if not len(self):
             return np.full((len(queries), k), -1, np.int64)
         nlist = self.params.nlist
-        self.index.nprobe = min(nlist, max(self.params.nprobe, math.ceil(nlist * MIN_SCAN / len(self))))
+        self.index.nprobe = min(nlist, max(nprobe or self.params.nprobe, math.ceil(nlist * MIN_SCAN / len(self))))
         with _threads():
             _, found = self.index.search(np.ascontiguousarray(queries, np.float32), k)
         return found

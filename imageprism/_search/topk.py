@@ -35,6 +35,9 @@ __all__ = ["RERANK", "AnnScan", "BitsScan", "PairwiseScan", "Searcher", "VectorS
 
 #: candidates an :class:`AnnScan` takes from the approximate index per query (at least)
 RERANK = 100
+#: an :class:`AnnScan` query probes 1 / QUERY_CELLS of the cells (more than dedup: a
+#: query's 10 best are farther apart than near-duplicates; see ``benchmarks/README.md``)
+QUERY_CELLS = 8
 
 
 def top_positions(scores: np.ndarray, m: int) -> tuple[np.ndarray, np.ndarray]:
@@ -202,7 +205,8 @@ class AnnScan(VectorScan):
         if not self.active():
             return super().top(query, m)
         q = np.asarray(query, np.float32)
-        found = self._index().search(q[None, :], max(m, RERANK))[0]
+        ann = self._index()
+        found = ann.search(q[None, :], max(m, RERANK), nprobe=max(1, ann.params.nlist // QUERY_CELLS))[0]
         found = found[found >= 0]
         if len(found) < min(m, len(self.column)):  # sparse cells: fewer than asked, scan instead
             return super().top(query, m)
