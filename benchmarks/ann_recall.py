@@ -47,7 +47,7 @@ import numpy as np
 
 from imageprism._dedup import DedupColumn, greedy_labels
 from imageprism._search import ann as _ann
-from imageprism._search.ann import AnnIndex, AnnParams
+from imageprism._search.ann import AnnParams
 
 HERE = Path(__file__).resolve().parent
 THRESHOLD = 0.9
