@@ -32,9 +32,10 @@ import numpy as np
 
 from imageprism._blend import Blend
 from imageprism._results import Failure
+from imageprism._search.ann import Exact, check_exact
 from imageprism._search.columns import Column, ScoreFn, make_column, plugin_column
 from imageprism._search.components import DEFAULT_MAX_HOPS, check_linkage, connected_components
-from imageprism._search.range import BLOCK_SIZE, AllPairs, Finder, range_finder, union_pairs
+from imageprism._search.range import ANN_BLOCK_SIZE, BLOCK_SIZE, AllPairs, AnnFinder, Finder, range_finder, union_pairs
 from imageprism.dimensions._base import DimensionPlugin, Layout
 from imageprism.errors import ConfigError, InputError
 
@@ -243,6 +244,7 @@ def greedy_labels(
     missing: str = "zero",
     block_size: int = BLOCK_SIZE,
     on_block: Callable[[int], None] | None = None,
+    exact: Exact = True,
 ) -> np.ndarray:
     """Greedy dedup labels of ``n`` inputs given as columns of embeddings (exact, index-backed).
 
@@ -250,14 +252,23 @@ def greedy_labels(
     :func:`~imageprism._profiles.blend` does. ``on_block(k)`` is called after each
     block of ``k`` inputs (for progress bars). Returns ``labels`` (int64): the index
     of each input's representative.
+
+    ``exact``: ``True`` (default) finds every candidate; ``False`` finds those of
+    vector columns in an approximate index (:class:`~imageprism._search.range.AnnFinder`),
+    ``"auto"`` does so from :data:`~imageprism._search.ann.EXACT_BELOW` inputs. Candidates
+    are always scored exactly: no input is grouped below the threshold, but an
+    approximate search may miss a representative (the input then joins a later
+    matching one, or becomes one itself).
     """
     threshold = check_threshold(threshold)
     blend = _policy(columns, weights, missing)
     n = _check_columns(columns, blend)
     scorer = _Scorer(columns, blend)
-    finders = [range_finder(c, threshold) for c in scorer.columns]
+    finders = [range_finder(c, threshold, exact=check_exact(exact)) for c in scorer.columns]
     if any(isinstance(f, AllPairs) for f in finders):
         block_size = min(block_size, 64)  # every representative is a candidate: keep the pair arrays small
+    elif any(isinstance(f, AnnFinder) for f in finders):
+        block_size = min(block_size, ANN_BLOCK_SIZE)
     labels = np.empty(n, np.int64)
     for start in range(0, n, block_size):
         ids = np.arange(start, min(n, start + block_size), dtype=np.int64)
@@ -412,17 +423,25 @@ def dedup_embeddings(
     progress: bool | None = None,
     linkage: str = "representative",
     max_hops: int | None = DEFAULT_MAX_HOPS,
+    exact: Exact = True,
 ) -> DedupResult:
     """Dedup of embedded inputs; entries of failed inputs (``None``, listed in ``failures``) get label -1.
 
     ``linkage``: ``"representative"`` (the greedy pass) or ``"connected"`` (connected
     components, each member within ``max_hops`` links of its representative; see
-    :mod:`imageprism._search.components`).
+    :mod:`imageprism._search.components`). ``exact``: see :func:`greedy_labels`; the
+    connected linkage always searches exactly (``exact=False`` with it is an error).
     """
     from imageprism._runtime import progress_bar
 
     threshold = check_threshold(threshold)
     check_linkage(linkage, max_hops)
+    exact = check_exact(exact)
+    if linkage == "connected" and exact is False:
+        raise ConfigError(
+            "exact=False is for linkage='representative'; linkage='connected' searches exactly "
+            "(drop exact=False, or use the representative linkage for approximate vector search)"
+        )
     source: Sequence[Mapping[str, np.ndarray | None]] | Mapping[str, Sequence[np.ndarray | None] | np.ndarray]
     if isinstance(embeddings, Mapping):
         ok = None
@@ -451,7 +470,9 @@ def dedup_embeddings(
                 columns, threshold, weights=blend.weights, missing=blend.missing, max_hops=max_hops, on_block=bar.update
             )
         elif total:
-            found = greedy_labels(columns, threshold, weights=blend.weights, missing=blend.missing, on_block=bar.update)
+            found = greedy_labels(
+                columns, threshold, weights=blend.weights, missing=blend.missing, on_block=bar.update, exact=exact
+            )
     scores = np.full(n, np.nan) if connected else None
     if ok is None:
         labels = found

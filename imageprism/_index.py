@@ -51,6 +51,7 @@ from imageprism._index_store import Saved, load_columns, save_columns
 from imageprism._prism import ImagePrism, build_plugins, resolve_blend
 from imageprism._profiles import load_profile, normalize_weights
 from imageprism._results import Failure, SearchHit
+from imageprism._search.ann import Exact, check_exact
 from imageprism._search.columns import Column, plugin_column
 from imageprism._search.topk import Searcher, searcher_for, top_positions
 from imageprism._types import Dimension, Embeddings, OnError, Profile
@@ -71,6 +72,12 @@ class ImageIndex:
     Args:
         prism: the :class:`~imageprism.ImagePrism` whose dimensions are indexed and
             which embeds added and query images (default: ``ImagePrism()``, hash only).
+        exact: ``True`` (default): every query scans every item, the hits are exactly
+            the top ``k``. ``False``, or ``"auto"`` (from 50,000 items): a query ranked
+            by one vector dimension takes its candidates from an approximate index
+            (IVF-PQ, :class:`~imageprism._search.topk.AnnScan`), re-scored exactly; a
+            true top-``k`` item can be missed (recall@10 measured in the README).
+            Hashes, faces and blends of several dimensions are always scanned exactly.
 
     One index may be shared by several threads: adds, searches and saves take a
     lock, so they run one at a time (embedding, outside the lock, overlaps).
@@ -84,13 +91,14 @@ class ImageIndex:
     ['ramp', 'transposed']
     """
 
-    def __init__(self, prism: ImagePrism | None = None) -> None:
+    def __init__(self, prism: ImagePrism | None = None, *, exact: Exact = True) -> None:
         self.prism = prism if prism is not None else ImagePrism()
+        self.exact = check_exact(exact)
         self._plugins: dict[str, DimensionPlugin] = dict(self.prism.plugins)
         self._columns: dict[str, Column] = {
             name: plugin_column(plugin, unit_vectors=True) for name, plugin in self._plugins.items()
         }
-        self._searchers: dict[str, Searcher] = {name: searcher_for(c) for name, c in self._columns.items()}
+        self._searchers: dict[str, Searcher] = {name: searcher_for(c, exact=self.exact) for name, c in self._columns.items()}
         self._ids: list[str] = []
         self._positions: dict[str, int] = {}
         self._saved: Saved | None = None  # what the directory last saved to / loaded from holds
@@ -107,9 +115,10 @@ class ImageIndex:
         ids: Sequence[str] | None = None,
         fps: float = 1.0,
         on_error: OnError = "raise",
+        exact: Exact = True,
     ) -> ImageIndex:
         """A new index holding ``images`` (see :meth:`add`); failures raise unless ``on_error="skip"``."""
-        index = cls(prism)
+        index = cls(prism, exact=exact)
         index.add(images, ids=ids, fps=fps, on_error=on_error)
         return index
 
@@ -401,14 +410,14 @@ class ImageIndex:
         header = Manifest(
             0, len(self), {name: {"kind": column.kind, "cache_token": self._plugins[name].cache_token}
                            for name, column in self._columns.items()},
-            dict(self.prism.weights), self.prism.missing, _profile_ref(self.prism), [], [],
+            dict(self.prism.weights), self.prism.missing, _profile_ref(self.prism), [], [], exact=self.exact,
         )
         with self._lock:
             self._saved = save_columns(folder, self._columns, self._plugins, self._ids, header, self._saved)
         return folder
 
     @classmethod
-    def load(cls, path: str | os.PathLike[str], *, prism: ImagePrism | None = None) -> ImageIndex:
+    def load(cls, path: str | os.PathLike[str], *, prism: ImagePrism | None = None, exact: Exact | None = None) -> ImageIndex:
         """Read the index committed in directory ``path`` by :meth:`save`.
 
         Without ``prism``, the ``ImagePrism`` is rebuilt from the saved profile and
@@ -416,23 +425,24 @@ class ImageIndex:
         same ``prism`` then). Either way, every dimension's ``cache_token`` must
         match the saved one. Anything the index did not write (a path out of the
         directory, a link, a FIFO, a wrong type, size or shape) raises
-        :class:`~imageprism.errors.IndexFormatError` before it is read.
+        :class:`~imageprism.errors.IndexFormatError` before it is read. ``exact``: as saved
+        unless given; an approximate structure is trained again from the vectors on first use.
         """
         folder = Path(os.fspath(path))
         for attempt in range(3):
             manifest = read_manifest(folder)
             try:
-                return cls._load(folder, manifest, prism)
+                return cls._load(folder, manifest, prism, exact)
             except IndexFormatError:  # a writer may have committed and removed old files meanwhile
                 if attempt == 2 or read_manifest(folder).generation == manifest.generation:
                     raise
         raise AssertionError("unreachable")
 
     @classmethod
-    def _load(cls, folder: Path, manifest: Manifest, prism: ImagePrism | None) -> ImageIndex:
+    def _load(cls, folder: Path, manifest: Manifest, prism: ImagePrism | None, exact: Exact | None) -> ImageIndex:
         if prism is None:
             prism = _prism_from_manifest(manifest, folder)
-        index = cls(prism)
+        index = cls(prism, exact=check_exact(manifest.exact) if exact is None else exact)
         saved = manifest.dimensions
         if sorted(saved) != sorted(index._columns):
             raise ConfigError(

@@ -107,6 +107,7 @@ class Manifest:
     segments: list[Segment]
     deleted: list[str]
     version: int = FORMAT_VERSION
+    exact: bool | str = True  # ImageIndex(exact=...): approximate vector search or not
 
     @property
     def rows(self) -> int:
@@ -126,6 +127,7 @@ class Manifest:
             "dimensions": self.dimensions,
             "weights": self.weights,
             "missing": self.missing,
+            "exact": self.exact,
             "profile": self.profile,
             "segments": [s.to_json() for s in self.segments],
             "deleted": self.deleted,
@@ -218,12 +220,15 @@ def read_manifest(folder: Path) -> Manifest:
     if profile is not None and (not isinstance(profile, str) or len(profile) > MAX_ID_BYTES or "\0" in profile):
         raise _damaged(folder, f"'profile' must be a name or a path, got {type(profile).__name__}")
     missing = _field(folder, data, "missing", str)
+    exact = data.get("exact", True)
+    if not (exact is True or exact is False or exact == "auto"):
+        raise _damaged(folder, f"'exact' must be true, false or \"auto\", got {str(exact)[:50]!r}")
     if version == 1:  # one segment: the ids inline, one file per array
         ids = _field(folder, data, "ids", list)
         files = {name: _str_map(folder, _field(folder, e, "files", dict, f"dimension {name!r}"), f"dimension {name!r} files")
                  for name, e in data["dimensions"].items()}
         segments = [Segment(count, ids, files)] if count else []
-        return Manifest(0, count, dims, dict(weights), missing, profile, segments, [], version=1)
+        return Manifest(0, count, dims, dict(weights), missing, profile, segments, [], version=1, exact=exact)
     raw_segments = _field(folder, data, "segments", list)
     if len(raw_segments) > MAX_SEGMENTS:
         raise _damaged(folder, f"{len(raw_segments)} segments, more than {MAX_SEGMENTS}")
@@ -241,7 +246,7 @@ def read_manifest(folder: Path) -> Manifest:
     if len(deleted) > MAX_SEGMENTS or not all(isinstance(d, str) for d in deleted):
         raise _damaged(folder, "'deleted' must list at most {MAX_SEGMENTS} file names")
     generation = _count(folder, data, "generation")
-    manifest = Manifest(generation, count, dims, dict(weights), missing, profile, segments, list(deleted))
+    manifest = Manifest(generation, count, dims, dict(weights), missing, profile, segments, list(deleted), exact=exact)
     if manifest.rows < count:
         raise _damaged(folder, f"{MANIFEST} counts {count} items in {manifest.rows} rows")
     return manifest

@@ -156,7 +156,8 @@ def _write(
             deleted_files = [writer.array(f"{stem}.deleted.npy", deleted)]
     first = sum(s.rows for s in keep)
     manifest = Manifest(
-        generation, n, header.dimensions, header.weights, header.missing, header.profile, segments, deleted_files
+        generation, n, header.dimensions, header.weights, header.missing, header.profile, segments, deleted_files,
+        exact=header.exact,
     )
     writer.commit(manifest, previous)
     new_rows = np.arange(first, first + n - start, dtype=np.int64)

@@ -32,6 +32,7 @@ from PIL import Image
 
 from imageprism._dedup import DedupResult
 from imageprism._results import Failure
+from imageprism._search.ann import Exact
 from imageprism._search.components import DEFAULT_MAX_HOPS, Linkage
 from imageprism.errors import ConfigError, InputError
 
@@ -42,7 +43,7 @@ class Deduplicator(Protocol):
 
     def dedup_embeddings(
         self, embeddings: Sequence[Mapping[str, np.ndarray | None]], threshold: float | None = ..., *,
-        progress: bool | None = ..., linkage: Linkage = ..., max_hops: int | None = ...,
+        progress: bool | None = ..., linkage: Linkage = ..., max_hops: int | None = ..., exact: Exact = ...,
     ) -> DedupResult: ...
 
 __all__ = ["KEEP_POLICIES", "Keep", "dedup_in_order", "keep_order", "pixels_and_bytes"]
@@ -81,6 +82,7 @@ def dedup_in_order(
     progress: bool | None = None,
     linkage: Linkage = "representative",
     max_hops: int | None = DEFAULT_MAX_HOPS,
+    exact: Exact = True,
 ) -> DedupResult:
     """Dedup of ``embeddings`` visited in ``order``; labels, scores and failures refer to input positions.
 
@@ -89,7 +91,8 @@ def dedup_in_order(
     failed = {f.index for f in failures}
     visit = np.array([i for i in order.tolist() if i not in failed], dtype=np.int64)
     inner = prism.dedup_embeddings(
-        [embeddings[i] for i in visit.tolist()], threshold, progress=progress, linkage=linkage, max_hops=max_hops
+        [embeddings[i] for i in visit.tolist()], threshold, progress=progress, linkage=linkage, max_hops=max_hops,
+        exact=exact,
     )
     labels = np.full(len(embeddings), -1, dtype=np.int64)
     labels[visit] = visit[inner.labels] if len(visit) else visit

@@ -29,6 +29,7 @@ from imageprism._keep import Keep, dedup_in_order, keep_order
 from imageprism._profiles import ProfileSpec, load_profile, normalize_weights
 from imageprism._results import BatchEmbedding, CompareResult, Failure
 from imageprism._runtime import ModelRuntime, prefetch, progress_bar
+from imageprism._search.ann import Exact, check_exact
 from imageprism._search.components import DEFAULT_MAX_HOPS, Linkage, check_linkage
 from imageprism._types import Dimension, OnError, Profile
 from imageprism._types import EmbeddingDict as Embeddings
@@ -235,6 +236,7 @@ class ImagePrism:
         max_hops: int | None = DEFAULT_MAX_HOPS,
         on_error: OnError = "raise",
         progress: bool | None = None,
+        exact: Exact = True,
     ) -> DedupResult:
         """Group near-duplicate images; one representative per group.
 
@@ -255,6 +257,10 @@ class ImagePrism:
         from its representative (default 2: copies that match the same original;
         ``None``: no cap; ignored by the greedy linkage). ``result.scores`` then holds
         each image's score with its representative (see :mod:`imageprism._search.components`).
+        ``exact=False`` (or ``"auto"``: from 50,000 inputs) finds the candidates of vector
+        dimensions (semantic, instance, style) in an approximate index: every grouped image
+        still reaches ``threshold`` with its representative, but a few matches may be missed
+        (measured recall in the README). The connected linkage always searches exactly.
 
         >>> import numpy as np
         >>> rng = np.random.default_rng(0)
@@ -267,17 +273,19 @@ class ImagePrism:
         # checked before the (possibly long) embedding, so a typo fails at once
         threshold = check_threshold(default_threshold(self.blend, self._plugins) if threshold is None else threshold)
         check_linkage(linkage, max_hops)
+        exact = check_exact(exact)
         items = list(images)
         order = keep_order(items, keep)  # before the embedding too: a bad keep fails at once
         batch = self.embed_batch(items, on_error=on_error, progress=progress)
         if keep != "first":
             return dedup_in_order(
                 self, batch.embeddings, batch.failures, order, threshold, progress=progress,
-                linkage=linkage, max_hops=max_hops,
+                linkage=linkage, max_hops=max_hops, exact=exact,
             )
         return dedup_embeddings(
             batch.embeddings, plugins=self._plugins, blend=self.blend,
             threshold=threshold, failures=batch.failures, progress=progress, linkage=linkage, max_hops=max_hops,
+            exact=exact,
         )
 
     def dedup_video(
@@ -299,18 +307,19 @@ class ImagePrism:
         linkage: Linkage = "representative",
         max_hops: int | None = DEFAULT_MAX_HOPS,
         progress: bool | None = None,
+        exact: Exact = True,
     ) -> DedupResult:
         """:meth:`dedup` on precomputed embeddings (e.g. kept in your own store).
 
         ``embeddings``: one ``{dimension: array}`` per input (what :meth:`embed` returns),
         or ``{dimension: sequence or stacked array}`` with one entry per input. They
         must come from an ``ImagePrism`` with the same dimension configurations.
-        ``linkage`` and ``max_hops`` as in :meth:`dedup`.
+        ``linkage``, ``max_hops`` and ``exact`` as in :meth:`dedup`.
         """
         threshold = default_threshold(self.blend, self._plugins) if threshold is None else threshold
         return dedup_embeddings(
             embeddings, plugins=self._plugins, blend=self.blend, threshold=threshold, progress=progress,
-            linkage=linkage, max_hops=max_hops,
+            linkage=linkage, max_hops=max_hops, exact=exact,
         )
 
     def _decoded_chunks(self, items: Sequence[Any]) -> Iterator[list[tuple[int, SourceImage | Failure]]]:

@@ -28,6 +28,12 @@ strategy (e.g. an approximate graph) for a layout.
   ``>= t - 1e-4`` loses no pair. ``k`` is chosen on a sample to minimise scan plus
   verification cost. Exact and several times cheaper than a full scan, but still a
   (BLAS) scan over the representatives: quadratic with a small constant.
+* vectors, approximate (``exact=False``, or ``"auto"`` from
+  :data:`~imageprism._search.ann.EXACT_BELOW` inputs): the nearest representatives in an
+  IVF-PQ index (:class:`~imageprism._search.ann.AnnIndex`), kept only when their float32
+  inner product reaches the threshold; the caller still scores them exactly, so no
+  pair below the threshold is ever grouped, but a representative the index does not
+  rank among the nearest is missed (recall in ``benchmarks/ann_recall.py``).
 * pairwise (``face``): no index; every representative is a candidate.
 """
 
@@ -42,19 +48,26 @@ from collections.abc import Callable
 import numpy as np
 
 from imageprism._math import popcount, unit_rows
+from imageprism._search.ann import AnnIndex, AnnParams, Exact, use_ann
 from imageprism._search.columns import BitsColumn, Column, VectorColumn
 
-__all__ = ["BLOCK_SIZE", "Finder", "AllPairs", "multihash_params", "range_finder", "union_pairs"]
+__all__ = ["ANN_BLOCK_SIZE", "BLOCK_SIZE", "AllPairs", "AnnFinder", "Finder", "multihash_params", "range_finder", "union_pairs"]
 
 #: items per block of a range search (see :mod:`imageprism._dedup`)
 BLOCK_SIZE = 512
+#: items per block with an :class:`AnnFinder` (its exact scan within a block costs as much as its search)
+ANN_BLOCK_SIZE = 256
 #: slack below the threshold for the float32 bound of reduced vectors
 _VECTOR_MARGIN = 1e-4
 _CHUNK = 65536
 
 
-def range_finder(column: Column, threshold: float) -> Finder:
-    """A finder that loses no pair scoring ``>= threshold`` on this column (exact)."""
+def range_finder(column: Column, threshold: float, *, exact: Exact = True) -> Finder:
+    """A finder that loses no pair scoring ``>= threshold`` on this column, unless approximate.
+
+    ``exact`` (:func:`~imageprism._search.ann.use_ann`) makes a vector column's finder
+    approximate (:class:`AnnFinder`); other layouts are always exact.
+    """
     if threshold <= 0 or column.n == 0:
         return AllPairs()
     if isinstance(column, BitsColumn):
@@ -67,7 +80,11 @@ def range_finder(column: Column, threshold: float) -> Finder:
             return _BitsFinder(codes, radius)
         return _VariantsFinder(codes, radius, column.variants)
     if isinstance(column, VectorColumn):
-        return _VectorFinder(unit_rows(column.data, column.norms), threshold)
+        data, norms = column.data, column.norms
+        if use_ann(exact, column.n) and column.n >= 4 * AnnParams.for_size(column.n, data.shape[1]).nlist:
+            already_unit = data.dtype == np.float32 and data.flags.c_contiguous and np.all(np.abs(norms - 1.0) <= 1e-6)
+            return AnnFinder(data if already_unit else unit_rows(data, norms), threshold)
+        return _VectorFinder(unit_rows(data, norms), threshold)
     return AllPairs()
 
 
@@ -373,6 +390,58 @@ class _VectorFinder(Finder):
         rows = np.flatnonzero(bounds.max(axis=1) >= self.radius)  # most rows have no candidate at all
         q, r = np.nonzero(bounds[rows] >= self.radius)
         return rows[q], r
+
+
+class AnnFinder(Finder):
+    """Approximate cosine candidates: the ``k`` nearest representatives in an :class:`~imageprism._search.ann.AnnIndex`.
+
+    They are kept when their float32 inner product reaches ``threshold - 1e-4`` (the
+    caller scores them exactly); a query whose ``k``-th candidate is kept is searched
+    again with ``4 k``, so many matching representatives are all found (a range search
+    in effect). Within a block the search is an exact BLAS scan.
+    """
+
+    def __init__(self, unit: np.ndarray, threshold: float, *, k: int = 8) -> None:
+        self.unit = unit
+        self.ann = AnnIndex.trained(unit)
+        self.k = k
+        self.radius = np.float32(threshold - _VECTOR_MARGIN)
+
+    def __repr__(self) -> str:
+        return f"AnnFinder({self.ann!r}, k={self.k})"
+
+    def add(self, ids: np.ndarray) -> None:
+        self.ann.add(self.unit[ids], ids)
+
+    def query(self, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        found_q, found_r = [], []
+        rows, k = np.arange(len(ids)), self.k
+        while len(rows):
+            queries = self.unit[ids[rows]]
+            found = self.ann.search(queries, k)
+            q, j = np.nonzero(found >= 0)
+            r = found[q, j]
+            close = np.einsum("ij,ij->i", queries[q], self.unit[r]) >= self.radius
+            if k >= len(self.ann):
+                found_q.append(rows[q[close]])
+                found_r.append(r[close])
+                break
+            # a query whose k-th candidate reaches the threshold may have more: search it again, wider
+            full = np.zeros(len(rows), bool)
+            full[q[close & (j == k - 1)]] = True
+            done = ~full[q] & close
+            found_q.append(rows[q[done]])
+            found_r.append(r[done])
+            rows, k = rows[full], k * 4
+        return np.concatenate(found_q).astype(np.int64), np.concatenate(found_r).astype(np.int64)
+
+    def within(self, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        block = self.unit[ids]
+        return _scan(block, block, self._close, lower=True, tile=BLOCK_SIZE)
+
+    def _close(self, a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        q, r = np.nonzero(a @ b.T >= self.radius)
+        return q, r
 
 
 def _principal_axes(unit: np.ndarray, sample: int = 5000) -> np.ndarray:

@@ -12,19 +12,33 @@ keep its own structure in step with the column in :meth:`Searcher.sync`).
   best alignment from group distances (``V`` groups of the query against every
   item's group 0, and the query's group 0 against every group of every item).
 * :class:`VectorScan`: a float32 BLAS matrix-vector product over unit vectors.
+* :class:`AnnScan` (``exact=False``, or ``"auto"`` from
+  :data:`~imageprism._search.ann.EXACT_BELOW` items): the top-``m`` from an approximate
+  index (:class:`~imageprism._search.ann.AnnIndex`, at least :data:`RERANK` candidates)
+  ranked by their float32 inner products; the index then scores them exactly, so the
+  hits' scores are exact but an item the approximate index does not return is missed.
 * :class:`PairwiseScan`: the plugin's ``score`` against every item, in Python.
 """
 
 from __future__ import annotations
 
 import abc
+from collections.abc import Mapping
 
 import numpy as np
 
 from imageprism._math import popcount
+from imageprism._search.ann import AnnIndex, Exact, check_arrays, use_ann
 from imageprism._search.columns import BitsColumn, Column, VectorColumn
 
-__all__ = ["BitsScan", "PairwiseScan", "Searcher", "VectorScan", "searcher_for", "top_positions"]
+__all__ = ["RERANK", "AnnScan", "BitsScan", "PairwiseScan", "Searcher", "VectorScan", "searcher_for", "top_positions"]
+
+#: candidates an :class:`AnnScan` takes from the approximate index per query (at least; 1M
+#: CLIP-like vectors: recall@10 0.91 with 1000, 0.66 with 100, see ``benchmarks/README.md``)
+RERANK = 1000
+#: an :class:`AnnScan` query probes 1 / QUERY_CELLS of the cells (more than dedup: a
+#: query's 10 best are farther apart than near-duplicates; see ``benchmarks/README.md``)
+QUERY_CELLS = 8
 
 
 def top_positions(scores: np.ndarray, m: int) -> tuple[np.ndarray, np.ndarray]:
@@ -51,6 +65,13 @@ class Searcher(abc.ABC):
 
     def sync(self) -> None:
         """Bring any structure of the searcher in step with the column (after append, truncate, keep)."""
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        """The searcher's own state worth saving with the column (plain arrays; none by default)."""
+        return {}
+
+    def restore(self, arrays: Mapping[str, np.ndarray]) -> None:
+        """Take back what :meth:`arrays` returned (after the column is restored)."""
 
     @abc.abstractmethod
     def scores(self, query: np.ndarray | None) -> np.ndarray:
@@ -144,6 +165,66 @@ class VectorScan(Searcher):
         return positions, best.astype(np.float64), bound
 
 
+class AnnScan(VectorScan):
+    """Approximate top-``m`` of unit vectors (an IVF-PQ index), the exact scan while the column is small.
+
+    The approximate index is built on the first search that needs it (training on the
+    vectors) and kept in step by :meth:`sync`: appended rows are added; after a removal
+    the codes are rebuilt with the trained state. :meth:`arrays` is that trained state,
+    so a loaded index does not train again.
+    """
+
+    def __init__(self, column: VectorColumn, exact: Exact) -> None:
+        super().__init__(column)
+        self.exact = exact
+        self.ann: AnnIndex | None = None
+        self._trained: dict[str, np.ndarray] = {}
+
+    def active(self) -> bool:
+        """Whether queries go to the approximate index (by ``exact`` and the column's size)."""
+        return use_ann(self.exact, len(self.column)) and len(self.column) >= RERANK
+
+    def sync(self) -> None:
+        if self.ann is None:
+            return
+        n, have = len(self.column), len(self.ann)
+        if n > have:  # rows appended since the last sync
+            self.ann.add(self.column.data[have:], np.arange(have, n, dtype=np.int64))
+        elif n < have:  # rows removed: positions moved, encode again (the training stays valid)
+            self._trained = self.ann.arrays()
+            self.ann = None
+
+    def _index(self) -> AnnIndex:
+        if self.ann is None:
+            data = self.column.data
+            self.ann = AnnIndex.from_arrays(self._trained, data) if self._trained else AnnIndex.trained(data)
+            if not self._trained:
+                self.ann.add(data, np.arange(len(data), dtype=np.int64))
+        return self.ann
+
+    def top(self, query: np.ndarray | None, m: int) -> tuple[np.ndarray, np.ndarray, float]:
+        if not self.active():
+            return super().top(query, m)
+        q = np.asarray(query, np.float32)
+        ann = self._index()
+        found = ann.search(q[None, :], max(m, RERANK), nprobe=max(1, ann.params.nlist // QUERY_CELLS))[0]
+        found = found[found >= 0]
+        if len(found) < min(m, len(self.column)):  # sparse cells: fewer than asked, scan instead
+            return super().top(query, m)
+        fast = (self.column.data[found] @ q).astype(np.float64)
+        order = np.lexsort((found, -fast))
+        return found[order], fast[order], -np.inf  # -inf: the index takes these as all the candidates
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        return self.ann.arrays() if self.ann is not None else dict(self._trained)
+
+    def restore(self, arrays: Mapping[str, np.ndarray]) -> None:
+        if arrays:
+            check_arrays(arrays, self.column.d or 0)
+            self._trained = dict(arrays)
+            self.ann = None
+
+
 class PairwiseScan(Searcher):
     """The plugin's score against every item (exact, about a microsecond per item)."""
 
@@ -153,12 +234,12 @@ class PairwiseScan(Searcher):
         return self.column.query_scores(query, np.arange(len(self.column)))
 
 
-def searcher_for(column: Column) -> Searcher:
-    """The searcher of a column (exact scans today)."""
+def searcher_for(column: Column, *, exact: Exact = True) -> Searcher:
+    """The searcher of a column: exact scans, or for vectors with ``exact`` not ``True`` an :class:`AnnScan`."""
     if isinstance(column, BitsColumn):
         return BitsScan(column)
     if isinstance(column, VectorColumn):
         if not column.unit:
             raise ValueError(f"the {column.name!r} column must store unit vectors (unit=True) to be searched")
-        return VectorScan(column)
+        return VectorScan(column) if exact is True else AnnScan(column, exact)
     return PairwiseScan(column)

@@ -1,0 +1,166 @@
+"""Approximate search (``exact=False``): recall on clustered data, never a false match, state round trip."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from imageprism import ImageIndex, ImagePrism
+from imageprism._dedup import DedupColumn, greedy_labels, labels_brute_force
+from imageprism._search import ann as _ann
+from imageprism._search.ann import AnnIndex, check_exact, use_ann
+from imageprism._search.range import AnnFinder, range_finder
+from imageprism._search.topk import AnnScan
+from imageprism.errors import ConfigError, IndexFormatError, InputError
+
+THRESHOLD = 0.9
+
+
+def clustered(n: int, d: int = 64, seed: int = 0) -> np.ndarray:
+    """Unit vectors around 40 topics (a shared direction: mean cosine about 0.5), 20% near copies at 0.85-0.99."""
+    rng = np.random.default_rng(seed)
+    topics = rng.standard_normal((40, d))
+    x = 0.5 * topics[rng.integers(40, size=n)] + rng.standard_normal((n, d))
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    x = 0.7 * np.eye(d)[0] + 0.7 * x
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    for i in np.flatnonzero(rng.random(n) < 0.2)[1:]:
+        base = x[rng.integers(i)]
+        u = rng.standard_normal(d)
+        u -= (u @ base) * base
+        c = rng.uniform(0.85, 0.99)
+        x[i] = c * base + np.sqrt(1 - c * c) * u / np.linalg.norm(u)
+    return x.astype(np.float32)
+
+
+def pair_recall(reference: np.ndarray, labels: np.ndarray) -> float:
+    """Share of the pairs grouped together in ``reference`` also grouped together in ``labels``."""
+    same_ref = reference[:, None] == reference[None, :]
+    same = labels[:, None] == labels[None, :]
+    upper = np.triu(np.ones_like(same_ref), k=1)
+    return float((same_ref & same & upper).sum() / max((same_ref & upper).sum(), 1))
+
+
+@pytest.fixture
+def probing(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Search only ``nprobe`` cells even in a small index (the approximation the benchmarks measure at scale)."""
+    monkeypatch.setattr(_ann, "MIN_SCAN", 0)
+
+
+def test_approximate_dedup_recall_and_no_false_match(probing: None) -> None:
+    x = clustered(3000)
+    exact = greedy_labels([DedupColumn("v", "vector", x)], THRESHOLD)
+    column = DedupColumn("v", "vector", x)
+    finder = range_finder(column, THRESHOLD, exact=False)
+    assert isinstance(finder, AnnFinder) and finder.ann.params.nprobe < finder.ann.params.nlist
+    approx = greedy_labels([column], THRESHOLD, exact=False)
+    assert pair_recall(exact, approx) >= 0.98
+    assert (exact != np.arange(len(x))).sum() > 300  # the data has many groups to find
+    members = np.flatnonzero(approx != np.arange(len(x)))
+    cosines = np.einsum("ij,ij->i", x[members].astype(np.float64), x[approx[members]].astype(np.float64))
+    assert cosines.min() >= THRESHOLD  # every grouped input reaches the threshold with its representative
+    assert np.all(approx[members] < members) and np.all(approx[approx] == approx)  # representatives come first
+
+
+def test_approximate_dedup_of_a_blend_never_groups_below_the_threshold(probing: None) -> None:
+    x = clustered(2000, seed=1)
+    y = clustered(2000, seed=2)
+    weights = {"a": 0.5, "b": 0.5}
+    columns = [DedupColumn("a", "vector", x), DedupColumn("b", "vector", y)]
+    approx = greedy_labels(columns, 0.6, weights=weights, exact=False)
+    members = np.flatnonzero(approx != np.arange(len(x)))
+    blended = 0.5 * np.einsum("ij,ij->i", x[members], x[approx[members]]) + 0.5 * np.einsum("ij,ij->i", y[members], y[approx[members]])
+    assert len(members) and blended.min() >= 0.6 - 1e-6
+
+
+@pytest.mark.parametrize("threshold", [0.8, 0.95])
+def test_exact_true_is_the_brute_force_pass(threshold: float) -> None:
+    x = clustered(600, seed=3)
+    column = DedupColumn("v", "vector", x)
+    expected = labels_brute_force([column], threshold)
+    assert np.array_equal(greedy_labels([column], threshold, exact=True), expected)
+    assert np.array_equal(greedy_labels([column], threshold, exact="auto"), expected)  # small: exact
+
+
+def test_exact_setting() -> None:
+    assert check_exact("auto") == "auto" and check_exact(False) is False
+    with pytest.raises(ConfigError, match="exact='yes'"):
+        check_exact("yes")
+    assert not use_ann(True, 10**9) and use_ann(False, 10) and use_ann("auto", _ann.EXACT_BELOW)
+    assert not use_ann("auto", _ann.EXACT_BELOW - 1)
+
+
+def test_state_round_trip_and_rebuild() -> None:
+    x = clustered(2000, seed=4)
+    index = AnnIndex.trained(x)
+    index.add(x, np.arange(len(x)))
+    again = AnnIndex.from_arrays(index.arrays(), x)
+    queries = clustered(50, seed=5)
+    assert np.array_equal(index.search(queries, 10), again.search(queries, 10))
+    with pytest.raises(InputError, match="delete its files"):
+        AnnIndex.from_arrays(index.arrays(), x[:, :32])
+    broken = {**index.arrays(), "codebook": index.arrays()["codebook"][:, :8]}
+    with pytest.raises(InputError, match="codebook"):
+        AnnIndex.from_arrays(broken, x)
+
+
+def _catalogue(n: int, seed: int) -> list[dict[str, np.ndarray]]:
+    """512-d items in 100 clusters (same-cluster cosine about 0.75): a query's top 10 are its cluster's."""
+    rng = np.random.default_rng(seed)
+    centres = np.random.default_rng(0).standard_normal((100, 512))
+    centres /= np.linalg.norm(centres, axis=1, keepdims=True)
+    x = centres[rng.integers(100, size=n)] + 0.6 * rng.standard_normal((n, 512)) / np.sqrt(512)
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    return [{"semantic": v} for v in x.astype(np.float32)]
+
+
+def test_index_approximate_search_recall_exact_scores_and_updates(probing: None) -> None:
+    prism = ImagePrism(dimensions=["semantic"])
+    items = _catalogue(3000, seed=6)
+    ids = [f"i{i}" for i in range(len(items))]
+    exact, approx = ImageIndex(prism), ImageIndex(prism, exact=False)
+    for index in (exact, approx):
+        index.add_embeddings(items, ids=ids)
+    queries = _catalogue(40, seed=7)
+    overlap = []
+    for query in queries:
+        truth = exact.search_embedding(query, k=10)
+        hits = approx.search_embedding(query, k=10)
+        overlap.append(len({h.id for h in hits} & {h.id for h in truth}) / 10)
+        cosines = [float(query["semantic"].astype(np.float64) @ items[h.position]["semantic"].astype(np.float64)) for h in hits]
+        assert [h.score for h in hits] == pytest.approx(cosines, abs=1e-6)  # scores are exact
+        assert [h.score for h in hits] == sorted((h.score for h in hits), reverse=True)
+    assert np.mean(overlap) >= 0.9
+    assert isinstance(approx._searchers["semantic"], AnnScan) and approx._searchers["semantic"].ann is not None
+    # items added after the approximate index was built are found; removed ones are gone
+    approx.add_embeddings(queries[:5], ids=[f"new{i}" for i in range(5)])
+    assert approx.search_embedding(queries[3], k=1)[0].id == "new3"
+    approx.remove(["i0", "new3"])
+    assert "new3" not in {h.id for h in approx.search_embedding(queries[3], k=10)}
+    assert approx.search_embedding(queries[4], k=1)[0].id == "new4"
+
+
+def test_index_saves_its_setting_and_trains_again_on_load(tmp_path: Path, probing: None) -> None:
+    prism = ImagePrism(dimensions=["semantic"])
+    items = _catalogue(2000, seed=8)
+    index = ImageIndex(prism, exact=False)
+    index.add_embeddings(items, ids=[f"i{i}" for i in range(len(items))])
+    queries = _catalogue(10, seed=9)
+    before = [index.search_embedding(q, k=10) for q in queries]
+    folder = index.save(tmp_path / "catalogue")
+    manifest = json.loads((folder / "manifest.json").read_text())
+    assert manifest["exact"] is False
+    # the approximate structure is trained again from the saved vectors (seeded: the same hits)
+    loaded = ImageIndex.load(folder, prism=prism)
+    assert loaded.exact is False and [loaded.search_embedding(q, k=10) for q in queries] == before
+    assert ImageIndex.load(folder, prism=prism, exact=True).exact is True
+    # a tampered setting is refused with a clear error
+    manifest["exact"] = "sometimes"
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(IndexFormatError, match="'exact'"):
+        ImageIndex.load(folder, prism=prism)
+    with pytest.raises(ConfigError, match="exact='sometimes'"):
+        ImageIndex(prism, exact="sometimes")  # type: ignore[arg-type]
