@@ -40,6 +40,7 @@ from imageprism.errors import (
     ModelLoadError,
     ModelNotCachedError,
     ProfileError,
+    UnknownIdError,
 )
 
 __all__ = [
@@ -79,6 +80,7 @@ __all__ = [
     "SearchHit",
     "SemanticConfig",
     "StyleConfig",
+    "UnknownIdError",
     "VideoDedup",
     "__version__",
     "list_profiles",

@@ -12,7 +12,8 @@ working in code that does not know about imageprism::
     │   │   └── InputTooLargeError           file size or JPEG scan count above the limit
     │   ├── ConfigError                      unknown dimension, bad weights, bad config
     │   │   └── ProfileError                 a profile (YAML) is missing or malformed
-    │   └── DimensionUnavailableError        a dimension this build does not provide
+    │   ├── DimensionUnavailableError        a dimension this build does not provide
+    │   └── UnknownIdError                   an item id that is not in the index
     ├── CacheError                           the persistent cache file is foreign, damaged or unwritable
     ├── MissingDependencyError (ImportError) an optional extra is not installed
     └── ModelError                           a model could not be obtained or run
@@ -40,6 +41,7 @@ __all__ = [
     "ModelLoadError",
     "ModelNotCachedError",
     "ProfileError",
+    "UnknownIdError",
 ]
 
 
@@ -102,3 +104,7 @@ class ModelNotCachedError(ModelError):
 
 class ModelLoadError(ModelError):
     """A model file exists but is not a usable ONNX model for its dimension."""
+
+
+class UnknownIdError(InputError):
+    """An item id that is not in the index (the service answers 404). The message names the id."""
