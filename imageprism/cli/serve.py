@@ -62,7 +62,8 @@ def run(args: argparse.Namespace) -> int:
     family, kind, _, _, address = socket.getaddrinfo(args.host, args.port, type=socket.SOCK_STREAM)[0]
     listener = socket.socket(family, kind)
     listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    listener.bind(address)  # bound here, so --port 0 reports the port it got
+    listener.bind(address)  # bound and listening here, so --port 0 reports its port and a client
+    listener.listen(2048)  # connecting right after the start line waits in the backlog
     host, port = listener.getsockname()[:2]
     url = f"http://{f'[{host}]' if ':' in host else host}:{port}"
     sys.stderr.write(f"imageprism serve: {len(catalogue.index)} items from {args.index_dir}, listening on {url}\n")
