@@ -3,6 +3,7 @@ load benchmark: started with the command line a user types, stopped gently or ki
 
 from __future__ import annotations
 
+import io
 import os
 import re
 import signal
@@ -13,10 +14,21 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import httpx
+import numpy as np
+from PIL import Image
 
 REPO = Path(__file__).resolve().parent.parent
 
-__all__ = ["ServeProcess"]
+__all__ = ["ServeProcess", "distinct_png"]
+
+
+def distinct_png(seed: int, size: int = 64) -> bytes:
+    """A small PNG of blocky noise: its hash differs from every other seed's."""
+    rng = np.random.default_rng(seed)
+    blocks = rng.integers(0, 256, (8, 8, 3)).astype(np.uint8)
+    out = io.BytesIO()
+    Image.fromarray(np.kron(blocks, np.ones((size // 8, size // 8, 1), np.uint8))).save(out, "PNG")
+    return out.getvalue()
 
 
 class ServeProcess:

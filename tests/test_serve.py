@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import io
+import json
+import os
+import shutil
+import subprocess
 import threading
 import time
 import urllib.parse
@@ -10,25 +14,16 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
-import numpy as np
 import pytest
 from PIL import Image
 from serve_process import REPO, ServeProcess
+from serve_process import distinct_png as png
 
 from imageprism import ImageIndex, ImagePrism
 
 IMAGES = REPO / "examples" / "images"
 CHELSEA, BRIGHT, COFFEE, ROCKET = (IMAGES / n for n in ("chelsea.jpg", "chelsea_small_bright.jpg", "coffee.jpg", "rocket.jpg"))
 TOKEN = "s3cret-token"
-
-
-def png(seed: int, size: int = 64) -> bytes:
-    """A distinct small image (blocky noise: its hash differs from every other seed's)."""
-    rng = np.random.default_rng(seed)
-    blocks = rng.integers(0, 256, (8, 8, 3)).astype(np.uint8)
-    out = io.BytesIO()
-    Image.fromarray(np.kron(blocks, np.ones((size // 8, size // 8, 1), np.uint8))).save(out, "PNG")
-    return out.getvalue()
 
 
 def files(*paths: Path) -> list[tuple[str, tuple[str, bytes, str]]]:
@@ -319,3 +314,29 @@ def test_kill_9_during_adds_loses_no_acknowledged_add(tmp_path: Path) -> None:
         missing = [i for i in acknowledged if c.get(f"/images/{urllib.parse.quote(i)}").status_code != 200]
     assert missing == [], f"{len(missing)} of {len(acknowledged)} acknowledged adds lost"
     assert items >= len(acknowledged)
+
+
+# -- the README ----------------------------------------------------------------------------
+
+
+@pytest.mark.skipif(shutil.which("curl") is None, reason="no curl command on this machine")
+@pytest.mark.skipif(not hasattr(ImageIndex, "remove"), reason="ImageIndex.remove (real deletion) is not on this branch yet")
+def test_readme_curl_examples_run(tmp_path: Path) -> None:
+    """Each curl line of the README's Service section, against a real server, succeeds in order."""
+    text = (REPO / "README.md").read_text(encoding="utf-8")
+    block = text.split("<!-- serve:curl -->\n```bash\n", 1)[1].split("```", 1)[0]
+    lines = [line for line in block.splitlines() if line.startswith("curl ")]
+    assert len(lines) >= 9
+    (tmp_path / "examples").symlink_to(REPO / "examples")  # the README's relative paths
+    outputs = []
+    with ServeProcess(tmp_path / "index") as process:
+        for line in lines:
+            command = line.replace("http://127.0.0.1:8000", process.url).replace("curl ", "curl --fail-with-body ", 1)
+            done = subprocess.run(["bash", "-c", command], cwd=tmp_path, capture_output=True, text=True, timeout=120,
+                                  env={**os.environ, "IMAGEPRISM_TOKEN": ""})
+            assert done.returncode == 0, (line, done.stdout, done.stderr)
+            outputs.append(done.stdout)
+    assert json.loads(outputs[2])["added"][0]["duplicates"][0]["id"] == "chelsea"
+    assert json.loads(outputs[5])["hits"][0]["id"] == "coffee"
+    assert (tmp_path / "chelsea-thumbnail.jpg").read_bytes()[:2] == b"\xff\xd8"
+    assert json.loads(outputs[-2]) == {"deleted": "chelsea", "items": 4}

@@ -56,7 +56,7 @@ def test_page_uploads_an_image_and_shows_its_matches(tmp_path: Path, browser: ob
         driver.find_element(By.ID, "search").click()  # type: ignore[attr-defined]
         wait.until(lambda d: d.find_element(By.ID, "status").text == "2 matches")
         hits = driver.find_elements(By.CSS_SELECTOR, "#hits .hit")  # type: ignore[attr-defined]
-        assert [h.find_element(By.CSS_SELECTOR, ".id").text for h in hits][0] == "chelsea.jpg"
+        assert hits[0].find_element(By.CSS_SELECTOR, ".id").text == "chelsea.jpg"
         expected = c.post("/search", files=[("file", (IMAGES / "chelsea_small_bright.jpg").read_bytes())], data={"k": "2"}).json()
         for hit, reference in zip(hits, expected["hits"]):
             assert hit.find_element(By.CSS_SELECTOR, ".score").text == f"score {reference['score']:.4f}"

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 try:
     import fastapi  # noqa: F401
-    import multipart  # noqa: F401  (python-multipart: FastAPI's form parser)
 except ImportError as exc:  # pragma: no cover - depends on the installation
     from imageprism.errors import MissingDependencyError
 

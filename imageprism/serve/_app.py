@@ -14,10 +14,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import functools
 import importlib.resources
 import secrets
 import urllib.parse
-from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, MutableMapping
 from typing import Any
 
 from fastapi import Depends, FastAPI, HTTPException, Request
@@ -60,7 +61,7 @@ def status_for(error: ImagePrismError) -> int:
     return 500
 
 
-def _error(status: int, name: str, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
+def _error(status: int, name: str, message: str, headers: Mapping[str, str] | None = None) -> JSONResponse:
     return JSONResponse({"error": name, "message": message}, status_code=status, headers=headers)
 
 
@@ -137,16 +138,16 @@ class _Body:
 async def _read_body(request: Request, catalogue: Catalogue) -> _Body:
     """The uploads and fields of a multipart request, or the raw body as field ``file``."""
     fields: dict[str, list[str]] = {}
-    for key, value in request.query_params.multi_items():
-        fields.setdefault(key, []).append(value)
+    for key, text in request.query_params.multi_items():
+        fields.setdefault(key, []).append(text)
     files: dict[str, list[Upload]] = {}
     if request.headers.get("content-type", "").startswith("multipart/form-data"):
         form = await request.form(max_files=catalogue.limits.max_files, max_fields=100)
-        for key, value in form.multi_items():
-            if isinstance(value, str):
-                fields.setdefault(key, []).append(value)
+        for key, part in form.multi_items():
+            if isinstance(part, str):
+                fields.setdefault(key, []).append(part)
             else:
-                files.setdefault(key, []).append(Upload(await value.read(), value.filename or key))
+                files.setdefault(key, []).append(Upload(await part.read(), part.filename or key))
     else:
         body = await request.body()
         if body:
@@ -191,7 +192,7 @@ def create_app(catalogue: Catalogue, *, token: str | None = None) -> FastAPI:
     app.add_middleware(_Limits, max_body=catalogue.limits.max_upload_bytes, timeout=catalogue.limits.request_timeout)
     bearer = HTTPBearer(auto_error=False)
 
-    async def authorized(credentials: HTTPAuthorizationCredentials | None = Depends(bearer)) -> None:
+    async def authorized(credentials: HTTPAuthorizationCredentials | None = Depends(bearer)) -> None:  # noqa: B008
         if token is not None and (credentials is None or not secrets.compare_digest(credentials.credentials.encode(), token.encode())):
             raise HTTPException(401, "this server needs a token: send 'Authorization: Bearer <token>'",
                                 headers={"WWW-Authenticate": "Bearer"})
@@ -227,7 +228,7 @@ def create_app(catalogue: Catalogue, *, token: str | None = None) -> FastAPI:
 
     @app.get("/stats", dependencies=guard)
     async def stats() -> dict[str, object]:
-        """Items, dimensions, weights, the near-duplicate threshold, cache counters and limits."""
+        """Items, dimensions, weights, the near-duplicate threshold, cache counters, limits and commit counters."""
         cache = catalogue.prism.cache.stats
         return {
             "items": len(catalogue.index),
@@ -236,6 +237,7 @@ def create_app(catalogue: Catalogue, *, token: str | None = None) -> FastAPI:
             "threshold": catalogue.threshold,
             "cache": {**dataclasses.asdict(cache), "hit_rate": cache.hit_rate},
             "limits": dataclasses.asdict(catalogue.limits),
+            "commits": dataclasses.asdict(catalogue.commits),
         }
 
     @app.post("/images", dependencies=guard, status_code=201, openapi_extra=_IMAGE_BODY)
@@ -249,7 +251,7 @@ def create_app(catalogue: Catalogue, *, token: str | None = None) -> FastAPI:
         ids = body.fields.get("id")
         if ids is not None and len(ids) != len(uploads):
             raise InputError(f"got {len(ids)} 'id' fields for {len(uploads)} files; give one id per file, or none")
-        prepared = await asyncio.gather(*(wait(catalogue.read(lambda u=u: catalogue.prepare(u))) for u in uploads))
+        prepared = await asyncio.gather(*(wait(catalogue.read(functools.partial(catalogue.prepare, u))) for u in uploads))
         items = [(None if ids is None else ids[i], embedding, thumb) for i, (embedding, thumb) in enumerate(prepared)]
         added = await wait(catalogue.add(items))
         return {"added": [{"id": a.id, "duplicates": [_hit(h) for h in a.duplicates]} for a in added]}

@@ -28,6 +28,7 @@ import io
 import os
 import queue
 import threading
+import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
@@ -41,7 +42,7 @@ from imageprism._results import CompareResult
 from imageprism.dimensions._base import ImageRequest
 from imageprism.errors import ConfigError, ImagePrismError, InputError, UnknownIdError
 
-__all__ = ["Added", "Catalogue", "Limits", "Upload", "commit"]
+__all__ = ["Added", "Catalogue", "CommitStats", "Limits", "Upload", "commit"]
 
 T = TypeVar("T")
 THUMBNAILS = "thumbnails"
@@ -91,6 +92,22 @@ class Added:
 
     id: str
     duplicates: tuple[SearchHit, ...]
+
+
+@dataclasses.dataclass
+class CommitStats:
+    """Counters of the commits so far: how many, how many writes they carried, their time."""
+
+    commits: int = 0
+    writes: int = 0
+    seconds: float = 0.0
+    max_seconds: float = 0.0
+
+    def record(self, writes: int, seconds: float) -> None:
+        self.commits += 1
+        self.writes += writes
+        self.seconds += seconds
+        self.max_seconds = max(self.max_seconds, seconds)
 
 
 def commit(index: ImageIndex, folder: Path, added: Sequence[str], removed: Sequence[str]) -> None:
@@ -156,6 +173,7 @@ class Catalogue:
         self.thumbnails = self.folder / THUMBNAILS
         self.thumbnails.mkdir(exist_ok=True)
         self.broken: BaseException | None = None
+        self.commits = CommitStats()
         self._readers = concurrent.futures.ThreadPoolExecutor(self.limits.decode_workers, thread_name_prefix="imageprism-read")
         self._writes: queue.Queue[tuple[Callable[[], tuple[Any, list[str], list[str]]], concurrent.futures.Future[Any]] | None] = queue.Queue()
         self._writer = threading.Thread(target=self._write_loop, name="imageprism-writer", daemon=True)
@@ -284,6 +302,7 @@ class Catalogue:
             removed += gone
         if not done:
             return
+        started = time.perf_counter()
         try:
             commit(self.index, self.folder, added, removed)
         except BaseException as exc:  # noqa: BLE001
@@ -291,6 +310,7 @@ class Catalogue:
             for future, _ in done:
                 future.set_exception(exc)
             return
+        self.commits.record(len(done), time.perf_counter() - started)
         for item_id in removed:
             if item_id not in self.index:  # not added again in this same commit
                 self.thumbnail_path(item_id).unlink(missing_ok=True)
