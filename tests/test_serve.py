@@ -5,15 +5,17 @@ from __future__ import annotations
 import io
 import json
 import os
+import random
 import shutil
 import subprocess
 import threading
 import time
-import urllib.parse
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
+import numpy as np
 import pytest
 from PIL import Image
 from serve_process import REPO, ServeProcess
@@ -274,46 +276,60 @@ def test_delete_is_real_and_survives_a_restart(tmp_path: Path) -> None:
 
 
 def test_kill_9_during_adds_loses_no_acknowledged_add(tmp_path: Path) -> None:
-    """Clients add distinct images until the server is SIGKILLed mid-stream; after a restart
-    every add that was answered 201 is in the index (unanswered ones may or may not be)."""
-    process = ServeProcess(tmp_path / "index")
-    process.start()
+    """Clients add distinct images until the server is SIGKILLed mid-stream, three times; after
+    each restart every add answered 201 so far is in the index (unanswered ones may or may not be).
+
+    The index starts with 20,000 synthetic items, so a commit takes a while, and each kill comes
+    a random time after an answer: it often lands inside a commit, which is what is tested.
+    """
+    folder = tmp_path / "index"
+    seeded = ImageIndex()
+    shape = seeded.prism.embed(CHELSEA)["hash"].shape
+    codes = np.random.default_rng(0).integers(0, 256, (20_000, *shape), dtype=np.uint8)
+    seeded.add_embeddings([{"hash": c} for c in codes], ids=[f"seed-{i}" for i in range(len(codes))])
+    seeded.save(folder)
+    process = ServeProcess(folder)
     acknowledged: list[str] = []
     lock = threading.Lock()
-    stop = threading.Event()
 
-    def client_loop(worker: int) -> None:
-        with process.client(timeout=30) as c:
-            for i in range(10_000):
-                if stop.is_set():
-                    return
-                item_id = f"w{worker}-{i}"
+    def client_loop(worker: int, stop: threading.Event) -> None:
+        with process.client(timeout=60) as c:
+            while not stop.is_set():
+                item_id = f"w{worker}-{uuid.uuid4().hex[:12]}"
+                seed = int(item_id.split("-")[1], 16)
                 try:
-                    response = c.post("/images", files=[("file", (f"{item_id}.png", png(worker * 100_000 + i), "image/png"))],
-                                      data={"id": item_id})
+                    response = c.post("/images", files=[("file", (f"{item_id}.png", png(seed), "image/png"))], data={"id": item_id})
                 except httpx.HTTPError:
                     return  # the server died under this request: not acknowledged
                 if response.status_code == 201:
                     with lock:
                         acknowledged.append(item_id)
 
-    threads = [threading.Thread(target=client_loop, args=(w,)) for w in range(4)]
-    for t in threads:
-        t.start()
-    deadline = time.monotonic() + 60
-    while len(acknowledged) < 40 and time.monotonic() < deadline:
-        time.sleep(0.01)
-    process.kill()
-    stop.set()
-    for t in threads:
-        t.join(60)
-    assert len(acknowledged) >= 40
-    with process, process.client() as c:
+    def check(c: httpx.Client) -> None:
         assert c.get("/health").json()["status"] == "ok"
-        items = c.get("/stats").json()["items"]
-        missing = [i for i in acknowledged if c.get(f"/images/{urllib.parse.quote(i)}").status_code != 200]
-    assert missing == [], f"{len(missing)} of {len(acknowledged)} acknowledged adds lost"
-    assert items >= len(acknowledged)
+        missing = [i for i in acknowledged if c.get(f"/images/{i}").status_code != 200]
+        assert missing == [], f"{len(missing)} of {len(acknowledged)} acknowledged adds lost"
+        assert c.get("/stats").json()["items"] >= len(codes) + len(acknowledged)
+
+    for round_ in range(3):
+        process.start()
+        with process.client() as c:
+            check(c)
+        stop = threading.Event()
+        threads = [threading.Thread(target=client_loop, args=(w, stop)) for w in range(4)]
+        for t in threads:
+            t.start()
+        deadline = time.monotonic() + 120
+        while len(acknowledged) < 10 * (round_ + 1) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        time.sleep(random.uniform(0.0, 1.5))  # not right after an answer, when no commit runs
+        process.kill()
+        stop.set()
+        for t in threads:
+            t.join(60)
+        assert len(acknowledged) >= 10 * (round_ + 1)
+    with process, process.client() as c:
+        check(c)
 
 
 # -- the README ----------------------------------------------------------------------------
