@@ -37,6 +37,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                         f"at most {DEFAULT_MAX_PIXELS:,})")
     parser.add_argument("--decode-workers", type=int, default=2, metavar="N",
                         help="most images decoded and embedded at once (default: 2)")
+    parser.add_argument("--max-connections", type=int, default=32, metavar="N",
+                        help="connections served at once; more are answered 503 (default: 32; bounds the memory "
+                        "held by uploads to about N x --max-upload-mb)")
     parser.add_argument("--timeout", type=float, default=60.0, metavar="SECONDS",
                         help="answer 503 to a request not done within this time (default: 60)")
     parser.set_defaults(func=run)
@@ -68,7 +71,8 @@ def run(args: argparse.Namespace) -> int:
     url = f"http://{f'[{host}]' if ':' in host else host}:{port}"
     sys.stderr.write(f"imageprism serve: {len(catalogue.index)} items from {args.index_dir}, listening on {url}\n")
     sys.stderr.flush()
-    config = uvicorn.Config(create_app(catalogue, token=token), log_level="warning", timeout_keep_alive=5)
+    config = uvicorn.Config(create_app(catalogue, token=token), log_level="warning", timeout_keep_alive=5,
+                            limit_concurrency=args.max_connections)
     uvicorn.Server(config).run(sockets=[listener])
     return 0
 
