@@ -67,5 +67,5 @@ def test_page_uploads_an_image_and_shows_its_matches(tmp_path: Path, browser: ob
                                  for img in d.find_elements(By.CSS_SELECTOR, "#hits img")))
         # adding through the page reports the near-duplicate already indexed
         driver.find_element(By.ID, "add").click()  # type: ignore[attr-defined]
-        wait.until(lambda d: "1 near-duplicates" in d.find_element(By.ID, "status").text)
+        wait.until(lambda d: "1 near-duplicate already indexed" in d.find_element(By.ID, "status").text)
         assert c.get("/stats").json()["items"] == 4

@@ -65,7 +65,7 @@ def _error(status: int, name: str, message: str, headers: Mapping[str, str] | No
     return JSONResponse({"error": name, "message": message}, status_code=status, headers=headers)
 
 
-class _BodyTooLarge(Exception):
+class _BodyTooLargeError(Exception):
     pass
 
 
@@ -94,7 +94,7 @@ class _Limits:
             message = await receive()
             received += len(message.get("body", b""))
             if received > self.max_body:
-                raise _BodyTooLarge
+                raise _BodyTooLargeError
             return message
 
         async def tracked(message: Message) -> None:
@@ -104,7 +104,7 @@ class _Limits:
 
         try:
             await asyncio.wait_for(self.app(scope, counted, tracked), self.timeout)
-        except _BodyTooLarge:
+        except _BodyTooLargeError:
             if not started:
                 await too_large(scope, receive, send)
         except asyncio.TimeoutError:
