@@ -356,3 +356,17 @@ def test_readme_curl_examples_run(tmp_path: Path) -> None:
     assert json.loads(outputs[5])["hits"][0]["id"] == "coffee"
     assert (tmp_path / "chelsea-thumbnail.jpg").read_bytes()[:2] == b"\xff\xd8"
     assert json.loads(outputs[-2]) == {"deleted": "chelsea", "items": 4}
+
+
+# -- the command line's refusals (before any server starts) ----------------------------------
+
+
+def test_serve_refuses_a_folder_that_is_not_an_index(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from imageprism.cli import main
+
+    (tmp_path / "notes.txt").write_text("not an index")
+    assert main(["serve", str(tmp_path), "--port", "0"]) == 1
+    assert "manifest.json is missing" in capsys.readouterr().err
+    assert main(["serve", str(tmp_path / "new"), "--dimensions", "hash,semantic", "--port", "0"]) == 1
+    assert "--threshold" in capsys.readouterr().err
+    assert not (tmp_path / "new").exists()  # refused before anything is written

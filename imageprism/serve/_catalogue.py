@@ -160,16 +160,15 @@ class Catalogue:
     ) -> None:
         self.folder = Path(folder)
         self.limits = limits or Limits()
-        if self.folder.is_dir() and any(self.folder.iterdir()):
-            self.index = ImageIndex.load(self.folder, prism=prism)
-        else:
-            self.index = ImageIndex(prism)
-            commit(self.index, self.folder, (), ())
+        new = not (self.folder.is_dir() and any(self.folder.iterdir()))
+        self.index = ImageIndex(prism) if new else ImageIndex.load(self.folder, prism=prism)
         self.prism = self.index.prism
         try:
             self.threshold = default_threshold(self.prism.threshold, self.prism.weights) if threshold is None else threshold
         except ConfigError as exc:
             raise ConfigError(f"{exc}; for the service, pass --threshold") from None
+        if new:
+            commit(self.index, self.folder, (), ())
         self.thumbnails = self.folder / THUMBNAILS
         self.thumbnails.mkdir(exist_ok=True)
         self.broken: BaseException | None = None
