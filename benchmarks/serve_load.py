@@ -13,7 +13,7 @@
    kind, errors (any non-2xx answer or failed request), the server's memory (VmRSS / peak
    VmHWM) and its commit counters (group commit: writes per commit, time per commit).
 4. The server is stopped, the index loaded from disk, and every acknowledged add looked up:
-   ``lost`` must be 0.
+   ``lost`` must be 0. Then the server is started again: the time until its first answer.
 
 Loopback only; clients are capped at 64 and the duration at 600 s. The load average is printed
 before and after (2 shared cores: clients, server and other jobs compete).
@@ -173,6 +173,10 @@ def main() -> None:
         index = ImageIndex.load(folder)
         lost = [i for i in acknowledged if i not in index]
         extra = len(index) - args.items - len(acknowledged)
+        started = time.perf_counter()
+        with server, httpx.Client(base_url=server.url, timeout=120) as c:  # restart: load, then serve
+            restarted_items = c.get("/health").json()["items"]
+            restart = time.perf_counter() - started
     total = sum(len(v) for v in latencies.values())
     print(f"load average after: {os.getloadavg()}\n")
     print(f"{args.clients} clients, {wall:.1f} s, {args.items:,} items at the start, add fraction {args.add_fraction}\n")
@@ -191,6 +195,7 @@ def main() -> None:
     print(f"commits: {commits['commits']} for {commits['writes']} writes ({per_commit:.2f} per commit), "
           f"{mean_ms:.0f} ms each on average, {1000 * commits['max_seconds']:.0f} ms at most")
     print(f"acknowledged adds: {len(acknowledged)}, lost after restart: {len(lost)}, unacknowledged but present: {extra}")
+    print(f"restart: {restarted_items:,} items served {restart:.1f} s after the process started")
 
 
 if __name__ == "__main__":
