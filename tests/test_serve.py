@@ -256,7 +256,6 @@ def test_restart_keeps_the_index_and_serves_at_once(tmp_path: Path) -> None:
         assert c.get("/thumbnails/cat").status_code == 200
 
 
-@pytest.mark.skipif(not hasattr(ImageIndex, "remove"), reason="ImageIndex.remove (real deletion) is not on this branch yet")
 def test_delete_is_real_and_survives_a_restart(tmp_path: Path) -> None:
     process = ServeProcess(tmp_path / "index")
     with process, process.client() as c:
@@ -336,7 +335,6 @@ def test_kill_9_during_adds_loses_no_acknowledged_add(tmp_path: Path) -> None:
 
 
 @pytest.mark.skipif(shutil.which("curl") is None, reason="no curl command on this machine")
-@pytest.mark.skipif(not hasattr(ImageIndex, "remove"), reason="ImageIndex.remove (real deletion) is not on this branch yet")
 def test_readme_curl_examples_run(tmp_path: Path) -> None:
     """Each curl line of the README's Service section, against a real server, succeeds in order."""
     text = (REPO / "README.md").read_text(encoding="utf-8")

@@ -27,7 +27,7 @@ from fastapi.responses import HTMLResponse, JSONResponse, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from imageprism._index import SearchHit
+from imageprism._results import SearchHit
 from imageprism._version import __version__
 from imageprism.errors import (
     DecompressionBombError,

@@ -36,9 +36,9 @@ from typing import Any, TypeVar
 
 from imageprism._dedup import default_threshold
 from imageprism._image import open_image
-from imageprism._index import ImageIndex, SearchHit
+from imageprism._index import ImageIndex
 from imageprism._prism import ImagePrism
-from imageprism._results import CompareResult
+from imageprism._results import CompareResult, SearchHit
 from imageprism.dimensions._base import ImageRequest
 from imageprism.errors import ConfigError, ImagePrismError, InputError, UnknownIdError
 
@@ -164,7 +164,7 @@ class Catalogue:
         self.index = ImageIndex(prism) if new else ImageIndex.load(self.folder, prism=prism)
         self.prism = self.index.prism
         try:
-            self.threshold = default_threshold(self.prism.threshold, self.prism.weights) if threshold is None else threshold
+            self.threshold = default_threshold(self.prism.blend, self.prism.plugins) if threshold is None else threshold
         except ConfigError as exc:
             raise ConfigError(f"{exc}; for the service, pass --threshold") from None
         if new:
