@@ -256,6 +256,19 @@ def test_restart_keeps_the_index_and_serves_at_once(tmp_path: Path) -> None:
         assert c.get("/thumbnails/cat").status_code == 200
 
 
+def test_a_write_is_on_disk_when_it_is_answered(tmp_path: Path) -> None:
+    folder = tmp_path / "index"
+    with ServeProcess(folder) as process, process.client() as c:
+        for i in range(3):
+            assert c.post("/images", files=[("file", ("x.png", png(50 + i)))], data={"id": f"item-{i}"}).status_code == 201
+            assert ImageIndex.load(folder).ids == tuple(f"item-{j}" for j in range(i + 1))  # read while it runs
+        assert c.delete("/images/item-1").status_code == 200
+        assert ImageIndex.load(folder).ids == ("item-0", "item-2")
+        assert len(list((folder / "thumbnails").iterdir())) == 2
+        commits = c.get("/stats").json()["commits"]
+        assert (commits["commits"], commits["writes"]) == (4, 4)  # one commit per write when they do not overlap
+
+
 def test_delete_is_real_and_survives_a_restart(tmp_path: Path) -> None:
     process = ServeProcess(tmp_path / "index")
     with process, process.client() as c:
