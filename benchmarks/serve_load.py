@@ -1,7 +1,7 @@
 """Load test of ``imageprism serve``: concurrent clients adding and searching a 100k-item index.
 
-1. A 100,000-item index of the default configuration (hash, ``HashConfig()`` = robust: 16
-   flip/rotation/crop variants, 48 x 64 bits per item) is built from synthetic embeddings
+1. A 100,000-item index of the default configuration (hash, ``HashConfig()`` = robust: 26
+   flip/rotation/crop variants, 78 x 64 bits per item) is built from synthetic embeddings
    through ``ImageIndex.add_embeddings`` (random codes, no images decoded) and saved.
 2. **In process**, one request at a time, the same operations the server does: a search
    (embed the upload, ``search_embedding`` k=10) and an add (embed, near-duplicate search,

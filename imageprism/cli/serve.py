@@ -8,9 +8,7 @@ import os
 import socket
 import sys
 
-from imageprism._image import DEFAULT_MAX_PIXELS
-from imageprism.cli._common import add_selection_flags, prism_from_args
-from imageprism.errors import ConfigError
+from imageprism.cli._common import add_selection_flags, apply_limits, prism_from_args, prism_with_cache
 
 #: environment variable holding the bearer token when --token is not given
 TOKEN_ENV = "IMAGEPRISM_TOKEN"
@@ -32,9 +30,6 @@ def register(sub: argparse._SubParsersAction) -> None:
                         f"(default: ${TOKEN_ENV} if set, else no token)")
     parser.add_argument("--max-upload-mb", type=float, default=32.0, metavar="MB",
                         help="largest request body, checked as it arrives (default: 32)")
-    parser.add_argument("--max-pixels", type=int, default=40_000_000, metavar="N",
-                        help=f"largest image (width x height), checked before decoding (default: 40,000,000; "
-                        f"at most {DEFAULT_MAX_PIXELS:,})")
     parser.add_argument("--decode-workers", type=int, default=2, metavar="N",
                         help="most images decoded and embedded at once (default: 2)")
     parser.add_argument("--max-connections", type=int, default=32, metavar="N",
@@ -50,14 +45,12 @@ def run(args: argparse.Namespace) -> int:
 
     from imageprism.serve import Catalogue, Limits, create_app
 
-    if args.max_pixels > DEFAULT_MAX_PIXELS:
-        raise ConfigError(f"--max-pixels {args.max_pixels:,} is above the most imageprism decodes ({DEFAULT_MAX_PIXELS:,}); lower it")
-    limits = Limits(
-        max_upload_bytes=int(args.max_upload_mb * 2**20), max_pixels=args.max_pixels,
-        decode_workers=args.decode_workers, request_timeout=args.timeout,
-    )
-    chosen = args.profile or args.dimensions or args.cache is not None
-    catalogue = Catalogue(args.index_dir, prism_from_args(args) if chosen else None, limits=limits, threshold=args.threshold)
+    limits = Limits(max_upload_bytes=int(args.max_upload_mb * 2**20), decode_workers=args.decode_workers, request_timeout=args.timeout)
+    explicit = args.profile or args.dimensions or args.hash or args.model
+    existing = os.path.isdir(args.index_dir) and bool(os.listdir(args.index_dir))
+    prism = prism_with_cache(args.index_dir, args.cache) if existing and not explicit else prism_from_args(args)
+    catalogue = Catalogue(args.index_dir, prism, limits=limits, threshold=args.threshold)
+    apply_limits(catalogue.prism, args)  # --max-pixels / --max-bytes, also on an index's own prism
     token = args.token or os.environ.get(TOKEN_ENV) or None
     if token is None and not _is_loopback(args.host):
         sys.stderr.write(f"imageprism serve: warning: listening on {args.host} without a token; anyone who can "

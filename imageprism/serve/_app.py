@@ -33,6 +33,7 @@ from imageprism.errors import (
     DecompressionBombError,
     ImagePrismError,
     InputError,
+    InputTooLargeError,
     MissingDependencyError,
     ModelError,
     UnknownIdError,
@@ -52,7 +53,7 @@ def status_for(error: ImagePrismError) -> int:
     """The HTTP status of an imageprism error."""
     if isinstance(error, UnknownIdError):
         return 404
-    if isinstance(error, DecompressionBombError):
+    if isinstance(error, (DecompressionBombError, InputTooLargeError)):
         return 413
     if isinstance(error, (ModelError, MissingDependencyError)):
         return 503

@@ -55,7 +55,6 @@ class Limits:
 
     Attributes:
         max_upload_bytes: largest request body (all its files together); checked as it arrives.
-        max_pixels: largest image (width x height), checked from the header before decoding.
         max_files: most images in one request.
         decode_workers: most images decoded and embedded at once.
         request_timeout: seconds before a request is answered 503 (the work it started may finish).
@@ -64,7 +63,6 @@ class Limits:
     """
 
     max_upload_bytes: int = 32 * 2**20
-    max_pixels: int = 40_000_000
     max_files: int = 32
     decode_workers: int = 2
     request_timeout: float = 60.0
@@ -191,9 +189,8 @@ class Catalogue:
         return self._readers.submit(fn)
 
     def embed(self, upload: Upload) -> dict[str, Any]:
-        """The upload's embeddings; its size is checked against ``max_pixels`` before decoding."""
+        """The upload's embeddings (the prism checks ``max_pixels`` from the header before decoding)."""
         with _named(upload):
-            open_image(upload.data, max_pixels=self.limits.max_pixels)
             return self.prism.embed(upload.data)
 
     def search(self, upload: Upload, k: int) -> list[SearchHit]:
@@ -207,8 +204,8 @@ class Catalogue:
     def prepare(self, upload: Upload) -> tuple[dict[str, Any], bytes]:
         """What adding an upload needs, computed before the write: embeddings and a JPEG thumbnail."""
         with _named(upload):
-            source = open_image(upload.data, max_pixels=self.limits.max_pixels)
-            embedding = self.prism.embed(upload.data)
+            embedding = self.prism.embed(upload.data)  # checks the limits before decoding
+            source = open_image(upload.data, max_pixels=self.prism.max_pixels, max_bytes=self.prism.max_bytes)
             image = source.pixels(ImageRequest("RGB", THUMBNAIL_SIDE)).image.copy()
         image.thumbnail((THUMBNAIL_SIDE, THUMBNAIL_SIDE))
         out = io.BytesIO()
