@@ -45,6 +45,7 @@ from imageprism.errors import (
     ModelLoadError,
     ModelNotCachedError,
     ProfileError,
+    UnknownIdError,
 )
 
 __all__ = [
@@ -90,6 +91,7 @@ __all__ = [
     "SemanticConfig",
     "StyleConfig",
     "TableEmbeddings",
+    "UnknownIdError",
     "VideoDedup",
     "__version__",
     "embeddings_from_table",

@@ -14,7 +14,8 @@ working in code that does not know about imageprism::
     │   │   ├── ProfileError                 a profile (YAML) is missing or malformed
     │   │   └── DedupBudgetError             a distributed dedup plan is past its budget
     │   ├── DimensionUnavailableError        a dimension this build does not provide
-    │   └── IndexFormatError                 a saved index is missing, damaged or not one
+    │   ├── IndexFormatError                 a saved index is missing, damaged or not one
+    │   └── UnknownIdError                   an item id that is not in the index
     ├── CacheError                           the persistent cache file is foreign, damaged or unwritable
     ├── IndexWriteError                      an index could not be saved (disk full, read-only)
     │   └── IndexConflictError               another writer is saving it, or saved it since it was loaded
@@ -48,6 +49,7 @@ __all__ = [
     "ModelLoadError",
     "ModelNotCachedError",
     "ProfileError",
+    "UnknownIdError",
 ]
 
 
@@ -128,3 +130,7 @@ class ModelNotCachedError(ModelError):
 
 class ModelLoadError(ModelError):
     """A model file exists but is not a usable ONNX model for its dimension."""
+
+
+class UnknownIdError(InputError):
+    """An item id that is not in the index (the service answers 404). The message names the id."""

@@ -161,5 +161,5 @@ def test_public_api_all_is_sorted_and_complete() -> None:
     assert names == sorted(names)
     for name in names:
         assert hasattr(imageprism, name), name
-    public = {n for n in vars(imageprism) if not n.startswith("_")} - {"dimensions", "errors", "cli", "columnar", "ray"}
+    public = {n for n in vars(imageprism) if not n.startswith("_")} - {"dimensions", "errors", "cli", "columnar", "ray", "serve"}
     assert public <= set(names) | {"__version__"}, public - set(names)

@@ -22,7 +22,7 @@ from imageprism.errors import ImagePrismError
 __all__ = ["main"]
 
 #: modules of this package that each register one command (or command group)
-COMMANDS: list[str] = ["compare", "embed", "dedup", "match", "profiles", "models", "index", "search"]
+COMMANDS: list[str] = ["compare", "embed", "dedup", "match", "profiles", "models", "index", "search", "serve"]
 
 EXIT_USAGE = 2
 EXIT_ERROR = 1
