@@ -270,38 +270,79 @@ class _VariantsFinder(Finder):
     """Exact candidates for best-alignment scores over variant groups (kind ``bit_variants``).
 
     ``score >= t`` needs, for some ``v``, group ``v`` of one input within ``D`` bits of
-    group 0 of the other. Two multi-index tables over the representatives' groups:
-    ``whole`` holds group 0 and is searched with every group of the queries; ``every``
-    holds all groups and is searched with the queries' group 0. ``codes`` has one
-    row per (input, group): row ``i * V + v``.
+    group 0 of the other. ``codes`` has one row per (input, group): row ``i * V + v``.
+    Each input's group 0 is searched in two multi-index tables, so the cost per input
+    does not grow with ``V``:
+
+    * ``every``: all groups of the representatives so far (a representative's variant
+      near the query's whole image);
+    * ``ahead``: all groups of *every* input, built once (an input's variant near the
+      query's whole image). Its hits inside the block give :meth:`within`; hits on
+      later inputs, once the query is a representative, wait in ``pending`` until
+      their block is queried.
+
+    (The earlier design searched group 0 of the representatives with all ``V`` groups
+    of each query and scanned each block densely: the superlinear part of dedup.)
     """
 
     def __init__(self, codes: np.ndarray, max_distance: int, variants: int) -> None:
         self.variants = variants
         self.every = _BitsFinder(codes, max_distance, expected=len(codes))
-        self.whole = self.every.empty_like()
+        self.ahead = self.every.empty_like()
+        self.ahead.add(np.arange(len(codes), dtype=np.int64))
+        self.pending: tuple[np.ndarray, np.ndarray] = (np.empty(0, np.int64), np.empty(0, np.int64))
+        self.done = -1  # the largest input queried so far: edges to it or before are stale
+        self.found: dict[int, np.ndarray] = {}  # query input -> inputs found ahead (the last block)
+
+    def _ahead(self, ids: np.ndarray) -> dict[int, np.ndarray]:
+        """Input -> the inputs with a variant within range of its whole image (itself excluded)."""
+        missing = np.array([i for i in ids.tolist() if i not in self.found], np.int64)
+        if len(missing):
+            q, r = self.ahead.query(missing * self.variants)
+            y = r // self.variants
+            order = np.argsort(q, kind="stable")
+            q, y = q[order], y[order]
+            cuts = np.searchsorted(q, np.arange(len(missing) + 1))
+            for k, x in enumerate(missing.tolist()):
+                found = np.unique(y[cuts[k] : cuts[k + 1]])
+                self.found[x] = found[found != x]
+        return {i: self.found[i] for i in ids.tolist()}
 
     def add(self, ids: np.ndarray) -> None:
-        self.whole.add(ids * self.variants)
-        self.every.add((ids[:, None] * self.variants + np.arange(self.variants)).ravel())
+        v = self.variants
+        self.every.add((ids[:, None] * v + np.arange(v)).ravel())
+        found = self._ahead(ids)
+        later = [(y[y > self.done], np.full(int(np.sum(y > self.done)), x, np.int64)) for x, y in found.items()]
+        targets = np.concatenate([self.pending[0], *(t for t, _ in later)])
+        reps = np.concatenate([self.pending[1], *(r for _, r in later)])
+        self.pending = (targets, reps)
 
     def query(self, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         v = self.variants
         q1, r1 = self.every.query(ids * v)
-        q2, r2 = self.whole.query((ids[:, None] * v + np.arange(v)).ravel())
-        return union_pairs([(q1, r1 // v), (q2 // v, r2 // v)], int(ids.max(initial=0)) + 1)
+        self.done = max(self.done, int(ids.max(initial=-1)))
+        self.found = {}
+        self._ahead(ids)
+        targets, reps = self.pending
+        position = {x: k for k, x in enumerate(ids.tolist())}
+        hit = np.array([t in position for t in targets.tolist()], bool)
+        q2 = np.array([position[t] for t in targets[hit].tolist()], np.int64)
+        self.pending = (targets[~hit & (targets > self.done)], reps[~hit & (targets > self.done)])
+        width = int(max(ids.max(initial=0), reps.max(initial=0))) + 1
+        return union_pairs([(q1, r1 // v), (q2, reps[hit])], width)
 
     def within(self, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        v = self.variants
-        whole = self.every.words[ids * v]  # (B, words)
-        groups = self.every.words[(ids[:, None] * v + np.arange(v)).ravel()]  # (B * V, words)
-        x, e = _scan(whole, groups, self.every._close)  # group 0 of x against any group of y
-        y = e // v
-        close = np.zeros((len(ids), len(ids)), bool)
-        close[x, y] = True
-        close |= close.T
-        i, j = np.nonzero(np.triu(close, k=1))
-        return i.astype(np.int64), j.astype(np.int64)
+        position = {x: k for k, x in enumerate(ids.tolist())}
+        pairs = set()
+        for x, ys in self._ahead(ids).items():
+            for y in ys.tolist():
+                if y in position:
+                    a, b = position[x], position[y]
+                    pairs.add((a, b) if a < b else (b, a))
+        if not pairs:
+            return np.empty(0, np.int64), np.empty(0, np.int64)
+        i, j = np.array(sorted(pairs), np.int64).T
+        return i, j
 
 
 def _chunk_keys(codes: np.ndarray, chunks: int, bits: int) -> np.ndarray:
