@@ -271,15 +271,13 @@ class _VariantsFinder(Finder):
 
     ``score >= t`` needs, for some ``v``, group ``v`` of one input within ``D`` bits of
     group 0 of the other. ``codes`` has one row per (input, group): row ``i * V + v``.
-    Each input's group 0 is searched in two multi-index tables, so the cost per input
-    does not grow with ``V``:
-
-    * ``every``: all groups of the representatives so far (a representative's variant
-      near the query's whole image);
-    * ``ahead``: all groups of *every* input, built once (an input's variant near the
-      query's whole image). Its hits inside the block give :meth:`within`; hits on
-      later inputs, once the query is a representative, wait in ``pending`` until
-      their block is queried.
+    One multi-index table holds all groups of *every* input, built once; each input's
+    group 0 is searched in it once (cost per input independent of ``V``). A hit on an
+    earlier representative is a candidate at once; a hit inside the block serves
+    :meth:`within`; a hit on a later input waits in ``pending``, if the query becomes a
+    representative, until that input's block is queried. Hits on earlier inputs that
+    are not representatives are dropped (a large cluster of near copies still costs
+    its size per member: the price of a static table).
 
     (The earlier design searched group 0 of the representatives with all ``V`` groups
     of each query and scanned each block densely: the superlinear part of dedup.)
@@ -287,54 +285,56 @@ class _VariantsFinder(Finder):
 
     def __init__(self, codes: np.ndarray, max_distance: int, variants: int) -> None:
         self.variants = variants
-        self.every = _BitsFinder(codes, max_distance, expected=len(codes))
-        self.ahead = self.every.empty_like()
-        self.ahead.add(np.arange(len(codes), dtype=np.int64))
+        self.table = _BitsFinder(codes, max_distance, expected=2 * len(codes))
+        self.table.add(np.arange(len(codes), dtype=np.int64))
+        self.is_rep = np.zeros(len(codes) // variants, bool)
         self.pending: tuple[np.ndarray, np.ndarray] = (np.empty(0, np.int64), np.empty(0, np.int64))
-        self.done = -1  # the largest input queried so far: edges to it or before are stale
-        self.found: dict[int, np.ndarray] = {}  # query input -> inputs found ahead (the last block)
+        self.done = -1  # the largest input queried so far: hits on it or before are stale
+        self.found: dict[int, np.ndarray] = {}  # input -> inputs with a variant near its group 0 (last block)
 
-    def _ahead(self, ids: np.ndarray) -> dict[int, np.ndarray]:
-        """Input -> the inputs with a variant within range of its whole image (itself excluded)."""
+    def _hits(self, ids: np.ndarray) -> dict[int, np.ndarray]:
+        """Input -> the other inputs with a variant within range of its whole image (memoised per block)."""
         missing = np.array([i for i in ids.tolist() if i not in self.found], np.int64)
         if len(missing):
-            q, r = self.ahead.query(missing * self.variants)
+            q, r = self.table.query(missing * self.variants)
             y = r // self.variants
-            order = np.argsort(q, kind="stable")
+            order = np.lexsort((y, q))
             q, y = q[order], y[order]
+            keep = np.r_[True, (q[1:] != q[:-1]) | (y[1:] != y[:-1])] & (y != missing[q])
+            q, y = q[keep], y[keep]
             cuts = np.searchsorted(q, np.arange(len(missing) + 1))
             for k, x in enumerate(missing.tolist()):
-                found = np.unique(y[cuts[k] : cuts[k + 1]])
-                self.found[x] = found[found != x]
+                self.found[x] = y[cuts[k] : cuts[k + 1]]
         return {i: self.found[i] for i in ids.tolist()}
 
     def add(self, ids: np.ndarray) -> None:
-        v = self.variants
-        self.every.add((ids[:, None] * v + np.arange(v)).ravel())
-        found = self._ahead(ids)
-        later = [(y[y > self.done], np.full(int(np.sum(y > self.done)), x, np.int64)) for x, y in found.items()]
+        self.is_rep[ids] = True
+        later = [(y[y > self.done], x) for x, y in self._hits(ids).items()]
         targets = np.concatenate([self.pending[0], *(t for t, _ in later)])
-        reps = np.concatenate([self.pending[1], *(r for _, r in later)])
+        reps = np.concatenate([self.pending[1], *(np.full(len(t), x, np.int64) for t, x in later)])
         self.pending = (targets, reps)
 
     def query(self, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        v = self.variants
-        q1, r1 = self.every.query(ids * v)
         self.done = max(self.done, int(ids.max(initial=-1)))
         self.found = {}
-        self._ahead(ids)
+        back_q, back_r = [], []
+        for k, ys in enumerate(self._hits(ids).values()):
+            ys = ys[self.is_rep[ys]]
+            back_q.append(np.full(len(ys), k, np.int64))
+            back_r.append(ys)
         targets, reps = self.pending
         position = {x: k for k, x in enumerate(ids.tolist())}
         hit = np.array([t in position for t in targets.tolist()], bool)
-        q2 = np.array([position[t] for t in targets[hit].tolist()], np.int64)
-        self.pending = (targets[~hit & (targets > self.done)], reps[~hit & (targets > self.done)])
-        width = int(max(ids.max(initial=0), reps.max(initial=0))) + 1
-        return union_pairs([(q1, r1 // v), (q2, reps[hit])], width)
+        ahead = (np.array([position[t] for t in targets[hit].tolist()], np.int64), reps[hit])
+        live = ~hit & (targets > self.done)
+        self.pending = (targets[live], reps[live])
+        back = (np.concatenate(back_q or [np.empty(0, np.int64)]), np.concatenate(back_r or [np.empty(0, np.int64)]))
+        return union_pairs([back, ahead], len(self.is_rep))
 
     def within(self, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         position = {x: k for k, x in enumerate(ids.tolist())}
         pairs = set()
-        for x, ys in self._ahead(ids).items():
+        for x, ys in self._hits(ids).items():
             for y in ys.tolist():
                 if y in position:
                     a, b = position[x], position[y]
