@@ -30,6 +30,7 @@ from imageprism._image import (
 from imageprism._keep import Keep, dedup_in_order, keep_order
 from imageprism._profiles import ProfileSpec, load_profile, normalize_weights
 from imageprism._results import BatchEmbedding, CompareResult, Failure
+from imageprism._resume import resumed_chunks
 from imageprism._runtime import ModelRuntime, prefetch, progress_bar
 from imageprism._types import Dimension, OnError, Profile
 from imageprism._types import EmbeddingDict as Embeddings
@@ -214,7 +215,9 @@ class ImagePrism:
         ``progress``: a progress bar on stderr (``None``: only for long runs on a terminal).
         ``workers``: processes decoding and embedding paths and bytes in parallel
         (``None``: every core; ``1``: this process only). Results are identical and in
-        input order either way; each worker loads its own models.
+        input order either way; each worker loads its own models. With a
+        :class:`~imageprism.PersistentCache`, files unchanged since a previous run
+        (path, size, modification time, inode) are answered without decoding.
         """
         if on_error not in ("raise", "skip"):
             raise InputError(f"on_error={on_error!r} is invalid; use 'raise' or 'skip'")
@@ -223,7 +226,8 @@ class ImagePrism:
         embeddings: list[Embeddings | None] = [None] * len(items)
         failures: list[Failure] = []
         with progress_bar(len(items), progress=progress, description="embedding") as bar:
-            for chunk in self._embedded_chunks(items, workers):
+            tokens = {name: plugin.cache_token for name, plugin in self._plugins.items()}
+            for chunk in resumed_chunks(self.cache, tokens, items, lambda todo: self._embedded_chunks(todo, workers)):
                 for i, outcome in chunk:
                     if isinstance(outcome, Failure):
                         if on_error == "raise":
@@ -244,6 +248,7 @@ class ImagePrism:
         keep: Keep = "first",
         on_error: OnError = "raise",
         progress: bool | None = None,
+        workers: int | None = 1,
     ) -> DedupResult:
         """Group near-duplicate images; one representative per group.
 
@@ -257,7 +262,7 @@ class ImagePrism:
         scales to a million hashes; see the README's dedup section.
         ``keep`` chooses the representatives by setting the order of that pass:
         ``"first"`` (input order), ``"largest"``, ``"newest"``, ``"oldest"`` or a key
-        function (see :mod:`imageprism._keep`).
+        function (see :mod:`imageprism._keep`). ``workers``: as for :meth:`embed_batch`.
 
         >>> import numpy as np
         >>> rng = np.random.default_rng(0)
@@ -271,7 +276,7 @@ class ImagePrism:
         threshold = check_threshold(default_threshold(self.blend, self._plugins) if threshold is None else threshold)
         items = list(images)
         order = keep_order(items, keep)  # before the embedding too: a bad keep fails at once
-        batch = self.embed_batch(items, on_error=on_error, progress=progress)
+        batch = self.embed_batch(items, on_error=on_error, progress=progress, workers=workers)
         if keep != "first":
             return dedup_in_order(self, batch.embeddings, batch.failures, order, threshold, progress=progress)
         return dedup_embeddings(
@@ -320,8 +325,8 @@ class ImagePrism:
             return
         starts = range(0, len(items), self.batch_size)
         decoded = (self._decode_chunk(items[start : start + self.batch_size], start) for start in starts)
-        for chunk in decoded if len(starts) <= 1 else prefetch(decoded):  # one chunk: nothing to overlap
-            yield self._embed_decoded(chunk)
+        for sources in decoded if len(starts) <= 1 else prefetch(decoded):  # one chunk: nothing to overlap
+            yield self._embed_decoded(sources)
 
     def _worker_recipe(self) -> functools.partial[ImagePrism]:
         """A picklable maker of an ``ImagePrism`` embedding like this one (settings only: no cache, no model)."""
