@@ -362,9 +362,9 @@ class HashConfig:
 
 def _bits_to_bytes(row: np.ndarray, nbits: int) -> bytes:
     """Big-endian bytes of the first ``nbits`` bits of a packed row, right-aligned."""
-    bits = np.unpackbits(row)[:nbits]
-    pad = (-nbits) % 8
-    return np.packbits(np.concatenate([np.zeros(pad, np.uint8), bits])).tobytes()
+    if nbits == 8 * row.size:  # whole bytes (the usual 8 x 8 hash): no shift, no per-bit pass
+        return row.tobytes()
+    return np.packbits(np.concatenate([np.zeros((-nbits) % 8, np.uint8), np.unpackbits(row)[:nbits]])).tobytes()
 
 
 # -- the exact path: imagehash's own resizes ------------------------------------------
