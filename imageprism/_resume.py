@@ -23,7 +23,8 @@ import os
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
-from imageprism._cache import EmbeddingCache, FileIdentity
+from imageprism._cache import EmbeddingCache
+from imageprism._cache_files import FileIdentity
 from imageprism._results import Failure
 from imageprism._workers import ChunkResult
 
@@ -39,9 +40,10 @@ def file_identity(item: object) -> FileIdentity | None:
         return None
     try:
         path = os.path.abspath(os.fsdecode(item))
+        path.encode("utf-8")  # a name that is not UTF-8 (surrogate escapes) cannot be a TEXT key: no record
         info = os.stat(path)
-    except (OSError, ValueError):
-        return None  # the decode reports the problem
+    except (OSError, ValueError):  # UnicodeEncodeError is a ValueError
+        return None  # the decode reports a real problem
     return FileIdentity(path, info.st_size, info.st_mtime_ns, info.st_ino)
 
 
