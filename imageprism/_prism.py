@@ -333,7 +333,7 @@ class ImagePrism:
         return functools.partial(
             _worker_prism, {name: plugin.config for name, plugin in self._plugins.items()},
             {f.name: getattr(self.runtime, f.name) for f in dataclasses.fields(self.runtime) if f.init},
-            self.registry, self.max_pixels, self.batch_size,
+            self.registry, {"max_pixels": self.max_pixels, "max_bytes": self.max_bytes, "batch_size": self.batch_size},
         )
 
     def _embed_chunk(self, items: Sequence[Any], start: int) -> ChunkResult:
@@ -407,12 +407,16 @@ class ImagePrism:
 
 
 def _worker_prism(
-    configs: Mapping[str, object], runtime: Mapping[str, Any], registry: Registry, max_pixels: int, batch_size: int
+    configs: Mapping[str, object], runtime: Mapping[str, Any], registry: Registry, limits: Mapping[str, int]
 ) -> ImagePrism:
-    """The ``ImagePrism`` of a worker process (see ``ImagePrism._worker_recipe``); it caches nothing."""
+    """The ``ImagePrism`` of a worker process (see ``ImagePrism._worker_recipe``); it caches nothing.
+
+    ``limits``: ``max_pixels``, ``max_bytes`` and ``batch_size``, as the caller's.
+    """
     return ImagePrism(
         weights={name: 1.0 for name in configs}, config=dict(configs), runtime=ModelRuntime(**runtime),
-        registry=registry, cache=EmbeddingCache(max_entries=0), max_pixels=max_pixels, batch_size=batch_size,
+        registry=registry, cache=EmbeddingCache(max_entries=0), max_pixels=limits["max_pixels"],
+        max_bytes=limits["max_bytes"], batch_size=limits["batch_size"],
     )
 
 

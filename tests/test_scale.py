@@ -172,3 +172,12 @@ def test_a_killed_run_resumes_where_it_stopped(folder: list[Path], tmp_path: Pat
     resumed = ImagePrism(cache=PersistentCache(cache_file)).embed_batch(files)
     assert len(decodes) == len(files) - recorded  # only what the killed run had not finished
     assert _same(resumed.embeddings, ImagePrism().embed_batch(files).embeddings)
+
+
+def test_workers_keep_the_callers_limits(folder: list[Path]) -> None:
+    limit = int(np.median([p.stat().st_size for p in folder]))
+    serial = ImagePrism(max_bytes=limit).embed_batch(folder, on_error="skip", workers=1)
+    parallel = ImagePrism(max_bytes=limit).embed_batch(folder, on_error="skip", workers=2)
+    assert 0 < len(parallel.failures) < len(folder)
+    assert [f.index for f in parallel.failures] == [f.index for f in serial.failures]
+    assert _same(serial.embeddings, parallel.embeddings)

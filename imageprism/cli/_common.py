@@ -53,16 +53,6 @@ def add_workers_flag(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a positive whole number of processes; e.g. --workers 2")
-    return value
-
-
 def add_cache_flag(parser: argparse.ArgumentParser) -> None:
     """``--cache [SQLITE]``: a persistent embedding cache."""
     parser.add_argument(
