@@ -134,9 +134,9 @@ class EmbeddingCache:
     #: whether :meth:`file_keys` can answer (the file-identity layer of :class:`PersistentCache`)
     remembers_files = False
 
-    def file_keys(self, identity: FileIdentity, tokens: Sequence[str]) -> dict[str, str] | None:
-        """Token -> pixel key of a file seen before in this very version, for every token; else ``None``."""
-        return None
+    def file_keys(self, identities: Sequence[FileIdentity], tokens: Sequence[str]) -> list[dict[str, str] | None]:
+        """Per file, token -> pixel key if seen before in this very version, for every token; else ``None``."""
+        return [None] * len(identities)
 
     def put_file_keys(self, identity: FileIdentity, keys: Mapping[str, str]) -> None:
         """Remember the pixel key of each token's embedding of this version of a file."""
@@ -367,14 +367,13 @@ class PersistentCache(EmbeddingCache):
 
     remembers_files = True
 
-    def file_keys(self, identity: FileIdentity, tokens: Sequence[str]) -> dict[str, str] | None:
-        if self.disabled is not None:
-            return None
-        try:
-            return _retry_busy(lambda: read_file_keys(self._connect(), identity, tokens))
-        except sqlite3.Error as exc:
-            self._disable(_describe(exc))
-            return None
+    def file_keys(self, identities: Sequence[FileIdentity], tokens: Sequence[str]) -> list[dict[str, str] | None]:
+        if self.disabled is None:
+            try:
+                return _retry_busy(lambda: read_file_keys(self._connect(), identities, tokens))
+            except sqlite3.Error as exc:
+                self._disable(_describe(exc))
+        return [None] * len(identities)
 
     def put_file_keys(self, identity: FileIdentity, keys: Mapping[str, str]) -> None:
         if self.disabled is None:

@@ -16,6 +16,9 @@ from collections.abc import Mapping, Sequence
 
 __all__ = ["FILES_TABLE", "FileIdentity", "read_file_keys", "write_file_keys"]
 
+#: paths per lookup query (SQLite allows 32766 parameters; small enough to stay quick)
+_QUERY_PATHS = 500
+
 FILES_TABLE = (
     "CREATE TABLE files (path TEXT NOT NULL, token TEXT NOT NULL, size INTEGER NOT NULL, "
     "mtime_ns INTEGER NOT NULL, inode INTEGER NOT NULL, pixel_key TEXT NOT NULL, checksum BLOB NOT NULL, "
@@ -33,17 +36,36 @@ class FileIdentity:
     inode: int
 
 
-def read_file_keys(conn: sqlite3.Connection, identity: FileIdentity, tokens: Sequence[str]) -> dict[str, str] | None:
-    """Token -> pixel key for this version of the file, if every token has a valid row; else ``None``."""
-    rows = conn.execute(
-        "SELECT token, size, mtime_ns, inode, pixel_key, checksum FROM files WHERE path = ?", (identity.path,)
-    ).fetchall()
+def read_file_keys(
+    conn: sqlite3.Connection, identities: Sequence[FileIdentity], tokens: Sequence[str]
+) -> list[dict[str, str] | None]:
+    """Per file, token -> pixel key for its current version if every token has a valid row; else ``None``.
+
+    One query per :data:`_QUERY_PATHS` files.
+    """
+    rows: dict[str, list[tuple[object, ...]]] = {}
+    paths = list(dict.fromkeys(identity.path for identity in identities))
+    for s in range(0, len(paths), _QUERY_PATHS):
+        part = paths[s : s + _QUERY_PATHS]
+        marks = ",".join("?" * len(part))
+        for row in conn.execute(
+            f"SELECT path, token, size, mtime_ns, inode, pixel_key, checksum FROM files WHERE path IN ({marks})", part
+        ):
+            path = _text(row[0])
+            if path is not None:
+                rows.setdefault(path, []).append(row[1:])
+    return [_keys(identity, rows.get(identity.path, ()), tokens) for identity in identities]
+
+
+def _keys(identity: FileIdentity, rows: Sequence[tuple[object, ...]], tokens: Sequence[str]) -> dict[str, str] | None:
     keys: dict[str, str] = {}
-    for token, size, mtime_ns, inode, key, checksum in rows:
-        token, key = _text(token), _text(key)
+    for token_raw, size, mtime_ns, inode, key_raw, checksum in rows:
+        token, key = _text(token_raw), _text(key_raw)
         if token is None or key is None or not all(isinstance(x, int) for x in (size, mtime_ns, inode)):
             continue  # a tampered row: a miss
-        if FileIdentity(identity.path, size, mtime_ns, inode) == identity and checksum == _checksum(identity, token, key):
+        if (size, mtime_ns, inode) == (identity.size, identity.mtime_ns, identity.inode) and checksum == _checksum(
+            identity, token, key
+        ):
             keys[token] = key
     return keys if all(t in keys for t in tokens) else None
 

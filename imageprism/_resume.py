@@ -26,6 +26,7 @@ from typing import Any
 from imageprism._cache import EmbeddingCache
 from imageprism._cache_files import FileIdentity
 from imageprism._results import Failure
+from imageprism._types import EmbeddingDict as Embeddings
 from imageprism._workers import ChunkResult
 
 __all__ = ["WINDOW", "file_identity", "resumed_chunks"]
@@ -53,7 +54,8 @@ def resumed_chunks(
     items: Sequence[Any],
     compute: Callable[[Sequence[Any]], Iterator[ChunkResult]],
 ) -> Iterator[ChunkResult]:
-    """Outcomes in input order: known files from ``cache``, the rest from ``compute`` (then recorded).
+    """Outcomes with their input index: known files from ``cache`` (first, per window), the rest from
+    ``compute`` (then recorded).
 
     ``tokens``: dimension -> cache token. ``compute(sub_items)`` yields chunks whose
     indices are positions in ``sub_items``; they are mapped back to ``items``.
@@ -64,14 +66,15 @@ def resumed_chunks(
     for start in range(0, len(items), WINDOW):
         window = items[start : start + WINDOW]
         identities = [file_identity(item) for item in window]
-        known: ChunkResult = []
-        todo: list[int] = []
-        for k, identity in enumerate(identities):
-            found = None if identity is None else _known(cache, identity, tokens)
-            if found is None:
-                todo.append(k)
-            else:
-                known.append((start + k, found))
+        seen = [(k, identity) for k, identity in enumerate(identities) if identity is not None]
+        recorded = cache.file_keys([identity for _, identity in seen], list(tokens.values()))
+        found: dict[int, tuple[Embeddings, dict[str, str]]] = {}
+        for (k, _), keys in zip(seen, recorded):
+            hit = None if keys is None else _cached(cache, keys, tokens)
+            if hit is not None:
+                found[k] = hit
+        known: ChunkResult = [(start + k, hit) for k, hit in found.items()]
+        todo = [k for k in range(len(window)) if k not in found]
         if known:
             yield known
         for chunk in compute([window[k] for k in todo]):
@@ -87,15 +90,12 @@ def resumed_chunks(
             yield out
 
 
-def _known(cache: EmbeddingCache, identity: FileIdentity, tokens: Mapping[str, str]) -> tuple[dict, dict] | None:
+def _cached(cache: EmbeddingCache, keys: Mapping[str, str], tokens: Mapping[str, str]) -> tuple[Embeddings, dict[str, str]] | None:
     """The embeddings and pixel keys of an unchanged file, if every dimension's embedding is cached."""
-    keys = cache.file_keys(identity, list(tokens.values()))
-    if keys is None:
-        return None
-    embeddings, pixel_keys = {}, {}
+    embeddings: Embeddings = {}
     for name, token in tokens.items():
         hit, embedding = cache.lookup((keys[token], token))
         if not hit:
             return None
-        embeddings[name], pixel_keys[name] = embedding, keys[token]
-    return embeddings, pixel_keys
+        embeddings[name] = embedding
+    return embeddings, {name: keys[token] for name, token in tokens.items()}
