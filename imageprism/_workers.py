@@ -1,12 +1,15 @@
 """Embedding many inputs on a pool of worker processes, results in input order.
 
-Processes, not threads: the default hash path spends about half its time in small
-numpy operations that hold the GIL, so threads add little over the one prefetch
-thread (measured in ``benchmarks/scale.py``). Each worker builds its own
-:class:`~imageprism.ImagePrism` once from a picklable recipe (dimension configs,
-runtime settings, size limits: models and caches never travel), decodes and
-embeds whole chunks of inputs, and sends back the embeddings with the pixel keys they
-were computed from. The calling process owns the cache: it files every result under
+Processes, not threads: most of the default hash's time is small numpy operations on
+a 64 x 64 grid (26 variants), which hold the GIL, so only processes can run them side
+by side. On the shared, overloaded development machine (load average 13-16 on 2
+cores) the two were within noise of each other (``benchmarks/scale.py`` and
+``benchmarks/README.md``): measure again on a quiet machine before changing this.
+
+Each worker builds its own :class:`~imageprism.ImagePrism` once from a picklable
+recipe (dimension configs, runtime settings, size limits: models and caches never
+travel), decodes and embeds whole chunks of inputs, and sends back the embeddings with
+the pixel keys they were computed from. The calling process owns the cache: it files every result under
 its pixel key, so a later run (or the file-identity layer) finds it.
 
 Only inputs that pickle cheaply travel (paths and bytes); arrays, PIL images and file
@@ -86,7 +89,8 @@ def parallel_chunks(
 ) -> Iterator[ChunkResult]:
     """Chunks of outcomes in input order, computed by ``workers`` processes.
 
-    ``build`` (picklable) makes each worker's embedder once, when the worker starts. Inputs that do not travel (see :func:`travels`) go through ``local(items, start)``
+    ``build`` (picklable) makes each worker's embedder once, when the worker starts.
+    Inputs that do not travel (see :func:`travels`) go through ``local(items, start)``
     in this process. At most ``2 * workers`` tasks are in flight, so memory stays
     bounded however long ``items`` is.
     """
