@@ -181,3 +181,18 @@ def test_workers_keep_the_callers_limits(folder: list[Path]) -> None:
     assert 0 < len(parallel.failures) < len(folder)
     assert [f.index for f in parallel.failures] == [f.index for f in serial.failures]
     assert _same(serial.embeddings, parallel.embeddings)
+
+
+def test_a_schema_2_cache_keeps_its_embeddings_and_gains_the_files_table(folder: list[Path], tmp_path: Path) -> None:
+    path = tmp_path / "v2.sqlite3"
+    with PersistentCache(path) as cache:
+        cache.put(("px", "t"), np.arange(3, dtype=np.uint8))
+    with sqlite3.connect(path) as conn:  # what imageprism wrote before the files table
+        conn.execute("DROP TABLE files")
+        conn.execute("PRAGMA user_version = 2")
+    with PersistentCache(path) as cache:
+        assert cache.lookup(("px", "t"))[0] and cache.disk_entries() == 1
+        ImagePrism(cache=cache).embed_batch(folder[:3])
+    with sqlite3.connect(path) as conn:
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == 3
+        assert conn.execute("SELECT COUNT(*) FROM files").fetchone()[0] == 3
