@@ -20,6 +20,8 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import threading
+import time
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
@@ -73,9 +75,18 @@ class ChunkEmbedder(Protocol):
 _WORKER: ChunkEmbedder | None = None
 
 
-def _start_worker(build: Callable[[], ChunkEmbedder]) -> None:
+def _start_worker(build: Callable[[], ChunkEmbedder], parent: int) -> None:
     global _WORKER
     _WORKER = build()
+    # a worker holds both ends of its task pipe, so it never sees the end of input if the parent
+    # is killed (SIGKILL): watch the parent instead and leave with it
+    threading.Thread(target=_exit_with, args=(parent,), name="imageprism-orphan-watch", daemon=True).start()
+
+
+def _exit_with(parent: int) -> None:
+    while os.getppid() == parent:
+        time.sleep(0.5)
+    os._exit(1)
 
 
 def _embed_task(start: int, items: Sequence[Any]) -> ChunkResult:
@@ -98,7 +109,7 @@ def parallel_chunks(
     window = 2 * workers
     pending: deque[Future[ChunkResult] | ChunkResult] = deque()
     with ProcessPoolExecutor(workers, mp_context=context, initializer=_start_worker,
-                             initargs=(build,)) as pool:
+                             initargs=(build, os.getpid())) as pool:
         for start in range(0, len(items), TASK_SIZE):
             chunk = items[start : start + TASK_SIZE]
             if all(travels(item) for item in chunk):

@@ -196,3 +196,29 @@ def test_a_schema_2_cache_keeps_its_embeddings_and_gains_the_files_table(folder:
     with sqlite3.connect(path) as conn:
         assert conn.execute("PRAGMA user_version").fetchone()[0] == 3
         assert conn.execute("SELECT COUNT(*) FROM files").fetchone()[0] == 3
+
+
+def test_workers_leave_with_a_killed_parent(folder: list[Path], tmp_path: Path) -> None:
+    cache_file = tmp_path / "cache.sqlite3"
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    child = subprocess.Popen(
+        [sys.executable, "-m", "imageprism", "embed", *map(str, folder * 4), "--cache", str(cache_file), "--workers", "2"],
+        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    workers: list[int] = []
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and child.poll() is None and not workers:
+            time.sleep(0.05)
+            children = Path(f"/proc/{child.pid}/task/{child.pid}/children")
+            workers = [int(p) for p in children.read_text().split()] if children.exists() else []
+        child.send_signal(signal.SIGKILL)
+    finally:
+        child.wait()
+    if not workers:
+        pytest.skip("the run ended before its workers could be seen")
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline and any(Path(f"/proc/{w}").exists() for w in workers):
+        time.sleep(0.1)
+    alive = [w for w in workers if Path(f"/proc/{w}").exists() and "Z" not in Path(f"/proc/{w}/stat").read_text().split()[2]]
+    assert alive == [], "worker processes outlived their killed parent"
