@@ -26,12 +26,13 @@ import threading
 import time
 import warnings
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Optional, TypeVar
 
 import numpy as np
 
+from imageprism._cache_files import FILES_TABLE, FileIdentity, read_file_keys, write_file_keys
 from imageprism.errors import CacheError, ConfigError
 
 __all__ = ["CacheKey", "CacheStats", "CacheWarning", "EmbeddingCache", "PersistentCache"]
@@ -130,6 +131,16 @@ class EmbeddingCache:
             self._data.clear()
             self._bytes = self._hits = self._misses = 0
 
+    #: whether :meth:`file_keys` can answer (the file-identity layer of :class:`PersistentCache`)
+    remembers_files = False
+
+    def file_keys(self, identities: Sequence[FileIdentity], tokens: Sequence[str]) -> list[dict[str, str] | None]:
+        """Per file, token -> pixel key if seen before in this very version, for every token; else ``None``."""
+        return [None] * len(identities)
+
+    def put_file_keys(self, identity: FileIdentity, keys: Mapping[str, str]) -> None:
+        """Remember the pixel key of each token's embedding of this version of a file."""
+
     @property
     def stats(self) -> CacheStats:
         with self._lock:
@@ -142,7 +153,7 @@ class EmbeddingCache:
 #: ``PRAGMA application_id`` of an imageprism cache ("IPRC"): any other value is another application's file
 APPLICATION_ID = 0x49505243
 #: bumped when the table layout changes; an older imageprism cache is rebuilt, a newer one refused
-_SCHEMA_VERSION = 2
+_SCHEMA_VERSION = 3  # 3: the files table (imageprism._cache_files)
 _TABLE = (
     "CREATE TABLE embeddings (pixel_key TEXT NOT NULL, token TEXT NOT NULL, dtype TEXT, "
     "shape TEXT, data BLOB, checksum BLOB NOT NULL, PRIMARY KEY (pixel_key, token)) WITHOUT ROWID"
@@ -242,9 +253,13 @@ class PersistentCache(EmbeddingCache):
                 return
             conn.execute("BEGIN IMMEDIATE")  # one creator at a time; the others wait, then see its work
             try:
-                if self._identify(conn) != _SCHEMA_VERSION:
-                    conn.execute("DROP TABLE IF EXISTS embeddings")
-                    conn.execute(_TABLE)
+                version = self._identify(conn)
+                if version != _SCHEMA_VERSION:
+                    if version != 2:  # 2 -> 3 only adds the files table: the embeddings stay
+                        conn.execute("DROP TABLE IF EXISTS embeddings")
+                        conn.execute(_TABLE)
+                    conn.execute("DROP TABLE IF EXISTS files")
+                    conn.execute(FILES_TABLE)
                     conn.execute(f"PRAGMA application_id = {APPLICATION_ID}")
                     conn.execute(f"PRAGMA user_version = {_SCHEMA_VERSION}")
                 conn.execute("COMMIT")
@@ -350,9 +365,27 @@ class PersistentCache(EmbeddingCache):
             self._disable(_describe(exc))
         return stored
 
+    remembers_files = True
+
+    def file_keys(self, identities: Sequence[FileIdentity], tokens: Sequence[str]) -> list[dict[str, str] | None]:
+        if self.disabled is None:
+            try:
+                return _retry_busy(lambda: read_file_keys(self._connect(), identities, tokens))
+            except sqlite3.Error as exc:
+                self._disable(_describe(exc))
+        return [None] * len(identities)
+
+    def put_file_keys(self, identity: FileIdentity, keys: Mapping[str, str]) -> None:
+        if self.disabled is None:
+            try:
+                _retry_busy(lambda: write_file_keys(self._connect(), identity, keys))
+            except sqlite3.Error as exc:
+                self._disable(_describe(exc))
+
     def clear(self) -> None:
         """Drop every entry, in memory and on disk, and reset the counters."""
         super().clear()
+        self._execute("DELETE FROM files")
         self._execute("DELETE FROM embeddings")
         with self._lock:
             self._disk_hits = 0

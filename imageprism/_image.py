@@ -124,8 +124,10 @@ class SourceImage:
         self._memo: dict[tuple[str, int | None], Pixels] = {}
         self._lock = threading.Lock()
         self._format: str | None = None
+        self._opened: Image.Image | None = None  # the header parsed here, reused by the first decode
         if data is not None:
-            self._format = self._open_checked().format
+            self._opened = self._open_checked()
+            self._format = self._opened.format
             if self._format in ("JPEG", "MPO"):
                 _check_jpeg_scans(data, label)
 
@@ -202,7 +204,7 @@ class SourceImage:
             except Exception as exc:
                 raise ImageLoadError(f"{self.label} could not be decoded: {exc}") from exc
         else:
-            image = self._open_checked()
+            image, self._opened = self._opened or self._open_checked(), None
             try:
                 with _pillow_size_warnings_silenced(self._max_pixels):
                     if draft is not None:
@@ -222,11 +224,17 @@ class SourceImage:
 EXCLUDED_FORMATS = frozenset({"EPS"})
 
 
+#: tried first, as ``Image.open`` itself does (its preinit formats): a JPEG is recognised at the
+#: first try instead of after every plugin without a quick check (they each parse the header)
+_COMMON_FORMATS = ("BMP", "GIF", "JPEG", "PPM", "PNG")
+
+
 @functools.lru_cache(maxsize=1)
 def _safe_formats() -> tuple[str, ...]:
-    """Every format Pillow can open, except :data:`EXCLUDED_FORMATS`."""
+    """Every format Pillow can open, except :data:`EXCLUDED_FORMATS`; the common ones first."""
     Image.init()
-    return tuple(f for f in Image.OPEN if f not in EXCLUDED_FORMATS)
+    rest = [f for f in Image.OPEN if f not in _COMMON_FORMATS]
+    return tuple(f for f in (*_COMMON_FORMATS, *rest) if f in Image.OPEN and f not in EXCLUDED_FORMATS)
 
 
 @contextlib.contextmanager

@@ -129,6 +129,7 @@ class ImageIndex:
         ids: Sequence[str] | None = None,
         fps: float = 1.0,
         on_error: OnError = "raise",
+        workers: int | None = 1,
     ) -> tuple[Failure, ...]:
         """Embed ``images`` and add them; returns the inputs that failed (``on_error="skip"``).
 
@@ -137,6 +138,8 @@ class ImageIndex:
         an index. A path with a video extension (see :mod:`imageprism._video`) adds
         its frames sampled at ``fps`` per second, with ids ``"<id>@<seconds>s"``
         (e.g. ``"clip.mp4@2.50s"``). Nothing is added if an error is raised.
+        ``workers``: processes embedding in parallel, as for
+        :meth:`ImagePrism.embed_batch <imageprism.ImagePrism.embed_batch>`.
         """
         if on_error not in ("raise", "skip"):
             raise InputError(f"on_error={on_error!r} is invalid; use 'raise' or 'skip'")
@@ -146,7 +149,7 @@ class ImageIndex:
             if len(ids) != len(items) or not all(isinstance(i, str) for i in ids):
                 raise InputError(f"ids must be {len(items)} strings, one per input; got {len(ids)} values")
         names = [self._default_id(item, i, ids) for i, item in enumerate(items)]
-        embedded = embed_inputs(self.prism, items, names, fps=fps, on_error=on_error)
+        embedded = embed_inputs(self.prism, items, names, fps=fps, on_error=on_error, workers=workers)
         present = [(e, embedded.labels[j]) for j, e in enumerate(embedded.embeddings) if e is not None]
         self.add_embeddings([e for e, _ in present], ids=[label for _, label in present])
         return tuple(dataclasses.replace(f, index=embedded.origins[f.index]) for f in embedded.failures)

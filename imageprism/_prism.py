@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 import os
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
@@ -28,12 +30,14 @@ from imageprism._image import (
 from imageprism._keep import Keep, dedup_in_order, keep_order
 from imageprism._profiles import ProfileSpec, load_profile, normalize_weights
 from imageprism._results import BatchEmbedding, CompareResult, Failure
+from imageprism._resume import resumed_chunks
 from imageprism._runtime import ModelRuntime, prefetch, progress_bar
 from imageprism._search.ann import Exact, check_exact
 from imageprism._search.components import DEFAULT_MAX_HOPS, Linkage, check_linkage
 from imageprism._types import Dimension, OnError, Profile
 from imageprism._types import EmbeddingDict as Embeddings
 from imageprism._video import VideoDedup, dedup_video
+from imageprism._workers import TASK_SIZE, ChunkResult, check_workers, parallel_chunks
 from imageprism.dimensions import DimensionPlugin, Registry, known_names, parse_dimension, plugin_class
 from imageprism.errors import ConfigError, ImageLoadError, InputError
 
@@ -198,7 +202,12 @@ class ImagePrism:
         return self._embed_sources([self._open(image)])[0]
 
     def embed_batch(
-        self, images: Iterable[ImageInput], *, on_error: OnError = "raise", progress: bool | None = None
+        self,
+        images: Iterable[ImageInput],
+        *,
+        on_error: OnError = "raise",
+        progress: bool | None = None,
+        workers: int | None = 1,
     ) -> BatchEmbedding:
         """Embed many images in batches; decoding of the next batch overlaps inference of this one.
 
@@ -206,21 +215,28 @@ class ImagePrism:
         ``failures`` and their slot in ``embeddings`` is ``None``; every input is
         accounted for. With ``"raise"`` (default) the first bad input raises.
         ``progress``: a progress bar on stderr (``None``: only for long runs on a terminal).
+        ``workers``: processes decoding and embedding paths and bytes in parallel
+        (``None``: every core; ``1``: this process only). Results are identical and in
+        input order either way; each worker loads its own models. With a
+        :class:`~imageprism.PersistentCache`, files unchanged since a previous run
+        (path, size, modification time, inode) are answered without decoding.
         """
         if on_error not in ("raise", "skip"):
             raise InputError(f"on_error={on_error!r} is invalid; use 'raise' or 'skip'")
+        workers = check_workers(workers)
         items = list(images)
         embeddings: list[Embeddings | None] = [None] * len(items)
         failures: list[Failure] = []
         with progress_bar(len(items), progress=progress, description="embedding") as bar:
-            for chunk in self._decoded_chunks(items):
-                ok = [(i, src) for i, src in chunk if isinstance(src, SourceImage)]
-                for failure in (f for _, f in chunk if isinstance(f, Failure)):
-                    if on_error == "raise":
-                        raise failure.error
-                    failures.append(failure)
-                for (i, _), emb in zip(ok, self._embed_sources([src for _, src in ok])):
-                    embeddings[i] = emb
+            tokens = {name: plugin.cache_token for name, plugin in self._plugins.items()}
+            for chunk in resumed_chunks(self.cache, tokens, items, lambda todo: self._embedded_chunks(todo, workers)):
+                for i, outcome in chunk:
+                    if isinstance(outcome, Failure):
+                        if on_error == "raise":
+                            raise outcome.error
+                        failures.append(outcome)
+                    else:
+                        embeddings[i] = outcome[0]
                 bar.update(len(chunk))
         return BatchEmbedding(tuple(embeddings), tuple(failures))
 
@@ -237,6 +253,7 @@ class ImagePrism:
         on_error: OnError = "raise",
         progress: bool | None = None,
         exact: Exact = True,
+        workers: int | None = 1,
     ) -> DedupResult:
         """Group near-duplicate images; one representative per group.
 
@@ -261,6 +278,7 @@ class ImagePrism:
         dimensions (semantic, instance, style) in an approximate index: every grouped image
         still reaches ``threshold`` with its representative, but a few matches may be missed
         (measured recall in the README). The connected linkage always searches exactly.
+        ``workers``: as for :meth:`embed_batch`.
 
         >>> import numpy as np
         >>> rng = np.random.default_rng(0)
@@ -276,7 +294,7 @@ class ImagePrism:
         exact = check_exact(exact)
         items = list(images)
         order = keep_order(items, keep)  # before the embedding too: a bad keep fails at once
-        batch = self.embed_batch(items, on_error=on_error, progress=progress)
+        batch = self.embed_batch(items, on_error=on_error, progress=progress, workers=workers)
         if keep != "first":
             return dedup_in_order(
                 self, batch.embeddings, batch.failures, order, threshold, progress=progress,
@@ -322,26 +340,68 @@ class ImagePrism:
             linkage=linkage, max_hops=max_hops, exact=exact,
         )
 
-    def _decoded_chunks(self, items: Sequence[Any]) -> Iterator[list[tuple[int, SourceImage | Failure]]]:
-        """Chunks of opened-and-decoded inputs; the next chunk decodes in a worker thread.
+    def _embedded_chunks(self, items: Sequence[Any], workers: int) -> Iterator[ChunkResult]:
+        """Chunks of embedded inputs in order: here (decoding one chunk ahead in a thread) or on workers.
 
-        A single chunk decodes inline: there is nothing to overlap it with.
+        Results computed by worker processes are filed in this process's cache.
         """
+        if workers > 1 and len(items) > TASK_SIZE:
+            for chunk in parallel_chunks(self._worker_recipe(), items, workers, self._embed_chunk):
+                for _, outcome in chunk:
+                    if not isinstance(outcome, Failure):
+                        self._file(*outcome)
+                yield chunk
+            return
         starts = range(0, len(items), self.batch_size)
-        chunks = (self._decode_chunk(items, start) for start in starts)
-        return chunks if len(starts) <= 1 else prefetch(chunks)
+        decoded = (self._decode_chunk(items[start : start + self.batch_size], start) for start in starts)
+        for sources in decoded if len(starts) <= 1 else prefetch(decoded):  # one chunk: nothing to overlap
+            yield self._embed_decoded(sources)
+
+    def _worker_recipe(self) -> functools.partial[ImagePrism]:
+        """A picklable maker of an ``ImagePrism`` embedding like this one (settings only: no cache, no model)."""
+        return functools.partial(
+            _worker_prism, {name: plugin.config for name, plugin in self._plugins.items()},
+            {f.name: getattr(self.runtime, f.name) for f in dataclasses.fields(self.runtime) if f.init},
+            self.registry, {"max_pixels": self.max_pixels, "max_bytes": self.max_bytes, "batch_size": self.batch_size},
+        )
+
+    def _embed_chunk(self, items: Sequence[Any], start: int) -> ChunkResult:
+        """Open, decode and embed ``items`` (inputs ``start``, ``start + 1``, ...), in batches."""
+        out: ChunkResult = []
+        for s in range(0, len(items), self.batch_size):
+            out += self._embed_decoded(self._decode_chunk(items[s : s + self.batch_size], start + s))
+        return out
 
     def _decode_chunk(self, items: Sequence[Any], start: int) -> list[tuple[int, SourceImage | Failure]]:
+        """Open and decode ``items`` (inputs ``start``, ``start + 1``, ...); failures in their place."""
         chunk: list[tuple[int, SourceImage | Failure]] = []
-        for i in range(start, min(start + self.batch_size, len(items))):
+        for i, item in enumerate(items, start):
             try:
-                source = self._open(items[i])
+                source = self._open(item)
                 for plugin in self._plugins.values():
                     source.pixels(plugin.image_request)
                 chunk.append((i, source))
             except ImageLoadError as exc:
-                chunk.append((i, Failure(i, describe_input(items[i]), exc)))
+                chunk.append((i, Failure(i, describe_input(item), exc)))
         return chunk
+
+    def _embed_decoded(self, chunk: list[tuple[int, SourceImage | Failure]]) -> ChunkResult:
+        """Embeddings and pixel keys of the decoded inputs of a chunk; failures kept in place."""
+        ok = [src for _, src in chunk if isinstance(src, SourceImage)]
+        embedded = iter(self._embed_sources(ok))
+        out: ChunkResult = []
+        for i, src in chunk:
+            if isinstance(src, Failure):
+                out.append((i, src))
+            else:
+                keys = {name: src.pixels(plugin.image_request).key for name, plugin in self._plugins.items()}
+                out.append((i, (next(embedded), keys)))
+        return out
+
+    def _file(self, embeddings: Embeddings, keys: Mapping[str, str]) -> None:
+        """Keep embeddings computed elsewhere in the cache, under their pixel keys (in place)."""
+        for name, plugin in self._plugins.items():
+            embeddings[name] = self.cache.put((keys[name], plugin.cache_token), embeddings[name])
 
     def _open(self, image: ImageInput) -> SourceImage:
         return open_image(image, max_pixels=self.max_pixels, max_bytes=self.max_bytes)
@@ -373,6 +433,20 @@ class ImagePrism:
                 for i in todo[key]:
                     results[i][name] = embedding
         return results
+
+
+def _worker_prism(
+    configs: Mapping[str, object], runtime: Mapping[str, Any], registry: Registry, limits: Mapping[str, int]
+) -> ImagePrism:
+    """The ``ImagePrism`` of a worker process (see ``ImagePrism._worker_recipe``); it caches nothing.
+
+    ``limits``: ``max_pixels``, ``max_bytes`` and ``batch_size``, as the caller's.
+    """
+    return ImagePrism(
+        weights={name: 1.0 for name in configs}, config=dict(configs), runtime=ModelRuntime(**runtime),
+        registry=registry, cache=EmbeddingCache(max_entries=0), max_pixels=limits["max_pixels"],
+        max_bytes=limits["max_bytes"], batch_size=limits["batch_size"],
+    )
 
 
 def build_plugins(

@@ -57,7 +57,9 @@ class Embedder(Protocol):
     @property
     def plugins(self) -> Mapping[str, DimensionPlugin]: ...
 
-    def embed_batch(self, images: Sequence[Any], *, on_error: OnError = ..., progress: bool | None = ...) -> BatchEmbedding: ...
+    def embed_batch(
+        self, images: Sequence[Any], *, on_error: OnError = ..., progress: bool | None = ..., workers: int | None = ...
+    ) -> BatchEmbedding: ...
 
 __all__ = [
     "VIDEO_EXTENSIONS",
@@ -76,6 +78,8 @@ __all__ = [
 CHUNK = 64
 #: pixels of decoded frames held at once while streaming (about 96 MB of RGB); a larger frame goes alone
 CHUNK_PIXELS = 32_000_000
+#: image inputs (paths, bytes...) embedded per call: large enough to keep every worker busy
+PATH_CHUNK = 4096
 
 #: file extensions read as video (lower case, with the dot)
 VIDEO_EXTENSIONS: tuple[str, ...] = (
@@ -242,12 +246,13 @@ def embed_inputs(
     *,
     fps: float,
     on_error: OnError = "raise",
+    workers: int | None = 1,
 ) -> EmbeddedInputs:
     """Embed ``items`` with ``prism``, expanding video paths (:func:`is_video`) into frames.
 
     ``names[i]`` labels input ``i``. Frames are decoded and embedded ``CHUNK`` at a
     time. With ``on_error="skip"``, unreadable inputs and videos become failed
-    entries; with ``"raise"`` the first one raises.
+    entries; with ``"raise"`` the first one raises. ``workers``: as for ``embed_batch``.
     """
     fps = check_fps(fps)
     labels: list[str] = []
@@ -256,28 +261,30 @@ def embed_inputs(
     embeddings: list[Embeddings | None] = []
     failures: list[Failure] = []
     chunk: list[Any] = []
-    held = 0  # pixels of the decoded frames in ``chunk``
+    held = frames = 0  # pixels and number of the decoded frames in ``chunk``
 
     def flush() -> None:
-        nonlocal held
-        held = 0
+        nonlocal held, frames
+        held = frames = 0
         if not chunk:
             return
         start = len(embeddings) - len(chunk)
-        batch = prism.embed_batch(chunk, on_error=on_error, progress=False)
+        batch = prism.embed_batch(chunk, on_error=on_error, progress=False, workers=workers)
         embeddings[start:] = batch.embeddings
         failures.extend(dataclasses.replace(f, index=start + f.index) for f in batch.failures)
         chunk.clear()
 
     def entry(i: int, label: str, time: float | None, item: Any, pixels: int = 0) -> None:
-        nonlocal held
+        nonlocal held, frames
         labels.append(label)
         origins.append(i)
         times.append(time)
         embeddings.append(None)
         chunk.append(item)
         held += pixels
-        if len(chunk) >= CHUNK or held >= CHUNK_PIXELS:
+        frames += time is not None
+        # decoded frames are held in memory (CHUNK of them, CHUNK_PIXELS at most); paths are cheap and feed the workers
+        if len(chunk) >= PATH_CHUNK or frames >= CHUNK or held >= CHUNK_PIXELS:
             flush()
 
     for i, (item, name) in enumerate(zip(items, names)):
@@ -315,12 +322,13 @@ def dedup_inputs(
     progress: bool | None = None,
     linkage: Linkage = "representative",
     max_hops: int | None = DEFAULT_MAX_HOPS,
+    workers: int | None = 1,
 ) -> tuple[EmbeddedInputs, DedupResult]:
     """:meth:`ImagePrism.dedup <imageprism.ImagePrism.dedup>` over images and the sampled frames of
     videos together; the result's indices refer to the entries of the returned
     :class:`EmbeddedInputs` (frames are inputs labelled ``"clip.mp4@12.50s"``)."""
     names = [os.fspath(x) if isinstance(x, (str, os.PathLike)) else describe_input(x) for x in items]
-    embedded = embed_inputs(prism, items, names, fps=fps, on_error=on_error)
+    embedded = embed_inputs(prism, items, names, fps=fps, on_error=on_error, workers=workers)
     threshold = default_threshold(prism.blend, prism.plugins) if threshold is None else threshold
     result = dedup_embeddings(
         list(embedded.embeddings), plugins=prism.plugins, blend=prism.blend,

@@ -286,3 +286,14 @@ def test_hash_variants_match_brute_force_and_the_plugin(threshold: float) -> Non
         if plugin.bit_variants == 16 and len(plugin.config.algorithms) == 3:
             a, b = rng.integers(0, 1500, 300), rng.integers(0, 1500, 300)
             assert col.pair_scores(a, b).tolist() == [plugin.score(codes[i], codes[j]) for i, j in zip(a, b)]
+
+
+@pytest.mark.parametrize("block_size", [7, 64])
+def test_hash_variants_across_small_blocks_match_brute_force(block_size: int) -> None:
+    """Matches found ahead (a later input's variant near a representative's whole image) wait for their block."""
+    rng = np.random.default_rng(5)
+    codes = variant_codes(rng, 400)
+    col = DedupColumn("hash", "bit_variants", codes, bits_per_row=64, variants=16)
+    fast = greedy_labels([col], 0.9, block_size=block_size)
+    np.testing.assert_array_equal(fast, labels_brute_force([col], 0.9))
+    assert 1 < len(np.unique(fast)) < 400

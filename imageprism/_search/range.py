@@ -287,38 +287,79 @@ class _VariantsFinder(Finder):
     """Exact candidates for best-alignment scores over variant groups (kind ``bit_variants``).
 
     ``score >= t`` needs, for some ``v``, group ``v`` of one input within ``D`` bits of
-    group 0 of the other. Two multi-index tables over the representatives' groups:
-    ``whole`` holds group 0 and is searched with every group of the queries; ``every``
-    holds all groups and is searched with the queries' group 0. ``codes`` has one
-    row per (input, group): row ``i * V + v``.
+    group 0 of the other. ``codes`` has one row per (input, group): row ``i * V + v``.
+    One multi-index table holds all groups of *every* input, built once; each input's
+    group 0 is searched in it once (cost per input independent of ``V``). A hit on an
+    earlier representative is a candidate at once; a hit inside the block serves
+    :meth:`within`; a hit on a later input waits in ``pending``, if the query becomes a
+    representative, until that input's block is queried. Hits on earlier inputs that
+    are not representatives are dropped (a large cluster of near copies still costs
+    its size per member: the price of a static table).
+
+    (The earlier design searched group 0 of the representatives with all ``V`` groups
+    of each query and scanned each block densely: the superlinear part of dedup.)
     """
 
     def __init__(self, codes: np.ndarray, max_distance: int, variants: int) -> None:
         self.variants = variants
-        self.every = _BitsFinder(codes, max_distance, expected=len(codes))
-        self.whole = self.every.empty_like()
+        self.table = _BitsFinder(codes, max_distance, expected=2 * len(codes))
+        self.table.add(np.arange(len(codes), dtype=np.int64))
+        self.is_rep = np.zeros(len(codes) // variants, bool)
+        self.pending: tuple[np.ndarray, np.ndarray] = (np.empty(0, np.int64), np.empty(0, np.int64))
+        self.done = -1  # the largest input queried so far: hits on it or before are stale
+        self.found: dict[int, np.ndarray] = {}  # input -> inputs with a variant near its group 0 (last block)
+
+    def _hits(self, ids: np.ndarray) -> dict[int, np.ndarray]:
+        """Input -> the other inputs with a variant within range of its whole image (memoised per block)."""
+        missing = np.array([i for i in ids.tolist() if i not in self.found], np.int64)
+        if len(missing):
+            q, r = self.table.query(missing * self.variants)
+            y = r // self.variants
+            order = np.lexsort((y, q))
+            q, y = q[order], y[order]
+            keep = np.r_[True, (q[1:] != q[:-1]) | (y[1:] != y[:-1])] & (y != missing[q])
+            q, y = q[keep], y[keep]
+            cuts = np.searchsorted(q, np.arange(len(missing) + 1))
+            for k, x in enumerate(missing.tolist()):
+                self.found[x] = y[cuts[k] : cuts[k + 1]]
+        return {i: self.found[i] for i in ids.tolist()}
 
     def add(self, ids: np.ndarray) -> None:
-        self.whole.add(ids * self.variants)
-        self.every.add((ids[:, None] * self.variants + np.arange(self.variants)).ravel())
+        self.is_rep[ids] = True
+        later = [(y[y > self.done], x) for x, y in self._hits(ids).items()]
+        targets = np.concatenate([self.pending[0], *(t for t, _ in later)])
+        reps = np.concatenate([self.pending[1], *(np.full(len(t), x, np.int64) for t, x in later)])
+        self.pending = (targets, reps)
 
     def query(self, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        v = self.variants
-        q1, r1 = self.every.query(ids * v)
-        q2, r2 = self.whole.query((ids[:, None] * v + np.arange(v)).ravel())
-        return union_pairs([(q1, r1 // v), (q2 // v, r2 // v)], int(ids.max(initial=0)) + 1)
+        self.done = max(self.done, int(ids.max(initial=-1)))
+        self.found = {}
+        back_q, back_r = [], []
+        for k, ys in enumerate(self._hits(ids).values()):
+            ys = ys[self.is_rep[ys]]
+            back_q.append(np.full(len(ys), k, np.int64))
+            back_r.append(ys)
+        targets, reps = self.pending
+        position = {x: k for k, x in enumerate(ids.tolist())}
+        hit = np.array([t in position for t in targets.tolist()], bool)
+        ahead = (np.array([position[t] for t in targets[hit].tolist()], np.int64), reps[hit])
+        live = ~hit & (targets > self.done)
+        self.pending = (targets[live], reps[live])
+        back = (np.concatenate(back_q or [np.empty(0, np.int64)]), np.concatenate(back_r or [np.empty(0, np.int64)]))
+        return union_pairs([back, ahead], len(self.is_rep))
 
     def within(self, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        v = self.variants
-        whole = self.every.words[ids * v]  # (B, words)
-        groups = self.every.words[(ids[:, None] * v + np.arange(v)).ravel()]  # (B * V, words)
-        x, e = _scan(whole, groups, self.every._close)  # group 0 of x against any group of y
-        y = e // v
-        close = np.zeros((len(ids), len(ids)), bool)
-        close[x, y] = True
-        close |= close.T
-        i, j = np.nonzero(np.triu(close, k=1))
-        return i.astype(np.int64), j.astype(np.int64)
+        position = {x: k for k, x in enumerate(ids.tolist())}
+        pairs = set()
+        for x, ys in self._hits(ids).items():
+            for y in ys.tolist():
+                if y in position:
+                    a, b = position[x], position[y]
+                    pairs.add((a, b) if a < b else (b, a))
+        if not pairs:
+            return np.empty(0, np.int64), np.empty(0, np.int64)
+        i, j = np.array(sorted(pairs), np.int64).T
+        return i, j
 
 
 def _chunk_keys(codes: np.ndarray, chunks: int, bits: int) -> np.ndarray:

@@ -44,6 +44,14 @@ def add_selection_flags(parser: argparse.ArgumentParser) -> None:
     add_limit_flags(parser)
 
 
+def add_workers_flag(parser: argparse.ArgumentParser) -> None:
+    """``--workers N``: processes decoding and embedding images (default: every core)."""
+    parser.add_argument(
+        "--workers", type=_positive_int, default=None, metavar="N",
+        help="processes decoding and embedding images in parallel (default: every core; 1: no extra process)",
+    )
+
+
 def add_cache_flag(parser: argparse.ArgumentParser) -> None:
     """``--cache [SQLITE]``: a persistent embedding cache."""
     parser.add_argument(

@@ -33,6 +33,7 @@ from imageprism._search.components import DEFAULT_MAX_HOPS, LINKAGES
 from imageprism._video import dedup_inputs, is_video, write_frames
 from imageprism.cli._common import (
     add_selection_flags,
+    add_workers_flag,
     check_output_files,
     cli_message,
     plural,
@@ -55,6 +56,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="score from 0 to 1 at which two images are duplicates (default: the profile's, else 0.9 for hash)",
     )
     add_selection_flags(parser)
+    add_workers_flag(parser)
     parser.add_argument(
         "--keep", choices=KEEP_POLICIES, default="largest",
         help="which copy of a group is kept as its representative: largest (most pixels, then largest "
@@ -107,12 +109,14 @@ def run(args: argparse.Namespace) -> int:
     prism = prism_from_args(args)
     threshold = check_threshold(default_threshold(prism.blend, prism.plugins) if args.threshold is None else args.threshold)
     if videos:
-        embedded, result = dedup_inputs(prism, files, threshold, fps=args.fps, linkage=args.linkage, max_hops=max_hops)
+        embedded, result = dedup_inputs(
+            prism, files, threshold, fps=args.fps, linkage=args.linkage, max_hops=max_hops, workers=args.workers
+        )
         inputs, files, embeddings, keep = files, list(embedded.labels), embedded.embeddings, "first"
     else:
         keep = args.keep
         order = keep_order(files, keep)
-        batch = prism.embed_batch(files, on_error="skip")
+        batch = prism.embed_batch(files, on_error="skip", workers=args.workers)
         result = dedup_in_order(
             prism, batch.embeddings, batch.failures, order, threshold, linkage=args.linkage, max_hops=max_hops
         )

@@ -11,6 +11,7 @@ import sys
 
 from imageprism.cli._common import (
     add_selection_flags,
+    add_workers_flag,
     cli_message,
     prism_from_args,
     write_json,
@@ -26,6 +27,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("images", nargs="+", metavar="IMAGE", help="image files or folders (walked recursively)")
     add_selection_flags(parser)
+    add_workers_flag(parser)
     parser.add_argument("--json", action="store_true", help="print JSON (hashes as hex, vectors as lists; failures with their error)")
     parser.set_defaults(func=run)
 
@@ -33,7 +35,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     files = image_files(args.images)
     prism = prism_from_args(args)
-    batch = prism.embed_batch(files, on_error="skip")
+    batch = prism.embed_batch(files, on_error="skip", workers=args.workers)
     errors = {f.index: cli_message(str(f.error)) for f in batch.failures}
     records: list[dict[str, object]] = []
     for i, (path, embedding) in enumerate(zip(files, batch.embeddings)):

@@ -14,6 +14,7 @@ from imageprism.cli._common import (
     add_cache_flag,
     add_limit_flags,
     add_selection_flags,
+    add_workers_flag,
     apply_limits,
     prism_from_args,
     prism_with_cache,
@@ -36,6 +37,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     build.add_argument("--out", required=True, metavar="INDEX", help="directory to write the index to")
     build.add_argument("--force", action="store_true", help="replace an index already at --out")
     add_selection_flags(build)
+    add_workers_flag(build)
     _add_fps(build)
     build.set_defaults(func=run_build)
 
@@ -51,6 +53,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="leave files already in the index alone (e.g. re-adding a folder that grew) instead of failing",
     )
     add_cache_flag(add)
+    add_workers_flag(add)
     _add_fps(add)
     add_limit_flags(add)
     add.set_defaults(func=run_add)
@@ -71,7 +74,7 @@ def run_build(args: argparse.Namespace) -> int:
             "or pass --force to replace it"
         )
     index = ImageIndex(prism_from_args(args))
-    failures = index.add(image_files(args.paths), fps=args.fps, on_error="skip")
+    failures = index.add(image_files(args.paths), fps=args.fps, on_error="skip", workers=args.workers)
     index.save(out)
     return _report(failures, f"indexed {len(index)} items into {args.out}", "index build")
 
@@ -83,7 +86,7 @@ def run_add(args: argparse.Namespace) -> int:
     files = image_files(args.paths)
     if args.skip_existing:
         files = [f for f in files if f not in index and frame_label(f, 0.0) not in index]
-    failures = index.add(files, fps=args.fps, on_error="skip")
+    failures = index.add(files, fps=args.fps, on_error="skip", workers=args.workers)
     index.save(args.index)
     return _report(failures, f"added {len(index) - before} items to {args.index} ({len(index)} in all)", "index add")
 

@@ -182,7 +182,8 @@ class ArrowEmbedder:
                 except (OSError, ValueError):
                     pass  # the load fails below with a message naming the path
         # the decode-and-embed path of ImagePrism.embed_batch (prefetching decoder, cache by pixels)
-        for chunk in prism._decoded_chunks(items):
+        size = prism.batch_size
+        for chunk in (prism._decode_chunk(items[s : s + size], s) for s in range(0, n, size)):
             ok: list[tuple[int, SourceImage]] = []
             for i, src in chunk:
                 if isinstance(src, Failure):

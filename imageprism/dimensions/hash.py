@@ -280,7 +280,7 @@ class HashConfig:
         """The flips and rotations of the whole image hashed, ``"identity"`` first."""
         return GEOMETRIES[self.geometry]
 
-    @property
+    @functools.cached_property  # a frozen config: computed once (to_hex runs per embedding)
     def variants(self) -> tuple[HashVariant, ...]:
         """The window and orientation of each row group; ``HashVariant(1.0, "identity")`` first.
 
@@ -307,7 +307,7 @@ class HashConfig:
         """Row groups per embedding (``len(variants)``)."""
         return len(self.variants)
 
-    @property
+    @functools.cached_property
     def row_labels(self) -> tuple[str, ...]:
         """One label per embedding row: ``"phash"``, ``"phash/mirror"``, ``"dhash/rot90/crop0.5"``,
         ``"ahash/rotate-4"``, ``"phash/crop0.7/shift-0.1,+0"``... (see :attr:`HashVariant.label`)"""
@@ -362,9 +362,9 @@ class HashConfig:
 
 def _bits_to_bytes(row: np.ndarray, nbits: int) -> bytes:
     """Big-endian bytes of the first ``nbits`` bits of a packed row, right-aligned."""
-    bits = np.unpackbits(row)[:nbits]
-    pad = (-nbits) % 8
-    return np.packbits(np.concatenate([np.zeros(pad, np.uint8), bits])).tobytes()
+    if nbits == 8 * row.size:  # whole bytes (the usual 8 x 8 hash): no shift, no per-bit pass
+        return row.tobytes()
+    return np.packbits(np.concatenate([np.zeros((-nbits) % 8, np.uint8), np.unpackbits(row)[:nbits]])).tobytes()
 
 
 # -- the exact path: imagehash's own resizes ------------------------------------------

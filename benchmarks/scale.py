@@ -1,0 +1,263 @@
+"""A million images on one machine (issue 15): throughput on all cores, re-runs, a folder job, dedup at scale.
+
+Images are generated here from the shared dev photos (random crops of 50-100% per side,
+mirror images, 0.1-0.5 MP, JPEG quality 60-95, and one image in ten pure noise), in
+``--work`` (default ``/tmp/imageprism-scale``; never committed). Every table is one run,
+side by side, with the load average before and after (the machine may be shared: the
+single- vs multi-worker ratio of the same run is the number to read).
+
+1. ``throughput``: images/s from JPEG paths: bare reduced-size decode (PIL ``draft`` to the
+   hash's request, ``load``, gray; the floor), imgdd's folder API (dHash only, Rust/rayon,
+   all cores), ``ImagePrism().embed_batch(paths, workers=k)`` for 1 and every core, the
+   same on a thread pool (threads instead of processes), and the CLI
+   ``imageprism embed DIR --json --workers k``.
+2. ``rerun``: ``embed_batch`` with a fresh ``PersistentCache`` over ``--rerun-files`` files,
+   then again over the unchanged folder (file-identity layer), and the cost of reading and
+   hashing every file's bytes (what a content digest would add).
+3. ``folder``: ``imageprism embed DIR --cache C --workers all --json > /dev/null`` over
+   ``--folder-files`` images: wall time, images/s, peak RSS; then the same job killed at
+   half way (SIGKILL) and resumed.
+4. ``dedup``: ``greedy_labels`` on synthetic clustered codes shaped like the default robust
+   hash (26 variants x 3 x 64 bits), brute force where it finishes.
+
+Run:  PYTHONPATH=. python benchmarks/scale.py [--only throughput,rerun,folder,dedup]
+          [--images 1000] [--rerun-files 10000] [--folder-files 100000] [--dedup-sizes 10000,100000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import os
+import resource
+import shutil
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageOps
+
+from imageprism import ImagePrism, PersistentCache
+from imageprism._dedup import DedupColumn, greedy_labels, labels_brute_force
+from imageprism._workers import available_cores
+
+HERE = Path(__file__).resolve().parent
+DEV = HERE.parent.parent / "shared" / "data" / "dev-images"
+
+
+def load() -> str:
+    return f"{os.getloadavg()[0]:.1f}"
+
+
+def generate(folder: Path, count: int, seed: int = 0) -> list[Path]:
+    """``count`` small JPEGs (kept between runs: generated once per folder and count)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = [folder / f"{i:07d}.jpg" for i in range(count)]
+    if all(p.exists() for p in paths[-3:]) and len(list(folder.iterdir())) >= count:
+        return paths
+    rng = np.random.default_rng(seed)
+    photos = []
+    for p in sorted(DEV.iterdir()):
+        if p.suffix.lower() in (".png", ".jpg"):
+            with Image.open(p) as im:
+                photos.append(im.convert("RGB"))
+    for i, path in enumerate(paths):
+        if path.exists():
+            continue
+        if i % 10 == 9:
+            side = int(rng.integers(300, 600))
+            image = Image.fromarray(rng.integers(0, 256, (side * 3 // 4, side, 3), dtype=np.uint8))
+        else:
+            photo = photos[i % len(photos)]
+            w, h = photo.size
+            cw, ch = int(w * rng.uniform(0.5, 1)), int(h * rng.uniform(0.5, 1))
+            x, y = int(rng.integers(0, w - cw + 1)), int(rng.integers(0, h - ch + 1))
+            scale = (rng.uniform(0.1, 0.5) * 1e6 / (cw * ch)) ** 0.5
+            image = photo.crop((x, y, x + cw, y + ch)).resize((max(8, int(cw * scale)), max(8, int(ch * scale))))
+            if rng.random() < 0.5:
+                image = ImageOps.mirror(image)
+        image.save(path, quality=int(rng.integers(60, 96)))
+    return paths
+
+
+def bare_decode(paths: list[Path]) -> None:
+    request = ImagePrism().plugins["hash"].image_request
+    side = request.min_side or 1
+    for p in paths:
+        with Image.open(p) as im:
+            scale = side / min(im.size)
+            if scale < 1:
+                im.draft("L", (int(im.size[0] * scale + 0.999), int(im.size[1] * scale + 0.999)))
+            im.convert("L")
+
+
+def threads_embed(paths: list[Path], workers: int) -> None:
+    prism = ImagePrism()
+    chunks = [paths[i : i + 64] for i in range(0, len(paths), 64)]
+    with ThreadPoolExecutor(workers) as pool:
+        list(pool.map(lambda c: prism._embed_chunk(c, 0), chunks))
+
+
+def timed(run: object) -> float:
+    start = time.perf_counter()
+    run()  # type: ignore[operator]
+    return time.perf_counter() - start
+
+
+def cli(args: list[str], **kw: object) -> subprocess.Popen[bytes]:
+    env = dict(os.environ, PYTHONPATH=str(HERE.parent))
+    return subprocess.Popen([sys.executable, "-m", "imageprism", *args], env=env,
+                            stdout=subprocess.DEVNULL, **kw)  # type: ignore[call-overload]
+
+
+def throughput(work: Path, count: int) -> None:
+    folder = work / f"jpegs-{count}"
+    paths = generate(folder, count)
+    cores = available_cores()
+    import imgdd
+
+    rows = [
+        ("bare reduced-size decode, 1 thread (floor)", lambda: bare_decode(paths)),
+        (f"imgdd.hash(folder), dHash only, Rust, {cores} cores", lambda: imgdd.hash(str(folder))),
+        ("embed_batch, default robust hash, workers=1", lambda: ImagePrism().embed_batch(paths, workers=1)),
+        (f"embed_batch, default robust hash, workers={cores}", lambda: ImagePrism().embed_batch(paths, workers=cores)),
+        (f"same chunks on {cores} threads (not processes)", lambda: threads_embed(paths, cores)),
+        ("CLI embed DIR --json --workers 1", lambda: cli(["embed", str(folder), "--json", "--workers", "1"]).wait()),
+        (f"CLI embed DIR --json --workers {cores}", lambda: cli(["embed", str(folder), "--json", "--workers", str(cores)]).wait()),
+    ]
+    print(f"\n## throughput: {count} JPEGs (0.1-0.5 MP), {cores} cores, load {load()}")
+    print("| pipeline | s | images/s | x single-worker embed_batch |")
+    print("|---|---|---|---|")
+    results = {}
+    for name, run in rows:
+        results[name] = timed(run)
+    single = results["embed_batch, default robust hash, workers=1"]
+    for name, seconds in results.items():
+        print(f"| {name} | {seconds:.2f} | {count / seconds:.0f} | {single / seconds:.2f}x |")
+    floor = results["bare reduced-size decode, 1 thread (floor)"]
+    print(f"\nsingle worker / bare decode: {single / floor:.2f}x; load after: {load()}")
+
+
+def rerun(work: Path, count: int) -> None:
+    paths = generate(work / f"jpegs-{count}", count)
+    db = work / f"rerun-{count}.sqlite3"
+    for suffix in ("", "-wal", "-shm"):
+        Path(f"{db}{suffix}").unlink(missing_ok=True)
+    cores = available_cores()
+    first = timed(lambda: ImagePrism(cache=PersistentCache(db)).embed_batch(paths, workers=cores))
+    second = timed(lambda: ImagePrism(cache=PersistentCache(db)).embed_batch(paths, workers=cores))
+    digest = timed(lambda: [hashlib.blake2b(p.read_bytes(), digest_size=16).digest() for p in paths])
+    print(f"\n## rerun: {count} files, workers={cores}, load {load()}")
+    print("| run | s | share of the first run |")
+    print("|---|---|---|")
+    print(f"| first run (fresh PersistentCache) | {first:.2f} | 100% |")
+    print(f"| re-run, unchanged folder | {second:.2f} | {100 * second / first:.1f}% |")
+    print(f"| reading + BLAKE2b of every file (a content digest's cost) | {digest:.2f} | {100 * digest / first:.1f}% |")
+
+
+def folder_job(work: Path, count: int) -> None:
+    folder = work / f"jpegs-{count}"
+    start = time.perf_counter()
+    generate(folder, count)
+    made = time.perf_counter() - start
+    db = work / f"folder-{count}.sqlite3"
+    cores = available_cores()
+    for suffix in ("", "-wal", "-shm"):
+        Path(f"{db}{suffix}").unlink(missing_ok=True)
+    job = ["embed", str(folder), "--json", "--cache", str(db), "--workers", str(cores)]
+    print(f"\n## folder job: {count} generated images ({made:.0f} s to generate), workers={cores}, load {load()}")
+    print("| run | wall s | images/s | peak RSS of a process (MB) |")
+    print("|---|---|---|---|")
+    wall = timed(lambda: cli(job).wait())
+    peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+    print(f"| full job, fresh cache | {wall:.1f} | {count / wall:.0f} | {peak:.0f} |")
+    again = timed(lambda: cli(job).wait())
+    print(f"| same job again (nothing changed) | {again:.1f} | {count / again:.0f} | |")
+    for suffix in ("", "-wal", "-shm"):
+        Path(f"{db}{suffix}").unlink(missing_ok=True)
+    start = time.perf_counter()
+    child = cli(job)
+    done = 0
+    while child.poll() is None:
+        time.sleep(0.5)
+        try:
+            with sqlite3.connect(db, timeout=1) as conn:
+                done = conn.execute("SELECT COUNT(DISTINCT path) FROM files").fetchone()[0]
+        except sqlite3.Error:
+            continue
+        if done >= count // 2:
+            child.send_signal(signal.SIGKILL)
+            break
+    child.wait()
+    killed = time.perf_counter() - start
+    resumed = timed(lambda: cli(job).wait())
+    print(f"| killed at {done} files (SIGKILL) | {killed:.1f} | | |")
+    print(f"| resumed to the end | {resumed:.1f} | {(count - done) / resumed:.0f} (new files) | |")
+    print(f"| killed + resumed, total | {killed + resumed:.1f} | {count / (killed + resumed):.0f} | |")
+    print(f"load after: {load()}")
+
+
+def variant_codes(n: int, variants: int = 26, seed: int = 0) -> np.ndarray:
+    """90% random codes; 10% near copies (0-6 flipped bits per row) of an earlier item, some mirrored."""
+    rng = np.random.default_rng(seed)
+    codes = rng.integers(0, 256, (n, variants, 3, 8), dtype=np.uint8)
+    copies = np.flatnonzero(rng.random(n) < 0.1)
+    copies = copies[copies > 0]
+    sources = (rng.random(len(copies)) * copies).astype(np.int64)
+    codes[copies] = codes[sources]
+    swap = copies[rng.random(len(copies)) < 0.3]  # a mirrored copy: its whole image is the source's mirror
+    codes[swap, 0], codes[swap, 1] = codes[swap, 1].copy(), codes[swap, 0].copy()
+    bits = np.unpackbits(codes[copies], axis=-1)
+    bits ^= rng.random(bits.shape) < 0.03
+    codes[copies] = np.packbits(bits, axis=-1)
+    return codes.reshape(n, variants * 3, 8)
+
+
+def dedup(sizes: list[int], brute_max: int) -> None:
+    print(f"\n## dedup of robust hashes (26 variants x 3 x 64 bits, threshold 0.9), load {load()}")
+    print("| n | greedy_labels s | per 1k items (ms) | brute force s | labels equal |")
+    print("|---|---|---|---|---|")
+    for n in sizes:
+        column = DedupColumn("hash", "bit_variants", variant_codes(n), bits_per_row=64, variants=26)
+        start = time.perf_counter()
+        labels = greedy_labels([column], 0.9)
+        seconds = time.perf_counter() - start
+        brute, equal = "-", "-"
+        if n <= brute_max:
+            start = time.perf_counter()
+            equal = "yes" if np.array_equal(labels, labels_brute_force([column], 0.9)) else "NO"
+            brute = f"{time.perf_counter() - start:.1f}"
+        print(f"| {n:,} | {seconds:.1f} | {1000 * seconds / n * 1000:.1f} | {brute} | {equal} |", flush=True)
+    print(f"load after: {load()}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--only", default="throughput,rerun,folder,dedup")
+    parser.add_argument("--work", type=Path, default=Path("/tmp/imageprism-scale"))
+    parser.add_argument("--images", type=int, default=1000)
+    parser.add_argument("--rerun-files", type=int, default=10_000)
+    parser.add_argument("--folder-files", type=int, default=100_000)
+    parser.add_argument("--dedup-sizes", default="2000,10000,20000,40000,100000")
+    parser.add_argument("--brute-max", type=int, default=2000)
+    args = parser.parse_args()
+    parts = args.only.split(",")
+    print(f"# benchmarks/scale.py: {available_cores()} cores, load {load()}, Python {sys.version.split()[0]}")
+    if "throughput" in parts:
+        throughput(args.work, args.images)
+    if "rerun" in parts:
+        rerun(args.work, args.rerun_files)
+    if "folder" in parts:
+        folder_job(args.work, args.folder_files)
+    if "dedup" in parts:
+        dedup([int(s) for s in args.dedup_sizes.split(",") if s], args.brute_max)
+    shutil.rmtree(args.work / "unused", ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,107 @@
+"""The file-identity table of a persistent cache: which pixel key a version of a file had.
+
+One row per (file path, dimension cache token): the file's size, modification time (ns)
+and inode when it was embedded, and the pixel key its embedding is filed under in the
+``embeddings`` table. A lookup answers only when every row still describes the file
+as it is now and its checksum holds; anything else is a miss (the file is decoded
+again and the rows rewritten). See :mod:`imageprism._resume` for how runs use it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import sqlite3
+from collections.abc import Mapping, Sequence
+
+__all__ = ["FILES_TABLE", "FileIdentity", "read_file_keys", "write_file_keys"]
+
+#: paths per lookup query (SQLite allows 32766 parameters; small enough to stay quick)
+_QUERY_PATHS = 500
+
+FILES_TABLE = (
+    "CREATE TABLE files (path TEXT NOT NULL, token TEXT NOT NULL, size INTEGER NOT NULL, "
+    "mtime_ns INTEGER NOT NULL, inode INTEGER NOT NULL, pixel_key TEXT NOT NULL, checksum BLOB NOT NULL, "
+    "PRIMARY KEY (path, token)) WITHOUT ROWID"
+)
+
+
+@dataclasses.dataclass(frozen=True)
+class FileIdentity:
+    """A version of a file: absolute path, size, modification time (ns) and inode."""
+
+    path: str
+    size: int
+    mtime_ns: int
+    inode: int
+
+
+def read_file_keys(
+    conn: sqlite3.Connection, identities: Sequence[FileIdentity], tokens: Sequence[str]
+) -> list[dict[str, str] | None]:
+    """Per file, token -> pixel key for its current version if every token has a valid row; else ``None``.
+
+    One query per :data:`_QUERY_PATHS` files.
+    """
+    rows: dict[str, list[tuple[object, ...]]] = {}
+    paths = list(dict.fromkeys(identity.path for identity in identities))
+    for s in range(0, len(paths), _QUERY_PATHS):
+        part = paths[s : s + _QUERY_PATHS]
+        marks = ",".join("?" * len(part))
+        for row in conn.execute(
+            f"SELECT path, token, size, mtime_ns, inode, pixel_key, checksum FROM files WHERE path IN ({marks})", part
+        ):
+            path = _text(row[0])
+            if path is not None:
+                rows.setdefault(path, []).append(row[1:])
+    return [_keys(identity, rows.get(identity.path, ()), tokens) for identity in identities]
+
+
+def _keys(identity: FileIdentity, rows: Sequence[tuple[object, ...]], tokens: Sequence[str]) -> dict[str, str] | None:
+    keys: dict[str, str] = {}
+    for token_raw, size, mtime_ns, inode, key_raw, checksum in rows:
+        token, key = _text(token_raw), _text(key_raw)
+        if token is None or key is None or not all(isinstance(x, int) for x in (size, mtime_ns, inode)):
+            continue  # a tampered row: a miss
+        if (size, mtime_ns, inode) == (identity.size, identity.mtime_ns, identity.inode) and checksum == _checksum(
+            identity, token, key
+        ):
+            keys[token] = key
+    return keys if all(t in keys for t in tokens) else None
+
+
+def write_file_keys(conn: sqlite3.Connection, identity: FileIdentity, keys: Mapping[str, str]) -> None:
+    """Record the pixel key of each token for this version of the file (one transaction)."""
+    rows = [(identity.path, token, identity.size, identity.mtime_ns, identity.inode, key,
+             _checksum(identity, token, key)) for token, key in keys.items()]
+    conn.execute("BEGIN")
+    try:
+        conn.executemany(
+            "INSERT OR REPLACE INTO files (path, token, size, mtime_ns, inode, pixel_key, checksum) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?)", rows,
+        )
+        conn.execute("COMMIT")
+    except BaseException:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise
+
+
+def _text(value: object) -> str | None:
+    """A TEXT column read as ``str`` or, by a connection with ``text_factory = bytes``, as bytes."""
+    if isinstance(value, bytes):
+        try:
+            return value.decode("utf-8")
+        except UnicodeDecodeError:
+            return None
+    return value if isinstance(value, str) else None
+
+
+def _checksum(identity: FileIdentity, token: str, key: str) -> bytes:
+    """BLAKE2b-128 over every field, each length-prefixed: a damaged or edited row never matches."""
+    digest = hashlib.blake2b(digest_size=16, person=b"imageprism-f1")
+    for part in (identity.path, token, str(identity.size), str(identity.mtime_ns), str(identity.inode), key):
+        raw = part.encode("utf-8", "surrogateescape")
+        digest.update(len(raw).to_bytes(8, "little"))
+        digest.update(raw)
+    return digest.digest()
