@@ -42,6 +42,7 @@ from imageprism.cli._common import (
 )
 from imageprism.cli._evidence import Member, members, score_text
 from imageprism.cli._walk import image_files
+from imageprism.columnar.parquet import read_parquet, table_embeddings, table_keep_order
 from imageprism.errors import ConfigError, InputError
 
 
@@ -103,7 +104,7 @@ def run(args: argparse.Namespace) -> int:
         raise InputError("give either image paths or --from PARQUET, not both")
     if args.table is None and not args.paths:
         raise InputError("give image files or folders to dedup, or --from PARQUET (a table from 'imageprism embed --out')")
-    table = None if args.table is None else _read_table(args.table)
+    table = None if args.table is None else read_parquet(args.table)
     files = image_files(args.paths) if table is None else table.column("path").to_pylist()
     videos = [f for f in files if f is not None and is_video(f)]
     if args.frames and not videos:
@@ -119,15 +120,13 @@ def run(args: argparse.Namespace) -> int:
     prism = prism_from_args(args)
     threshold = check_threshold(default_threshold(prism.blend, prism.plugins) if args.threshold is None else args.threshold)
     if table is not None:
-        from imageprism.columnar.parquet import table_embeddings, table_keep_order
-
         if args.workers is not None:
             raise InputError("--workers does not apply to --from (nothing is decoded); drop --workers")
-        inputs = table_embeddings(table, prism, source=args.table)
-        keep, files, embeddings = args.keep, inputs.paths, inputs.embeddings
+        loaded = table_embeddings(table, prism, source=args.table)
+        keep, files, embeddings = args.keep, loaded.paths, loaded.embeddings
         order = table_keep_order(table, keep)
         result = dedup_in_order(
-            prism, embeddings, inputs.failures, order, threshold, linkage=args.linkage, max_hops=max_hops
+            prism, embeddings, loaded.failures, order, threshold, linkage=args.linkage, max_hops=max_hops
         )
     elif videos:
         embedded, result = dedup_inputs(
@@ -166,12 +165,6 @@ def run(args: argparse.Namespace) -> int:
     for failure in result.failures:
         sys.stderr.write(f"imageprism dedup: skipped: {cli_message(str(failure.error))}\n")
     return 1 if result.failures else 0
-
-
-def _read_table(path: str):  # type: ignore[no-untyped-def]
-    from imageprism.columnar.parquet import read_parquet
-
-    return read_parquet(path)
 
 
 def _max_hops(args: argparse.Namespace) -> int | None:

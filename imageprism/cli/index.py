@@ -81,6 +81,7 @@ def run_build(args: argparse.Namespace) -> int:
     if (args.table is None) == (not args.paths):
         raise InputError("give either image paths or --from PARQUET (a table from 'imageprism embed --out'), one of the two")
     index = ImageIndex(prism_from_args(args))
+    failures: Sequence[Failure]
     if args.table is not None:
         failures = _add_table(index, args)
     else:
@@ -101,15 +102,15 @@ def run_add(args: argparse.Namespace) -> int:
     return _report(failures, f"added {len(index) - before} items to {args.index} ({len(index)} in all)", "index add")
 
 
-def _add_table(index: ImageIndex, args: argparse.Namespace) -> list[Failure]:
+def _add_table(index: ImageIndex, args: argparse.Namespace) -> Sequence[Failure]:
     """Add the rows of the ``--from`` table (error rows are failures); ids are the paths."""
     from imageprism.columnar.parquet import read_parquet, table_embeddings
 
     if args.workers is not None:
         raise InputError("--workers does not apply to --from (nothing is decoded); drop --workers")
     inputs = table_embeddings(read_parquet(args.table), index.prism, source=args.table)
-    rows = [i for i, e in enumerate(inputs.embeddings) if e is not None]
-    index.add_embeddings([inputs.embeddings[i] for i in rows], ids=[inputs.paths[i] for i in rows])  # type: ignore[misc]
+    rows = [(path, e) for path, e in zip(inputs.paths, inputs.embeddings) if e is not None]
+    index.add_embeddings([e for _, e in rows], ids=[path for path, _ in rows])
     return inputs.failures
 
 

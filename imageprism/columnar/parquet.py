@@ -93,8 +93,8 @@ def read_parquet(path: str | os.PathLike[str]) -> pa.Table:
 class TableInputs:
     """The inputs of an embedding table, as ``embed_batch`` would return them: one entry per row."""
 
-    def __init__(self, paths: list[str], embeddings: list[Mapping[str, np.ndarray | None] | None],
-                 failures: list[Failure]) -> None:
+    def __init__(self, paths: list[str], embeddings: Sequence[Mapping[str, np.ndarray | None] | None],
+                 failures: Sequence[Failure]) -> None:
         self.paths = paths
         self.embeddings = embeddings
         self.failures = failures
@@ -123,7 +123,7 @@ def table_embeddings(table: pa.Table, prism: ImagePrism, *, source: str) -> Tabl
     for k, row in enumerate(back.rows.tolist()):
         embeddings[row] = {name: values[k] for name, values in back.embeddings.items()}
     failures = [Failure(i, paths[i], ImageLoadError(_message(text))) for i, text in sorted(back.errors.items())]
-    return TableInputs(paths, embeddings, failures)
+    return TableInputs(paths, tuple(embeddings), tuple(failures))
 
 
 def _message(error: str) -> str:
