@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
+from typing import BinaryIO
 
 from imageprism.errors import InputError
 
-__all__ = ["atomic_write", "check_writable_folder"]
+__all__ = ["atomic_file", "atomic_write", "check_writable_folder"]
 
 
 def atomic_write(path: str | os.PathLike[str], data: bytes, *, overwrite: bool = False) -> None:
@@ -18,13 +21,27 @@ def atomic_write(path: str | os.PathLike[str], data: bytes, *, overwrite: bool =
     existing ``path`` is refused (:class:`InputError`) unless ``overwrite``; the check
     and the rename are as close together as a plain filesystem allows.
     """
+    with atomic_file(path, overwrite=overwrite) as handle:
+        handle.write(data)
+
+
+@contextlib.contextmanager
+def atomic_file(path: str | os.PathLike[str], *, overwrite: bool = False) -> Iterator[BinaryIO]:
+    """A binary file to write in steps that appears at ``path`` complete, or not at all.
+
+    The writes go to a temporary file in the same folder; when the block ends without an
+    exception it is flushed, fsynced and renamed to ``path`` (refused like
+    :func:`atomic_write` when ``path`` exists and not ``overwrite``). If the block raises
+    (or the process dies), ``path`` is untouched and the temporary file is removed
+    (left as a hidden ``.NAME.*.tmp`` only by a kill).
+    """
     target = Path(os.fspath(path))
     if not overwrite and os.path.lexists(target):
         raise InputError(f"{os.fspath(target)!r} already exists; refusing to overwrite it (choose another name)")
     fd, temp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
     try:
         with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
+            yield handle
             handle.flush()
             os.fsync(handle.fileno())
         if overwrite or not _link(temp, target):

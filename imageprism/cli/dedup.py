@@ -42,6 +42,7 @@ from imageprism.cli._common import (
 )
 from imageprism.cli._evidence import Member, members, score_text
 from imageprism.cli._walk import image_files
+from imageprism.columnar.parquet import read_parquet, table_embeddings, table_keep_order
 from imageprism.errors import ConfigError, InputError
 
 
@@ -50,7 +51,12 @@ def register(sub: argparse._SubParsersAction) -> None:
         "dedup", help="group near-duplicate images", description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("paths", metavar="PATH", nargs="+", help="image files or folders (walked recursively)")
+    parser.add_argument("paths", metavar="PATH", nargs="*", help="image files or folders (walked recursively)")
+    parser.add_argument(
+        "--from", dest="table", metavar="PARQUET",
+        help="start from the embeddings written by 'imageprism embed PATH... --out PARQUET' instead of images "
+        "(select the same --dimensions/--hash/--model/--profile as then)",
+    )
     parser.add_argument(
         "--threshold", type=float, metavar="T",
         help="score from 0 to 1 at which two images are duplicates (default: the profile's, else 0.9 for hash)",
@@ -94,8 +100,13 @@ def run(args: argparse.Namespace) -> int:
     if args.frames_old:
         sys.stderr.write("imageprism dedup: note: --out is now --frames (--out will be removed)\n")
         args.frames = args.frames or args.frames_old
-    files = image_files(args.paths)
-    videos = [f for f in files if is_video(f)]
+    if args.table is not None and args.paths:
+        raise InputError("give either image paths or --from PARQUET, not both")
+    if args.table is None and not args.paths:
+        raise InputError("give image files or folders to dedup, or --from PARQUET (a table from 'imageprism embed --out')")
+    table = None if args.table is None else read_parquet(args.table)
+    files = image_files(args.paths) if table is None else table.column("path").to_pylist()
+    videos = [f for f in files if f is not None and is_video(f)]
     if args.frames and not videos:
         raise InputError("--frames writes the distinct frames of videos, and no input is a video file")
     for flag, value in (("--contact-sheet", args.contact_sheet), ("--report", args.report)):
@@ -108,7 +119,16 @@ def run(args: argparse.Namespace) -> int:
     max_hops = _max_hops(args)
     prism = prism_from_args(args)
     threshold = check_threshold(default_threshold(prism.blend, prism.plugins) if args.threshold is None else args.threshold)
-    if videos:
+    if table is not None:
+        if args.workers is not None:
+            raise InputError("--workers does not apply to --from (nothing is decoded); drop --workers")
+        loaded = table_embeddings(table, prism, source=args.table)
+        keep, files, embeddings = args.keep, loaded.paths, loaded.embeddings
+        order = table_keep_order(table, keep)
+        result = dedup_in_order(
+            prism, embeddings, loaded.failures, order, threshold, linkage=args.linkage, max_hops=max_hops
+        )
+    elif videos:
         embedded, result = dedup_inputs(
             prism, files, threshold, fps=args.fps, linkage=args.linkage, max_hops=max_hops, workers=args.workers
         )

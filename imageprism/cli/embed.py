@@ -2,6 +2,12 @@
 
 Folders are walked recursively for image files. Unreadable files are reported on
 stderr (exit code 1) and, with --json, listed with their error.
+
+With --out FILE.parquet the embeddings go to a Parquet table instead (needs pyarrow:
+pip install ".[parquet]"): one row per input with path, file size, mtime, pixel key,
+width, height, one column per dimension and an error column (failed inputs are rows
+too). Written in chunks and atomically; 'imageprism dedup --from FILE.parquet' and
+'imageprism index build --from FILE.parquet' start from it without decoding again.
 """
 
 from __future__ import annotations
@@ -12,6 +18,7 @@ import sys
 from imageprism.cli._common import (
     add_selection_flags,
     add_workers_flag,
+    check_output_files,
     cli_message,
     prism_from_args,
     write_json,
@@ -28,12 +35,22 @@ def register(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("images", nargs="+", metavar="IMAGE", help="image files or folders (walked recursively)")
     add_selection_flags(parser)
     add_workers_flag(parser)
-    parser.add_argument("--json", action="store_true", help="print JSON (hashes as hex, vectors as lists; failures with their error)")
+    output = parser.add_mutually_exclusive_group()
+    output.add_argument("--json", action="store_true", help="print JSON (hashes as hex, vectors as lists; failures with their error)")
+    output.add_argument(
+        "--out", metavar="PARQUET",
+        help="write the embeddings to a Parquet table, one row per input (runs in one process: --workers is refused)",
+    )
+    parser.add_argument("--force", action="store_true", help="let --out replace an existing file")
     parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     files = image_files(args.images)
+    if args.out:
+        return _write_table(args, files)
+    if args.force:
+        raise InputError("--force applies to --out only; add --out FILE.parquet or drop --force")
     prism = prism_from_args(args)
     batch = prism.embed_batch(files, on_error="skip", workers=args.workers)
     errors = {f.index: cli_message(str(f.error)) for f in batch.failures}
@@ -56,6 +73,20 @@ def run(args: argparse.Namespace) -> int:
     for message in errors.values():
         sys.stderr.write(f"imageprism embed: error: {message}\n")
     return 1 if batch.failures else 0
+
+
+def _write_table(args: argparse.Namespace, files: list[str]) -> int:
+    from imageprism.columnar.embed import ArrowEmbedder
+    from imageprism.columnar.parquet import write_parquet
+    from imageprism.columnar.schema import pyarrow
+
+    if args.workers is not None:
+        raise InputError(f"--workers {args.workers} does not apply to --out yet (the table is written by one process); drop --workers")
+    pyarrow()  # a missing extra fails before any work
+    check_output_files([args.out], files, force=args.force)
+    failures = write_parquet(ArrowEmbedder.from_prism(prism_from_args(args)), files, args.out, overwrite=args.force)
+    sys.stderr.write(f"{len(files)} rows ({failures} failed) written to {args.out}\n")
+    return 1 if failures else 0
 
 
 def _short(value: object) -> str:

@@ -33,7 +33,12 @@ def register(sub: argparse._SubParsersAction) -> None:
         description="Embed every image (folders are searched recursively; videos are sampled at --fps) "
         "and save the index. Inputs that cannot be read are reported and skipped (exit code 1).",
     )
-    build.add_argument("paths", nargs="+", metavar="PATH", help="image files, video files or folders")
+    build.add_argument("paths", nargs="*", metavar="PATH", help="image files, video files or folders")
+    build.add_argument(
+        "--from", dest="table", metavar="PARQUET",
+        help="index the embeddings written by 'imageprism embed PATH... --out PARQUET' instead of images "
+        "(select the same --dimensions/--hash/--model/--profile as then)",
+    )
     build.add_argument("--out", required=True, metavar="INDEX", help="directory to write the index to")
     build.add_argument("--force", action="store_true", help="replace an index already at --out")
     add_selection_flags(build)
@@ -73,8 +78,14 @@ def run_build(args: argparse.Namespace) -> int:
             f"{args.out!r} already holds an index; add to it with 'imageprism index add {args.out} PATH...', "
             "or pass --force to replace it"
         )
+    if (args.table is None) == (not args.paths):
+        raise InputError("give either image paths or --from PARQUET (a table from 'imageprism embed --out'), one of the two")
     index = ImageIndex(prism_from_args(args))
-    failures = index.add(image_files(args.paths), fps=args.fps, on_error="skip", workers=args.workers)
+    failures: Sequence[Failure]
+    if args.table is not None:
+        failures = _add_table(index, args)
+    else:
+        failures = index.add(image_files(args.paths), fps=args.fps, on_error="skip", workers=args.workers)
     index.save(out)
     return _report(failures, f"indexed {len(index)} items into {args.out}", "index build")
 
@@ -89,6 +100,18 @@ def run_add(args: argparse.Namespace) -> int:
     failures = index.add(files, fps=args.fps, on_error="skip", workers=args.workers)
     index.save(args.index)
     return _report(failures, f"added {len(index) - before} items to {args.index} ({len(index)} in all)", "index add")
+
+
+def _add_table(index: ImageIndex, args: argparse.Namespace) -> Sequence[Failure]:
+    """Add the rows of the ``--from`` table (error rows are failures); ids are the paths."""
+    from imageprism.columnar.parquet import read_parquet, table_embeddings
+
+    if args.workers is not None:
+        raise InputError("--workers does not apply to --from (nothing is decoded); drop --workers")
+    inputs = table_embeddings(read_parquet(args.table), index.prism, source=args.table)
+    rows = [(path, e) for path, e in zip(inputs.paths, inputs.embeddings) if e is not None]
+    index.add_embeddings([e for _, e in rows], ids=[path for path, _ in rows])
+    return inputs.failures
 
 
 def _report(failures: Sequence[Failure], message: str, command: str) -> int:

@@ -5,7 +5,8 @@ Engine adapters run these per partition: :mod:`imageprism.ray`, and the Spark re
 the README (``mapInArrow``). Modules: :mod:`~imageprism.columnar.schema` (the versioned
 table schema), :mod:`~imageprism.columnar.embed` (:class:`ArrowEmbedder`, read-back),
 :mod:`~imageprism.columnar.dedup` (band plan, keys, verification, greedy labels on numpy
-arrays) and :mod:`~imageprism.columnar.tables` (the same steps on Arrow tables).
+arrays), :mod:`~imageprism.columnar.tables` (the same steps on Arrow tables) and
+:mod:`~imageprism.columnar.parquet` (tables as Parquet files: chunked atomic writes, checked reads).
 """
 
 from imageprism.columnar.dedup import (

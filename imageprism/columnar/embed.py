@@ -89,6 +89,18 @@ class ArrowEmbedder:
         self._prism: ImagePrism | None = None
         self._fields: tuple[DimensionField, ...] | None = None
 
+    @classmethod
+    def from_prism(cls, prism: ImagePrism, *, column: str = "path") -> ArrowEmbedder:
+        """An embedder doing its work with ``prism`` (its configuration, limits and cache) in this process.
+
+        For a single-process writer such as ``imageprism embed --out``; sent to another
+        process, it rebuilds a prism from the dimensions, weights and pixel limit only.
+        """
+        embedder = cls(list(prism.plugins), weights=prism.weights, column=column, max_pixels=prism.max_pixels,
+                       batch_size=prism.batch_size)
+        embedder._prism = prism
+        return embedder
+
     @property
     def constructor_kwargs(self) -> dict[str, Any]:
         """The keyword arguments that build an equal embedder (what engine workers receive)."""
