@@ -40,6 +40,7 @@ def atomic_file(path: str | os.PathLike[str], *, overwrite: bool = False) -> Ite
         raise InputError(f"{os.fspath(target)!r} already exists; refusing to overwrite it (choose another name)")
     fd, temp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
     try:
+        os.fchmod(fd, 0o666 & ~_umask())  # mkstemp's 0600 would make outputs private; use the usual mode
         with os.fdopen(fd, "wb") as handle:
             yield handle
             handle.flush()
@@ -88,3 +89,10 @@ def _fsync_folder(folder: Path) -> None:
         pass
     finally:
         os.close(fd)
+
+
+def _umask() -> int:
+    """The process's file-creation mask (read by setting it, then restoring it)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask

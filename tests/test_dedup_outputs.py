@@ -187,3 +187,15 @@ def test_html_report_in_a_browser_filters_by_score(folder: Path, tmp_path: Path,
     page.feed(dom)
     hidden = {c["data-path"] for cards in page.groups.values() for c in cards if "display: none" in c.get("style", "")}
     assert hidden == {p for p, s in scores.items() if s < cut} and len(hidden) == 1
+
+
+def test_outputs_get_the_usual_file_mode(tmp_path: Path) -> None:
+    """Atomic outputs are created through a private temp file, but end with the umask's mode, not 0600."""
+    import stat
+
+    mask = os.umask(0o022)
+    try:
+        atomic_write(tmp_path / "out.bin", b"data")
+    finally:
+        os.umask(mask)
+    assert stat.S_IMODE((tmp_path / "out.bin").stat().st_mode) == 0o644
