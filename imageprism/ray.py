@@ -161,7 +161,7 @@ def dedup_dataset(
         raise InputError(f"the dataset has no order column {order_by!r} (it has: {', '.join(names)}); pass order_by=")
     parts = partitions or max(2, 2 * int(_cluster_cpus()))
     codes = ds.select_columns([order_by, column]).map_batches(
-        code_rows,  # type: ignore[arg-type]
+        code_rows,
         fn_kwargs=dict(order_by=order_by, column=column, parts=parts),
         batch_format="pyarrow",
     )
@@ -175,7 +175,7 @@ def dedup_dataset(
     reps = representatives(orders, canon, a, b)
     by_order = np.argsort(orders)
     return ds.map_batches(
-        attach_representatives,  # type: ignore[arg-type]
+        attach_representatives,
         fn_kwargs=dict(order_by=order_by, column=column, orders=orders[by_order], reps=reps[by_order]),
         batch_format="pyarrow",
     )
