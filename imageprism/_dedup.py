@@ -188,7 +188,7 @@ def DedupColumn(  # noqa: N802 (a constructor in all but name, kept for callers 
 
 
 def _no_score(a: np.ndarray | None, b: np.ndarray | None) -> float | None:
-    raise NotImplementedError("this column scores pairs itself")
+    raise AssertionError("unreachable: bit and vector columns score their pairs themselves")
 
 
 # -- the greedy pass --------------------------------------------------------------
