@@ -23,12 +23,11 @@ keep its own structure in step with the column in :meth:`Searcher.sync`).
 from __future__ import annotations
 
 import abc
-from collections.abc import Mapping
 
 import numpy as np
 
 from imageprism._math import popcount
-from imageprism._search.ann import AnnIndex, Exact, check_arrays, use_ann
+from imageprism._search.ann import AnnIndex, Exact, use_ann
 from imageprism._search.columns import BitsColumn, Column, VectorColumn
 
 __all__ = ["RERANK", "AnnScan", "BitsScan", "PairwiseScan", "Searcher", "VectorScan", "searcher_for", "top_positions"]
@@ -65,13 +64,6 @@ class Searcher(abc.ABC):
 
     def sync(self) -> None:
         """Bring any structure of the searcher in step with the column (after append, truncate, keep)."""
-
-    def arrays(self) -> dict[str, np.ndarray]:
-        """The searcher's own state worth saving with the column (plain arrays; none by default)."""
-        return {}
-
-    def restore(self, arrays: Mapping[str, np.ndarray]) -> None:
-        """Take back what :meth:`arrays` returned (after the column is restored)."""
 
     @abc.abstractmethod
     def scores(self, query: np.ndarray | None) -> np.ndarray:
@@ -214,15 +206,6 @@ class AnnScan(VectorScan):
         fast = (self.column.data[found] @ q).astype(np.float64)
         order = np.lexsort((found, -fast))
         return found[order], fast[order], -np.inf  # -inf: the index takes these as all the candidates
-
-    def arrays(self) -> dict[str, np.ndarray]:
-        return self.ann.arrays() if self.ann is not None else dict(self._trained)
-
-    def restore(self, arrays: Mapping[str, np.ndarray]) -> None:
-        if arrays:
-            check_arrays(arrays, self.column.d or 0)
-            self._trained = dict(arrays)
-            self.ann = None
 
 
 class PairwiseScan(Searcher):
