@@ -41,7 +41,7 @@ ChunkResult = list[tuple[int, Outcome]]
 
 def chunk_result(entries: Sequence[EmbeddedImage | Failure]) -> ChunkResult:
     """The outcomes of :meth:`ImagePrism.embed_chunk`'s entries (embeddings and pixel keys, or the failure)."""
-    return [(e.index, e if isinstance(e, Failure) else (e.embeddings, dict(e.pixel_keys))) for e in entries]
+    return [(e.index, e if isinstance(e, Failure) else (dict(e.embeddings), dict(e.pixel_keys))) for e in entries]
 
 
 #: forked workers start in milliseconds and need no ``if __name__ == "__main__"`` guard in the caller's

@@ -117,6 +117,16 @@ def _collect(ds: Dataset, names: list[str]) -> list[np.ndarray]:
     return [np.empty(0) if table is None else table.column(n).to_numpy(zero_copy_only=False) for n in names]
 
 
+def _shuffle_strategy(value: str | None) -> Any:
+    if value is None:
+        return None
+    strategies = _ray().data.context.ShuffleStrategy
+    try:
+        return strategies(value)
+    except ValueError:
+        raise ConfigError(f"shuffle_strategy={value!r} is unknown; use one of {', '.join(s.value for s in strategies)} or None") from None
+
+
 def dedup_dataset(
     ds: Dataset,
     *,
@@ -125,6 +135,7 @@ def dedup_dataset(
     column: str = "hash",
     budget: float = DEFAULT_BUDGET,
     partitions: int | None = None,
+    shuffle_strategy: str | None = "sort_shuffle_pull_based",
 ) -> Dataset:
     """``ds`` with a ``representative`` column: the exact greedy dedup of its hashes, distributed.
 
@@ -145,6 +156,13 @@ def dedup_dataset(
     expected candidate pairs per item the band plan may cost (the part that grows with
     the number of rows); past it, :class:`~imageprism.DedupBudgetError`. ``ds`` is
     materialised (it is read twice).
+
+    ``shuffle_strategy``: the Ray Data shuffle of the group-by (a
+    ``ray.data.context.ShuffleStrategy`` value), set on the dataset's context while the
+    edges are computed and restored after; ``None`` keeps the context's. The default, the
+    sort-based shuffle run by tasks, measured several times faster than Ray's default
+    hash shuffle on a small cluster, whose aggregator actors start anew for every job
+    (``benchmarks/README.md``).
     """
     _ray()
     threshold = check_threshold(threshold)
@@ -163,12 +181,19 @@ def dedup_dataset(
         raise InputError(f"the dataset has no order column {order_by!r} (it has: {', '.join(names)}); pass order_by=")
     plan = plan_bands(layout, threshold, ds.count(), budget=budget)  # rows without a code counted: an upper bound
     partitions = partitions or max(2, 2 * int(_cluster_cpus()))
+    strategy = _shuffle_strategy(shuffle_strategy)
     keyed = ds.select_columns([order_by, column]).map_batches(
         key_rows, fn_kwargs=dict(plan=plan, order_by=order_by, column=column, parts=_PARTS_PER_PARTITION * partitions),
         batch_size=_KEY_BATCH, batch_format="pyarrow")
-    edges = keyed.groupby("part", num_partitions=partitions).map_groups(
-        edge_rows, fn_kwargs=dict(layout=layout, threshold=threshold), batch_format="pyarrow")
-    a, b, twin = _collect(edges, ["a", "b", "twin"])
+    context = keyed.context
+    saved = context.shuffle_strategy
+    context.shuffle_strategy = strategy or saved
+    try:
+        edges = keyed.groupby("part", num_partitions=partitions).map_groups(
+            edge_rows, fn_kwargs=dict(layout=layout, threshold=threshold), batch_format="pyarrow")
+        a, b, twin = _collect(edges, ["a", "b", "twin"])
+    finally:
+        context.shuffle_strategy = saved
     items, reps = labels_from_edges(a, b, twin)
     return ds.map_batches(
         attach_representatives,
