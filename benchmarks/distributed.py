@@ -18,6 +18,7 @@ Side by side in one run (load average printed before each part):
    as a function of n, and the largest n the plan accepts at the default budget.
 
 Run:  python benchmarks/distributed.py [--images 10000] [--codes 1000000] [--thresholds 0.95,0.9] [--cpus 2]
+      [--shuffle hash_shuffle]
 """
 
 from __future__ import annotations
@@ -111,19 +112,20 @@ def measured_candidates(codes: np.ndarray, threshold: float) -> tuple[int, int]:
     return len(keys), len(r)
 
 
-def ray_dedup(ray: object, blocks: list, n: int, threshold: float, budget: float) -> tuple[float, np.ndarray]:
+def ray_dedup(ray: object, blocks: list, n: int, threshold: float, budget: float, shuffle: str) -> tuple[float, np.ndarray]:
     """Seconds and labels of one ``dedup_dataset`` call, its output read back on the driver."""
     import imageprism.ray as ipr
 
     start = time.perf_counter()
-    out = ipr.dedup_dataset(ray.data.from_arrow(blocks), threshold=threshold, order_by="order", budget=budget)  # type: ignore[attr-defined]
+    out = ipr.dedup_dataset(ray.data.from_arrow(blocks), threshold=threshold, order_by="order", budget=budget,  # type: ignore[attr-defined]
+                            shuffle_strategy=shuffle)
     labels = np.empty(n, np.int64)
     for batch in out.select_columns(["order", "representative"]).iter_batches(batch_size=None, batch_format="pyarrow"):
         labels[batch.column("order").to_numpy()] = batch.column("representative").to_numpy()
     return time.perf_counter() - start, labels
 
 
-def bench_dedup(ray: object, n: int, thresholds: list[float], force: bool) -> None:
+def bench_dedup(ray: object, n: int, thresholds: list[float], force: bool, shuffle: str) -> None:
     import pyarrow as pa
 
     codes = hash_codes(n)
@@ -154,7 +156,7 @@ def bench_dedup(ray: object, n: int, thresholds: list[float], force: bool) -> No
         start = time.perf_counter()
         kernels = dedup_codes(codes, np.arange(n), LAYOUT, t, budget=budget)
         in_process = time.perf_counter() - start
-        (distributed, labels), (warm, again) = (ray_dedup(ray, blocks, n, t, budget) for _ in range(2))
+        (distributed, labels), (warm, again) = (ray_dedup(ray, blocks, n, t, budget, shuffle) for _ in range(2))
         keys, cands = measured_candidates(codes, t)
         expected = plan.candidates_per_item(n) * n
         equal = bool(np.array_equal(ref, kernels) and np.array_equal(ref, labels) and np.array_equal(ref, again))
@@ -199,6 +201,7 @@ def main() -> None:
     parser.add_argument("--cpus", type=int, default=2)
     parser.add_argument("--force-budget", action="store_true", help="run refused thresholds with an unlimited budget")
     parser.add_argument("--skip", default="", help="comma list of parts to skip: embed,dedup,model")
+    parser.add_argument("--shuffle", default="sort_shuffle_pull_based", help="dedup_dataset's shuffle_strategy (e.g. hash_shuffle)")
     args = parser.parse_args()
     skip = set(filter(None, args.skip.split(",")))
     thresholds = [float(t) for t in args.thresholds.split(",")]
@@ -215,7 +218,7 @@ def main() -> None:
         if "embed" not in skip:
             bench_embedding(ray, args.images, args.cpus)
         if "dedup" not in skip:
-            bench_dedup(ray, args.codes, thresholds, args.force_budget)
+            bench_dedup(ray, args.codes, thresholds, args.force_budget, args.shuffle)
     finally:
         ray.shutdown()
 
