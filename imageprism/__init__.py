@@ -15,7 +15,7 @@ from imageprism._index import ImageIndex, SearchHit
 from imageprism._match import InputMatches, match
 from imageprism._prism import ImagePrism
 from imageprism._profiles import ProfileSpec, list_profiles, load_profile
-from imageprism._results import BatchEmbedding, CompareResult, Failure
+from imageprism._results import BatchEmbedding, CompareResult, EmbeddedImage, Failure
 from imageprism._runtime import ModelRuntime
 from imageprism._types import Dimension, Profile
 from imageprism._version import __version__
@@ -62,6 +62,7 @@ __all__ = [
     "DedupResult",
     "Dimension",
     "DimensionUnavailableError",
+    "EmbeddedImage",
     "EmbeddingCache",
     "FaceConfig",
     "Failure",

@@ -29,7 +29,7 @@ from imageprism._image import (
 )
 from imageprism._keep import Keep, dedup_in_order, keep_order
 from imageprism._profiles import ProfileSpec, load_profile, normalize_weights
-from imageprism._results import BatchEmbedding, CompareResult, Failure
+from imageprism._results import BatchEmbedding, CompareResult, EmbeddedImage, Failure
 from imageprism._resume import resumed_chunks
 from imageprism._runtime import ModelRuntime, prefetch, progress_bar
 from imageprism._search.ann import Exact, check_exact
@@ -37,7 +37,7 @@ from imageprism._search.components import DEFAULT_MAX_HOPS, Linkage, check_linka
 from imageprism._types import Dimension, OnError, Profile
 from imageprism._types import EmbeddingDict as Embeddings
 from imageprism._video import VideoDedup, dedup_video
-from imageprism._workers import TASK_SIZE, ChunkResult, check_workers, parallel_chunks
+from imageprism._workers import TASK_SIZE, ChunkResult, check_workers, chunk_result, parallel_chunks
 from imageprism.dimensions import DimensionPlugin, Registry, known_names, parse_dimension, plugin_class
 from imageprism.errors import ConfigError, ImageLoadError, InputError
 
@@ -355,7 +355,7 @@ class ImagePrism:
         starts = range(0, len(items), self.batch_size)
         decoded = (self._decode_chunk(items[start : start + self.batch_size], start) for start in starts)
         for sources in decoded if len(starts) <= 1 else prefetch(decoded):  # one chunk: nothing to overlap
-            yield self._embed_decoded(sources)
+            yield chunk_result(self._embed_decoded(sources))  # embed_chunk's two halves, overlapped
 
     def _worker_recipe(self) -> functools.partial[ImagePrism]:
         """A picklable maker of an ``ImagePrism`` embedding like this one (settings only: no cache, no model)."""
@@ -369,8 +369,19 @@ class ImagePrism:
         """Open, decode and embed ``items`` (inputs ``start``, ``start + 1``, ...), in batches."""
         out: ChunkResult = []
         for s in range(0, len(items), self.batch_size):
-            out += self._embed_decoded(self._decode_chunk(items[s : s + self.batch_size], start + s))
+            out += chunk_result(self.embed_chunk(items[s : s + self.batch_size], start + s))
         return out
+
+    def embed_chunk(self, items: Sequence[ImageInput], start: int = 0) -> list[EmbeddedImage | Failure]:
+        """Embed one chunk of inputs in this process: the per-chunk step of :meth:`embed_batch`.
+
+        For engines that hand over one batch at a time (:class:`~imageprism.ArrowEmbedder`
+        in Ray's ``map_batches`` or Spark's ``mapInArrow``): opens and decodes ``items``,
+        then embeds them with every dimension through the cache (identical pixels embed
+        once). Entries are in input order, indexed from ``start``; an input that cannot be
+        loaded is a :class:`Failure` in its place. Embeddings equal :meth:`embed_batch`'s.
+        """
+        return self._embed_decoded(self._decode_chunk(items, start))
 
     def _decode_chunk(self, items: Sequence[Any], start: int) -> list[tuple[int, SourceImage | Failure]]:
         """Open and decode ``items`` (inputs ``start``, ``start + 1``, ...); failures in their place."""
@@ -380,22 +391,23 @@ class ImagePrism:
                 source = self._open(item)
                 for plugin in self._plugins.values():
                     source.pixels(plugin.image_request)
+                source.size  # noqa: B018 (read here: a header that no longer reads fails in its place)
                 chunk.append((i, source))
             except ImageLoadError as exc:
                 chunk.append((i, Failure(i, describe_input(item), exc)))
         return chunk
 
-    def _embed_decoded(self, chunk: list[tuple[int, SourceImage | Failure]]) -> ChunkResult:
-        """Embeddings and pixel keys of the decoded inputs of a chunk; failures kept in place."""
+    def _embed_decoded(self, chunk: list[tuple[int, SourceImage | Failure]]) -> list[EmbeddedImage | Failure]:
+        """Embeddings, pixel keys and sizes of the decoded inputs of a chunk; failures kept in place."""
         ok = [src for _, src in chunk if isinstance(src, SourceImage)]
         embedded = iter(self._embed_sources(ok))
-        out: ChunkResult = []
+        out: list[EmbeddedImage | Failure] = []
         for i, src in chunk:
             if isinstance(src, Failure):
-                out.append((i, src))
+                out.append(src)
             else:
                 keys = {name: src.pixels(plugin.image_request).key for name, plugin in self._plugins.items()}
-                out.append((i, (next(embedded), keys)))
+                out.append(EmbeddedImage(i, next(embedded), keys, *src.size))
         return out
 
     def _file(self, embeddings: Embeddings, keys: Mapping[str, str]) -> None:

@@ -10,7 +10,7 @@ from typing import Optional
 from imageprism._types import Embeddings
 from imageprism.errors import ImagePrismError
 
-__all__ = ["BatchEmbedding", "CompareResult", "Failure", "SearchHit"]
+__all__ = ["BatchEmbedding", "CompareResult", "EmbeddedImage", "Failure", "SearchHit"]
 
 
 
@@ -68,6 +68,22 @@ class Failure:
 
     def __repr__(self) -> str:
         return f"Failure(index={self.index}, input={self.input}, error={type(self.error).__name__}: {self.error})"
+
+
+@dataclasses.dataclass(frozen=True)
+class EmbeddedImage:
+    """One input embedded by :meth:`ImagePrism.embed_chunk <imageprism.ImagePrism.embed_chunk>`.
+
+    ``index``: its position; ``embeddings``: dimension -> array (as :meth:`embed` returns);
+    ``pixel_keys``: dimension -> key of the decoded pixels that dimension embedded (equal
+    pixels, equal key); ``width``, ``height``: of the decoded image, EXIF orientation applied.
+    """
+
+    index: int
+    embeddings: Embeddings
+    pixel_keys: Mapping[str, str]
+    width: int
+    height: int
 
 
 @dataclasses.dataclass(frozen=True)

@@ -27,16 +27,23 @@ from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
 from typing import Any, Protocol
 
-from imageprism._results import Failure
+from imageprism._results import EmbeddedImage, Failure
 from imageprism._types import EmbeddingDict as Embeddings
 from imageprism.errors import ConfigError
 
-__all__ = ["TASK_SIZE", "ChunkEmbedder", "ChunkResult", "available_cores", "check_workers", "parallel_chunks"]
+__all__ = ["TASK_SIZE", "ChunkEmbedder", "ChunkResult", "available_cores", "check_workers", "chunk_result", "parallel_chunks"]
 
 #: one input's outcome: its embeddings and ``{dimension: pixel key}``, or why it failed
 Outcome = tuple[Embeddings, dict[str, str]] | Failure
 #: ``(input index, outcome)`` for each input of a chunk, in order
 ChunkResult = list[tuple[int, Outcome]]
+
+
+def chunk_result(entries: Sequence[EmbeddedImage | Failure]) -> ChunkResult:
+    """The outcomes of :meth:`ImagePrism.embed_chunk`'s entries (embeddings and pixel keys, or the failure)."""
+    return [(e.index, e if isinstance(e, Failure) else (dict(e.embeddings), dict(e.pixel_keys))) for e in entries]
+
+
 #: forked workers start in milliseconds and need no ``if __name__ == "__main__"`` guard in the caller's
 #: script (spawned ones re-import it); the parallel path starts no thread of its own before forking
 _START_METHOD = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"

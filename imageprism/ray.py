@@ -25,17 +25,10 @@ import numpy as np
 
 from imageprism._dedup import check_threshold
 from imageprism._types import Dimension, Profile
-from imageprism.columnar.dedup import DEFAULT_BUDGET, plan_bands, representatives
+from imageprism.columnar.dedup import DEFAULT_BUDGET, labels_from_edges, plan_bands
 from imageprism.columnar.embed import ArrowEmbedder
 from imageprism.columnar.schema import pyarrow
-from imageprism.columnar.tables import (
-    attach_representatives,
-    code_rows,
-    collapse_rows,
-    edge_rows,
-    hash_layout,
-    key_rows,
-)
+from imageprism.columnar.tables import attach_representatives, edge_rows, hash_layout, key_rows
 from imageprism.errors import ConfigError, InputError, MissingDependencyError
 
 if TYPE_CHECKING:
@@ -111,11 +104,27 @@ def embed_dataset(
 # -- dedup ------------------------------------------------------------------------------
 
 
+#: part values per shuffle partition (each ``map_groups`` call verifies one part; more parts balance the partitions)
+_PARTS_PER_PARTITION = 8
+#: rows per ``key_rows`` call (each emits about ``keys_per_item + 1`` rows per row)
+_KEY_BATCH = 65536
+
+
 def _collect(ds: Dataset, names: list[str]) -> list[np.ndarray]:
     pa = pyarrow()
-    tables = list(ds.select_columns(names).iter_batches(batch_size=None, batch_format="pyarrow"))
+    tables = [t for t in ds.iter_batches(batch_size=None, batch_format="pyarrow")]
     table = pa.concat_tables(tables) if tables else None
-    return [np.asarray(table.column(n).to_numpy() if table is not None else np.empty(0), np.int64) for n in names]
+    return [np.empty(0) if table is None else table.column(n).to_numpy(zero_copy_only=False) for n in names]
+
+
+def _shuffle_strategy(value: str | None) -> Any:
+    if value is None:
+        return None
+    strategies = _ray().data.context.ShuffleStrategy
+    try:
+        return strategies(value)
+    except ValueError:
+        raise ConfigError(f"shuffle_strategy={value!r} is unknown; use one of {', '.join(s.value for s in strategies)} or None") from None
 
 
 def dedup_dataset(
@@ -126,6 +135,7 @@ def dedup_dataset(
     column: str = "hash",
     budget: float = DEFAULT_BUDGET,
     partitions: int | None = None,
+    shuffle_strategy: str | None = "sort_shuffle_pull_based",
 ) -> Dataset:
     """``ds`` with a ``representative`` column: the exact greedy dedup of its hashes, distributed.
 
@@ -137,12 +147,22 @@ def dedup_dataset(
     column of an embedding table (from :func:`embed_dataset`, or Parquet written from
     one), plain or robust.
 
-    Steps (module :mod:`imageprism.columnar.dedup`): identical codes grouped
-    (``groupby``), band keys (``map_batches``), candidates verified per key partition
-    (``groupby().map_groups``), then the greedy pass over the edges on the driver and
-    the labels attached (``map_batches``). ``budget``: expected candidate pairs per
-    item the band plan may cost (the part that grows with the number of rows); past it,
-    :class:`~imageprism.DedupBudgetError`. ``ds`` is materialised (it is read twice).
+    One shuffle (module :mod:`imageprism.columnar.tables`): band key rows
+    (``map_batches``), grouped by part into ``partitions`` (default: twice the cluster's
+    CPUs) where identical codes collapse and candidates are verified
+    (``groupby().map_groups``); the edges (about one per near copy) come to the driver
+    for the greedy pass, and the labels of the rows that are not their own
+    representative travel with the tasks that attach them (``map_batches``). ``budget``:
+    expected candidate pairs per item the band plan may cost (the part that grows with
+    the number of rows); past it, :class:`~imageprism.DedupBudgetError`. ``ds`` is
+    materialised (it is read twice).
+
+    ``shuffle_strategy``: the Ray Data shuffle of the group-by (a
+    ``ray.data.context.ShuffleStrategy`` value), set on the dataset's context while the
+    edges are computed and restored after; ``None`` keeps the context's. The default, the
+    sort-based shuffle run by tasks, measured several times faster than Ray's default
+    hash shuffle on a small cluster, whose aggregator actors start anew for every job
+    (``benchmarks/README.md``).
     """
     _ray()
     threshold = check_threshold(threshold)
@@ -159,23 +179,24 @@ def dedup_dataset(
     layout = hash_layout(arrow_schema, column)
     if order_by not in names:
         raise InputError(f"the dataset has no order column {order_by!r} (it has: {', '.join(names)}); pass order_by=")
-    parts = partitions or max(2, 2 * int(_cluster_cpus()))
-    codes = ds.select_columns([order_by, column]).map_batches(
-        code_rows,
-        fn_kwargs=dict(order_by=order_by, column=column, parts=parts),
-        batch_format="pyarrow",
-    )
-    collapsed = codes.groupby("part", num_partitions=parts).map_groups(collapse_rows, batch_format="pyarrow").materialize()
-    orders, canon = _collect(collapsed, ["order", "canon"])
-    plan = plan_bands(layout, threshold, int(np.count_nonzero(orders == canon)), budget=budget)
-    keyed = collapsed.map_batches(key_rows, fn_kwargs=dict(plan=plan, parts=parts), batch_format="pyarrow")
-    edges = keyed.groupby("part", num_partitions=parts).map_groups(
-        edge_rows, fn_kwargs=dict(layout=layout, threshold=threshold), batch_format="pyarrow")
-    a, b = _collect(edges, ["a", "b"])
-    reps = representatives(orders, canon, a, b)
-    by_order = np.argsort(orders)
+    plan = plan_bands(layout, threshold, ds.count(), budget=budget)  # rows without a code counted: an upper bound
+    partitions = partitions or max(2, 2 * int(_cluster_cpus()))
+    strategy = _shuffle_strategy(shuffle_strategy)
+    keyed = ds.select_columns([order_by, column]).map_batches(
+        key_rows, fn_kwargs=dict(plan=plan, order_by=order_by, column=column, parts=_PARTS_PER_PARTITION * partitions),
+        batch_size=_KEY_BATCH, batch_format="pyarrow")
+    context = keyed.context
+    saved = context.shuffle_strategy
+    context.shuffle_strategy = strategy or saved
+    try:
+        edges = keyed.groupby("part", num_partitions=partitions).map_groups(
+            edge_rows, fn_kwargs=dict(layout=layout, threshold=threshold), batch_format="pyarrow")
+        a, b, twin = _collect(edges, ["a", "b", "twin"])
+    finally:
+        context.shuffle_strategy = saved
+    items, reps = labels_from_edges(a, b, twin)
     return ds.map_batches(
         attach_representatives,
-        fn_kwargs=dict(order_by=order_by, column=column, orders=orders[by_order], reps=reps[by_order]),
-        batch_format="pyarrow",
+        fn_kwargs=dict(order_by=order_by, column=column, items=items, reps=reps),
+        batch_size=None, batch_format="pyarrow",
     )

@@ -15,6 +15,8 @@ pa = pytest.importorskip("pyarrow")
 from imageprism import (
     ArrowEmbedder,
     DedupBudgetError,
+    EmbeddedImage,
+    Failure,
     HashConfig,
     ImagePrism,
     embeddings_from_table,
@@ -27,9 +29,11 @@ from imageprism.columnar.dedup import (
     collapse_identical,
     dedup_codes,
     greedy_from_edges,
+    labels_from_edges,
     plan_bands,
 )
-from imageprism.columnar.schema import SCHEMA_VERSION
+from imageprism.columnar.schema import SCHEMA_VERSION, DimensionField, embedding_schema, numpy_to_column
+from imageprism.columnar.tables import edge_rows, key_rows
 from imageprism.errors import InputError
 
 PLAIN = {"hash": HashConfig.plain()}
@@ -81,6 +85,20 @@ def test_embedder_matches_embed_batch(variety: list[str], config: dict | None) -
     from_table = prism.dedup_embeddings(back.embeddings, threshold=0.85)
     direct = prism.dedup([variety[i] for i in back.rows.tolist()], threshold=0.85)
     assert from_table == direct
+
+
+def test_embed_chunk_is_embed_batch_one_chunk_at_a_time(variety: list[str]) -> None:
+    prism = ImagePrism(config=PLAIN)
+    ref = prism.embed_batch(variety, on_error="skip")
+    entries = prism.embed_chunk(variety[3:9], start=3)
+    assert [e.index for e in entries] == list(range(3, 9))  # in order, indexed from start, nothing dropped
+    failed = [e for e in entries if isinstance(e, Failure)]
+    assert [f.index for f in failed] == [5] and "broken.jpg" in f"{failed[0].input}"
+    for e in entries:
+        if isinstance(e, EmbeddedImage):
+            assert np.array_equal(e.embeddings["hash"], ref.embeddings[e.index]["hash"])
+            assert (e.width, e.height) == Image.open(variety[e.index]).size
+            assert e.pixel_keys["hash"] == open_image(variety[e.index]).pixels(prism.plugins["hash"].image_request).key
 
 
 def test_embedder_bytes_column_uses_path_column_and_drops_bytes(variety: list[str]) -> None:
@@ -209,6 +227,42 @@ def test_band_keys_meet_for_every_pair_within_the_radius() -> None:
 def test_identical_codes_collapse_to_the_first_order() -> None:
     codes = np.array([[[1]], [[2]], [[1]], [[3]], [[2]]], np.uint8)
     assert collapse_identical(codes, np.array([40, 10, 30, 20, 5])).tolist() == [30, 5, 30, 20, 5]
+
+
+def test_dedup_codes_collapses_many_identical_codes() -> None:
+    """Hundreds of copies of a few codes (flat images): the crowded keys collapse, labels stay exact."""
+    rng = np.random.default_rng(4)
+    codes = clustered_codes(600)
+    codes = np.concatenate([codes, np.repeat(codes[:3], 150, axis=0), np.zeros((200, 3, 8), np.uint8)])
+    perm = rng.permutation(len(codes))
+    codes = codes[perm]
+    for threshold in (0.9, 0.95):
+        ref = greedy_labels([DedupColumn("hash", "bits", codes, bits_per_row=64)], threshold)
+        assert np.array_equal(dedup_codes(codes, np.arange(len(codes)), CodeLayout(3, 8, 64), threshold, budget=1e6), ref)
+
+
+def test_labels_from_edges_give_twins_their_first_copy_label() -> None:
+    # 10-20 and 20-40 are edges; 30 is an identical copy of 20, 50 of 40, 60 of 10
+    items, reps = labels_from_edges(np.array([10, 20, 20, 40, 10]), np.array([20, 40, 30, 50, 60]),
+                                    np.array([False, False, True, True, True]))
+    assert dict(zip(items.tolist(), reps.tolist())) == {20: 10, 30: 10, 50: 40, 60: 10}  # 40 stays: 20 is not one
+    with pytest.raises(InputError, match="a < b"):
+        labels_from_edges(np.array([2]), np.array([1]), np.array([False]))
+
+
+def test_repeated_order_values_are_refused() -> None:
+    codes = clustered_codes(50)
+    orders = np.arange(50)
+    orders[7] = 3
+    with pytest.raises(InputError, match="repeats the value 3"):
+        dedup_codes(codes, orders, CodeLayout(3, 8, 64), 0.9)
+    field = DimensionField("hash", "bits", (3, 8), 64, 1)
+    table = pa.table({"order": orders, "hash": numpy_to_column(list(codes), field)},
+                     schema=pa.schema([pa.field("order", pa.int64()), embedding_schema([field]).field("hash")]))
+    plan = plan_bands(CodeLayout(3, 8, 64), 0.9, 50)
+    keys = key_rows(table, plan=plan, order_by="order", column="hash", parts=1)  # one part: the repeats meet there
+    with pytest.raises(InputError, match="repeats the value 3"):
+        edge_rows(keys, layout=plan.layout, threshold=0.9)
 
 
 def test_greedy_from_edges_takes_the_first_representative() -> None:

@@ -13,12 +13,13 @@ from imageprism.columnar.dedup import (
     BandPlan,
     CodeLayout,
     band_keys,
+    check_distinct,
     collapse_identical,
     dedup_codes,
     greedy_from_edges,
+    labels_from_edges,
     partition_edges,
     plan_bands,
-    representatives,
 )
 from imageprism.columnar.embed import (
     ArrowEmbedder,
@@ -28,8 +29,6 @@ from imageprism.columnar.embed import (
 from imageprism.columnar.schema import SCHEMA_VERSION, DimensionField, embedding_schema
 from imageprism.columnar.tables import (
     attach_representatives,
-    code_rows,
-    collapse_rows,
     edge_rows,
     hash_layout,
     key_rows,
@@ -45,9 +44,8 @@ __all__ = [
     "TableEmbeddings",
     "attach_representatives",
     "band_keys",
-    "code_rows",
+    "check_distinct",
     "collapse_identical",
-    "collapse_rows",
     "dedup_codes",
     "edge_rows",
     "embedding_schema",
@@ -55,8 +53,8 @@ __all__ = [
     "greedy_from_edges",
     "hash_layout",
     "key_rows",
+    "labels_from_edges",
     "partition_edges",
     "plan_bands",
     "portable",
-    "representatives",
 ]

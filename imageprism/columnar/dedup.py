@@ -5,11 +5,7 @@ earlier representative it matches), but it needs only the *edges*, the pairs who
 exact score reaches the threshold. Edges can be found in parallel by any engine that
 can group rows by a key; the greedy pass over the sparse edge list is then cheap.
 
-1. **Collapse identical codes** (:func:`collapse_identical`): an item whose code equals
-   an earlier item's always gets that item's label and never becomes a representative
-   (the greedy pass scores it exactly as its twin), so only the first of each set of
-   identical codes takes part in the search.
-2. **Band plan** (:func:`plan_bands`): for packed hashes the score reaches ``t`` exactly
+1. **Band plan** (:func:`plan_bands`): for packed hashes the score reaches ``t`` exactly
    when the Hamming distance over the ``L`` bits of a variant group is at most
    ``D = floor(L * (1 - t))``. Cut the ``L`` bits into ``m`` bands; by the pigeonhole
    principle two codes within ``D`` agree up to ``f`` flipped bits on some band when
@@ -18,13 +14,18 @@ can group rows by a key; the greedy pass over the sparse edge list is then cheap
    Random codes collide on a ``w``-bit band with probability ``2**-w``, so candidates
    grow like ``n**2 / 2**w``: the plan picks ``(m, f)`` minimising keys plus expected
    candidates per item and refuses past a budget (:class:`~imageprism.errors.DedupBudgetError`).
-3. **Group by key and verify** (:func:`partition_edges`): rows sharing a key are
-   candidates (base-base and probe-base pairs); each candidate is scored with the
-   exact score :meth:`ImagePrism.dedup` uses (:func:`~imageprism._math.best_alignment`); those reaching
-   ``t`` are edges. Many keys are processed per call (a partition), vectorised.
-4. **Greedy labels from edges** (:func:`greedy_from_edges`), in the order of an explicit
-   order column (distributed tables have no order), then expanded to the collapsed
-   twins (:func:`representatives`).
+2. **Group by key, collapse identical codes, verify** (:func:`partition_edges`): an item
+   whose code equals an earlier item's always gets that item's label and never becomes a
+   representative, and identical codes share every key, so within each partition the
+   first of a set of identical codes (:func:`collapse_identical`) keeps its rows and the
+   others become *twin* edges. Rows still sharing a key are candidates (base-base and
+   probe-base pairs); each candidate is scored with the exact score
+   :meth:`ImagePrism.dedup` uses (:func:`~imageprism._math.best_alignment`); those
+   reaching ``t`` are edges. Many keys are processed per call (a partition), vectorised.
+3. **Greedy labels from edges** (:func:`labels_from_edges`, :func:`greedy_from_edges`),
+   in the order of an explicit order column (distributed tables have no order), over the
+   items on edges only (an item without one is its own representative), then expanded
+   to the twins.
 
 With variant hashes (flips, rotations, crops; best alignment) ``score >= t`` needs some
 group of one code within ``D`` bits of group 0 of the other, which the probe keys of
@@ -40,19 +41,20 @@ import math
 
 import numpy as np
 
-from imageprism._math import best_alignment
+from imageprism._math import best_alignment, popcount
 from imageprism.errors import ConfigError, DedupBudgetError, InputError
 
 __all__ = [
     "BandPlan",
     "CodeLayout",
     "band_keys",
+    "check_distinct",
     "collapse_identical",
     "dedup_codes",
     "greedy_from_edges",
+    "labels_from_edges",
     "partition_edges",
     "plan_bands",
-    "representatives",
 ]
 
 #: default budget: expected candidate pairs per item (random codes)
@@ -63,6 +65,8 @@ SMALL_JOB_CANDIDATES = 1e6
 MAX_KEYS_PER_ITEM = 1024
 #: candidate pairs verified per numpy pass
 _VERIFY_CHUNK = 1 << 18
+#: rows sharing a key from which identical codes among them are collapsed (below, their pairs are cheap)
+_TWIN_RUN = 32
 
 
 @dataclasses.dataclass(frozen=True)
@@ -265,6 +269,13 @@ def candidate_pairs(keys: np.ndarray, is_base: np.ndarray, *, max_pairs: float =
     Raises :class:`~imageprism.errors.DedupBudgetError` when one call would make more than
     ``max_pairs`` pairs (a key shared by very many codes, e.g. flat images).
     """
+    order, r, s = _sorted_pairs(keys, is_base, max_pairs)
+    return order[r], order[s]
+
+
+def _sorted_pairs(keys: np.ndarray, is_base: np.ndarray, max_pairs: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """:func:`candidate_pairs` as ``(order, r, s)``: positions in the key order ``order``
+    (the rows of a pair are neighbours there, which keeps verification in cache)."""
     # one sort: the key (its top bit dropped: a collision only adds a verified candidate) with bases first
     order = np.argsort((keys << 1) | (~is_base).astype(np.int64))
     k = keys[order] << 1
@@ -289,28 +300,78 @@ def candidate_pairs(keys: np.ndarray, is_base: np.ndarray, *, max_pairs: float =
         )
     r = np.repeat(np.arange(len(k)), count)
     s = starts[run[r]] + (np.arange(total) - np.repeat(np.cumsum(count) - count, count))
-    return order[r], order[s]
+    return order, r, s
 
 
 def partition_edges(
     keys: np.ndarray, orders: np.ndarray, is_base: np.ndarray, codes: np.ndarray, layout: CodeLayout, threshold: float,
-) -> tuple[np.ndarray, np.ndarray]:
-    """Edges ``(a, b)`` (order values, ``a < b``, distinct) among key rows of one partition.
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Edges ``(a, b, twin)`` (order values, ``a < b``, each once) among key rows of one partition.
 
-    Each row carries its item's order value and whole code; candidates are verified with
-    the exact score (:meth:`CodeLayout.scores`).
+    Each row carries its item's order value and whole code. Identical codes sharing a
+    crowded key are collapsed first (twins share every key, so the smallest order of the
+    set is always among them): it keeps its rows and each other twin becomes an edge
+    ``(smallest, twin)`` with ``twin`` set, so a key shared by many copies of one image
+    costs one row, not their square. The candidates left are verified with the exact
+    score (:meth:`CodeLayout.scores`) after a popcount pre-filter.
     """
-    r, s = candidate_pairs(keys, is_base)
+    flat = codes.reshape(len(codes), -1)
+    keep, twin_a, twin_b = _collapse_twins(keys, orders, flat)
+    if not keep.all():
+        keys, orders, is_base, flat = keys[keep], orders[keep], is_base[keep], flat[keep]
+    order, r, s = _sorted_pairs(keys, is_base, 5e7)
+    orders, flat = orders[order], np.take(flat, order, axis=0)  # rows in key order: a pair's rows are neighbours
     differ = orders[r] != orders[s]
     r, s = r[differ], s[differ]
-    if not len(r):
-        return np.empty(0, np.int64), np.empty(0, np.int64)
-    keep = np.zeros(len(r), bool)  # a pair met in several bands is verified each time (cheaper than sorting pairs)
+    hit = np.zeros(len(r), bool)  # a pair met in several bands is verified each time (cheaper than sorting pairs)
     for lo in range(0, len(r), _VERIFY_CHUNK):
-        keep[lo : lo + _VERIFY_CHUNK] = layout.scores(codes, r[lo : lo + _VERIFY_CHUNK], s[lo : lo + _VERIFY_CHUNK]) >= threshold
-    a, b = orders[r[keep]], orders[s[keep]]
-    edges = np.unique(np.stack([np.minimum(a, b), np.maximum(a, b)], axis=1), axis=0)  # the (few) edges, once each
-    return edges[:, 0], edges[:, 1]
+        cr, cs = r[lo : lo + _VERIFY_CHUNK], s[lo : lo + _VERIFY_CHUNK]
+        near = _maybe_near(flat, cr, cs, layout, threshold)
+        score = layout.scores(flat, cr[near], cs[near])
+        hit[lo : lo + _VERIFY_CHUNK][np.flatnonzero(near)[score >= threshold]] = True
+    a, b = orders[r[hit]], orders[s[hit]]
+    pairs = np.concatenate([
+        np.stack([np.minimum(a, b), np.maximum(a, b), np.zeros(len(a), np.int64)], axis=1),
+        np.stack([twin_a, twin_b, np.ones(len(twin_a), np.int64)], axis=1),
+    ])
+    edges = np.unique(pairs, axis=0)  # the (few) edges, once each
+    return edges[:, 0], edges[:, 1], edges[:, 2].astype(bool)
+
+
+def _collapse_twins(keys: np.ndarray, orders: np.ndarray, flat: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(keep, a, b)``: rows to keep, and twin edges (smallest order ``a`` with the identical code of ``b``).
+
+    Only rows whose key is shared by at least :data:`_TWIN_RUN` rows (counted per hash
+    bucket of the key, no sort) are collapsed: that is where identical codes would cost
+    their square. Identical codes in smaller runs stay and meet as ordinary edges (score
+    1), which the greedy pass handles alike.
+    """
+    keep = np.ones(len(keys), bool)
+    none = np.empty(0, np.int64)
+    if len(keys) < _TWIN_RUN:
+        return keep, none, none
+    buckets = 1 << min(22, max(10, int(len(keys) - 1).bit_length()))
+    bucket = (keys.view(np.uint64) & np.uint64(buckets - 1)).astype(np.intp)
+    crowded = np.flatnonzero(np.bincount(bucket, minlength=buckets)[bucket] >= _TWIN_RUN)
+    if not len(crowded):
+        return keep, none, none
+    canon = collapse_identical(flat[crowded], orders[crowded])
+    twin = canon != orders[crowded]
+    keep[crowded[twin]] = False
+    return keep, canon[twin].astype(np.int64), orders[crowded][twin].astype(np.int64)
+
+
+def _maybe_near(flat: np.ndarray, r: np.ndarray, s: np.ndarray, layout: CodeLayout, threshold: float) -> np.ndarray:
+    """Pairs whose plain Hamming distance may be within the radius (all pairs for variant codes).
+
+    A necessary condition, one bit loose so float rounding never drops an edge; the exact
+    score decides. Padding bits are zero in every code, so they never count.
+    """
+    if layout.variants != 1:
+        return np.ones(len(r), bool)
+    words = flat.view(np.uint64) if flat.shape[1] % 8 == 0 and flat.flags.c_contiguous else flat
+    differ = popcount(np.take(words, r, axis=0) ^ np.take(words, s, axis=0))
+    return differ.sum(axis=1, dtype=np.int64) <= layout.radius(threshold) + 1
 
 
 # -- identical codes, greedy labels ---------------------------------------------------------
@@ -362,18 +423,38 @@ def greedy_from_edges(n: int, i: np.ndarray, j: np.ndarray) -> np.ndarray:
     return labels
 
 
-def representatives(orders: np.ndarray, canon: np.ndarray, edge_a: np.ndarray, edge_b: np.ndarray) -> np.ndarray:
-    """The representative's order value for every item.
+def labels_from_edges(a: np.ndarray, b: np.ndarray, twin: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``(items, reps)``: the items that are not their own representative (sorted) and theirs.
 
-    ``orders``: each item's (distinct) order value; ``canon``: its identical-code twin with
-    the smallest order (:func:`collapse_identical`); edges: order values ``a < b`` among
-    canonical items.
+    From the edges of :func:`partition_edges` (order values ``a < b``; duplicates
+    allowed): the greedy pass over the similarity edges in order-value order, then each
+    twin takes its identical code's label. An item with no edge is its own representative,
+    so only the items on edges are visited: the driver never needs the whole order column.
     """
-    unique = np.unique(canon)
-    if len(np.unique(orders)) != len(orders):
-        raise InputError("the order column has repeated values; give each row a distinct order (e.g. its position)")
-    labels = greedy_from_edges(len(unique), np.searchsorted(unique, edge_a), np.searchsorted(unique, edge_b))
-    return unique[labels][np.searchsorted(unique, canon)]
+    a, b, twin = np.asarray(a, np.int64), np.asarray(b, np.int64), np.asarray(twin, bool)
+    if np.any(a >= b):
+        raise InputError("edges must be given as (a, b) with a < b")
+    by_twin = np.lexsort((a[twin], b[twin]))  # per twin, its smallest identical item first
+    tb, ta = b[twin][by_twin], a[twin][by_twin]
+    first = np.r_[True, tb[1:] != tb[:-1]][: len(tb)]
+    tb, ta = tb[first], ta[first]
+    sim = ~twin
+    sim[sim] = ~(np.isin(a[sim], tb) | np.isin(b[sim], tb))  # a twin's edges are its canonical item's
+    nodes = np.unique(np.concatenate([a[sim], b[sim], ta]))
+    labels = nodes[greedy_from_edges(len(nodes), np.searchsorted(nodes, a[sim]), np.searchsorted(nodes, b[sim]))]
+    moved = labels != nodes
+    items = np.concatenate([nodes[moved], tb])
+    reps = np.concatenate([labels[moved], labels[np.searchsorted(nodes, ta)]])
+    by_item = np.argsort(items)
+    return items[by_item], reps[by_item]
+
+
+def check_distinct(orders: np.ndarray) -> None:
+    """Raise :class:`~imageprism.errors.InputError` naming a repeated order value."""
+    values, counts = np.unique(orders, return_counts=True)
+    if np.any(counts > 1):
+        raise InputError(f"the order column repeats the value {int(values[counts > 1][0])}; "
+                         "give each row a distinct order (e.g. its position)")
 
 
 def dedup_codes(
@@ -381,9 +462,12 @@ def dedup_codes(
 ) -> np.ndarray:
     """All steps in one process (the reference for engines): each item's representative order value."""
     orders = np.asarray(orders, np.int64)
-    canon = collapse_identical(codes, orders)
-    first = np.flatnonzero(canon == orders)
-    plan = plan_bands(layout, threshold, len(first), budget=budget)
-    keys, item, base = band_keys(codes[first], plan)
-    a, b = partition_edges(keys, orders[first][item], base, codes[first][item], layout, threshold)
-    return representatives(orders, canon, a, b)
+    check_distinct(orders)
+    plan = plan_bands(layout, threshold, len(codes), budget=budget)
+    keys, item, base = band_keys(codes, plan)
+    rows = np.take(codes.reshape(len(codes), -1), item, axis=0)
+    items, reps = labels_from_edges(*partition_edges(keys, orders[item], base, rows, layout, threshold))
+    out = orders.copy()
+    sorter = np.argsort(orders)
+    out[sorter[np.searchsorted(orders, items, sorter=sorter)]] = reps
+    return out

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from imageprism._image import DEFAULT_MAX_PIXELS, SourceImage
+from imageprism._image import DEFAULT_MAX_PIXELS
 from imageprism._prism import ImagePrism
 from imageprism._results import Failure
 from imageprism._types import Dimension, Profile
@@ -26,7 +26,7 @@ from imageprism.columnar.schema import (
     numpy_to_column,
     pyarrow,
 )
-from imageprism.errors import ImagePrismError, InputError
+from imageprism.errors import InputError
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -176,7 +176,7 @@ class ArrowEmbedder:
         pa = pyarrow()
         prism = self.prism
         n = len(items)
-        first = next(iter(prism.plugins.values()))
+        first = next(iter(prism.plugins))
         sizes: list[int | None] = [None] * n
         mtimes: list[int | None] = [None] * n
         keys: list[str | None] = [None] * n
@@ -193,27 +193,16 @@ class ArrowEmbedder:
                     sizes[i], mtimes[i] = st.st_size, st.st_mtime_ns
                 except (OSError, ValueError):
                     pass  # the load fails below with a message naming the path
-        # the decode-and-embed path of ImagePrism.embed_batch (prefetching decoder, cache by pixels)
-        size = prism.batch_size
-        for chunk in (prism._decode_chunk(items[s : s + size], s) for s in range(0, n, size)):
-            ok: list[tuple[int, SourceImage]] = []
-            for i, src in chunk:
-                if isinstance(src, Failure):
-                    errors[i] = f"{type(src.error).__name__}: {src.error}"
+        for s in range(0, n, prism.batch_size):  # the per-chunk step of ImagePrism.embed_batch
+            for entry in prism.embed_chunk(items[s : s + prism.batch_size], s):
+                i = entry.index
+                if isinstance(entry, Failure):
+                    errors[i] = f"{type(entry.error).__name__}: {entry.error}"
                     continue
-                try:
-                    widths[i], heights[i] = src.size
-                    keys[i] = src.pixels(first.image_request).key
-                except ImagePrismError as exc:  # e.g. a header that no longer reads
-                    errors[i] = f"{type(exc).__name__}: {exc}"
-                    continue
-                ok.append((i, src))
-            for (i, _), embedding in zip(ok, prism._embed_sources([src for _, src in ok])):
-                for name, value in embedding.items():
+                widths[i], heights[i] = entry.width, entry.height
+                keys[i] = entry.pixel_keys[first]
+                for name, value in entry.embeddings.items():
                     embedded[name][i] = value
-        failed = [e is not None for e in errors]
-        for i in np.flatnonzero(failed).tolist():
-            keys[i] = widths[i] = heights[i] = None
         return {
             "path": pa.array(paths, pa.string()),
             "file_size": pa.array(sizes, pa.int64()),

@@ -1,16 +1,17 @@
 """The dedup kernels on Arrow tables: what each engine task runs, whatever the engine.
 
-A distributed dedup of an embedding table's hash column, in four table steps (Ray's
+A distributed dedup of an embedding table's hash column is one shuffle (Ray's
 ``imageprism.ray.dedup_dataset`` and the README's Spark recipe both run exactly these):
 
-1. :func:`code_rows` (per batch): ``order``, ``code``, ``part`` (identical codes share a part);
-2. group by ``part``, :func:`collapse_rows` (per part): adds ``canon``, the smallest
-   order among identical codes; collect ``order`` and ``canon`` on the driver and make the
-   plan (:func:`~imageprism.columnar.dedup.plan_bands`);
-3. :func:`key_rows` (per batch): band key rows ``key``, ``part``, ``order``, ``base``, ``code``;
-4. group by ``part``, :func:`edge_rows` (per part): verified edges ``a < b``; collect them,
-   :func:`~imageprism.columnar.dedup.representatives` on the driver, and
-   :func:`attach_representatives` (per batch).
+1. the plan (:func:`~imageprism.columnar.dedup.plan_bands`) for the number of rows;
+2. :func:`key_rows` (per batch): ``key``, ``kind``, ``order``, ``code``, ``part``: the
+   band keys of every row with a code, and one row per item keyed by its order value
+   (which checks the order values are distinct);
+3. group by ``part``, :func:`edge_rows` (per group, any set of whole parts): verified
+   edges ``a < b`` and twin edges (identical codes); collect them (few: about one per
+   near copy) and :func:`~imageprism.columnar.dedup.labels_from_edges` on the driver;
+4. :func:`attach_representatives` (per batch, no shuffle): the labels of the items that
+   are not their own representative travel with the task.
 
 Codes may arrive as fixed-size binary (Ray, Parquet) or plain binary (Spark).
 """
@@ -25,8 +26,8 @@ from imageprism.columnar.dedup import (
     BandPlan,
     CodeLayout,
     band_keys,
+    check_distinct,
     code_hash,
-    collapse_identical,
     partition_edges,
 )
 from imageprism.columnar.schema import DimensionField, pyarrow
@@ -35,7 +36,10 @@ from imageprism.errors import ConfigError, InputError
 if TYPE_CHECKING:
     import pyarrow as pa
 
-__all__ = ["attach_representatives", "code_rows", "collapse_rows", "edge_rows", "hash_layout", "key_rows", "portable"]
+__all__ = ["attach_representatives", "edge_rows", "hash_layout", "key_rows", "portable"]
+
+#: ``kind`` of a key row: a band's base key, a probe key, the item's order check
+BASE, PROBE, ORDER = 0, 1, 2
 
 
 def hash_layout(schema: pa.Schema, column: str = "hash") -> CodeLayout:
@@ -88,65 +92,60 @@ def _codes(table: pa.Table, name: str, width: int | None = None) -> np.ndarray:
     return raw[array.offset * width : (array.offset + len(array)) * width].reshape(len(array), width)
 
 
-def code_rows(batch: pa.Table, *, order_by: str, column: str, parts: int) -> pa.Table:
-    """Rows that have a code: ``order`` (int64), ``code``, ``part`` (a hash of the code modulo ``parts``)."""
+def key_rows(batch: pa.Table, *, plan: BandPlan, order_by: str, column: str, parts: int) -> pa.Table:
+    """The key rows of a batch of an embedding table (rows without a code have none).
+
+    ``key`` (int64), ``kind`` (int8: :data:`BASE`, :data:`PROBE`, :data:`ORDER`), ``order``
+    (int64), ``code`` (the row's whole code, for verification), ``part`` (int32: the key
+    modulo ``parts``; group by it). Per item: its band keys, and one row keyed by its
+    order value, so repeated order values meet in one group.
+    """
     pa = pyarrow()
     valid = batch.filter(batch.column(column).is_valid())
     orders = valid.column(order_by)
     if orders.null_count:
         raise InputError(f"the order column {order_by!r} has null values; give every row an order")
-    return pa.table({
-        "order": orders.cast(pa.int64()),
-        "code": valid.column(column),
-        "part": pa.array(np.abs(code_hash(_codes(valid, column)) % parts), pa.int64()),
-    })
-
-
-def collapse_rows(group: pa.Table) -> pa.Table:
-    """``order``, ``canon`` (smallest order with an identical code), ``code`` for one part's rows."""
-    pa = pyarrow()
-    canon = collapse_identical(_codes(group, "code"), group.column("order").to_numpy())
-    return pa.table({"order": group.column("order"), "canon": pa.array(canon, pa.int64()), "code": group.column("code")})
-
-
-def key_rows(batch: pa.Table, *, plan: BandPlan, parts: int) -> pa.Table:
-    """Band key rows of the canonical codes of a batch of :func:`collapse_rows` output."""
-    pa = pyarrow()
     layout = plan.layout
-    first = np.flatnonzero(batch.column("order").to_numpy() == batch.column("canon").to_numpy())
-    codes = _codes(batch, "code", layout.rows * layout.nbytes)[first]
-    keys, item, base = band_keys(codes, plan)
-    take = pa.array(first[item])
+    codes = valid.column(column)
+    keys, item, base = band_keys(_codes(valid, column, layout.rows * layout.nbytes), plan)
+    order_values = np.asarray(orders.cast(pa.int64()).to_numpy(), np.int64)
+    keys = np.concatenate([keys, code_hash(order_values.view(np.uint8).reshape(-1, 8))])
+    take = np.concatenate([item, np.arange(len(order_values))])
+    kind = np.concatenate([np.where(base, BASE, PROBE), np.full(len(order_values), ORDER)]).astype(np.int8)
     return pa.table({
         "key": pa.array(keys, pa.int64()),
-        "part": pa.array(np.abs(keys % parts), pa.int64()),
-        "order": batch.column("order").take(take),
-        "base": pa.array(base),
-        "code": batch.column("code").take(take),
+        "kind": pa.array(kind, pa.int8()),
+        "order": pa.array(order_values[take], pa.int64()),
+        "code": codes.take(pa.array(take)),
+        "part": pa.array(keys % parts, pa.int32()),
     })
 
 
 def edge_rows(group: pa.Table, *, layout: CodeLayout, threshold: float) -> pa.Table:
-    """Verified edges ``a < b`` (order values) among all key rows of one part."""
+    """Edges ``a < b`` (order values) and ``twin`` (identical codes) among the key rows of whole parts."""
     pa = pyarrow()
-    a, b = partition_edges(
-        group.column("key").to_numpy(), group.column("order").to_numpy(),
-        group.column("base").to_numpy(zero_copy_only=False), _codes(group, "code", layout.rows * layout.nbytes),
-        layout, threshold,
+    kind = group.column("kind").to_numpy()
+    orders = group.column("order").to_numpy()
+    check_distinct(orders[kind == ORDER])
+    band = np.flatnonzero(kind != ORDER)
+    a, b, twin = partition_edges(
+        group.column("key").to_numpy()[band], orders[band], kind[band] == BASE,
+        _codes(group, "code", layout.rows * layout.nbytes)[band], layout, threshold,
     )
-    return pa.table({"a": pa.array(a, pa.int64()), "b": pa.array(b, pa.int64())})
+    return pa.table({"a": pa.array(a, pa.int64()), "b": pa.array(b, pa.int64()), "twin": pa.array(twin, pa.bool_())})
 
 
 def attach_representatives(
-    batch: pa.Table, *, order_by: str, column: str, orders: np.ndarray, reps: np.ndarray,
+    batch: pa.Table, *, order_by: str, column: str, items: np.ndarray, reps: np.ndarray,
 ) -> pa.Table:
-    """``batch`` plus ``representative`` (``orders`` sorted, ``reps`` aligned; null without a code)."""
+    """``batch`` plus ``representative``: ``reps`` for the ``items`` (sorted order values), the
+    row's own order value for every other row with a code, null without one."""
     pa = pyarrow()
     valid = batch.column(column).is_valid().to_numpy(zero_copy_only=False)
-    values = batch.column(order_by).cast(pa.int64()).fill_null(np.iinfo(np.int64).min).to_numpy()
-    if not len(orders):
-        return batch.append_column("representative", pa.nulls(batch.num_rows, pa.int64()))
-    at = np.minimum(np.searchsorted(orders, values), len(orders) - 1)
-    found = valid & (orders[at] == values)
-    rep = pa.array(np.where(found, reps[at], 0), pa.int64(), mask=~found)
-    return batch.append_column("representative", rep)
+    values = batch.column(order_by).cast(pa.int64()).fill_null(0).to_numpy()
+    rep = values.copy()
+    if len(items):
+        at = np.minimum(np.searchsorted(items, values), len(items) - 1)
+        moved = items[at] == values
+        rep[moved] = reps[at[moved]]
+    return batch.append_column("representative", pa.array(rep, pa.int64(), mask=~valid))
