@@ -19,6 +19,7 @@ Arrays are stored as dtype, shape and raw bytes (never pickled); ``None`` result
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import os
 import sqlite3
@@ -357,6 +358,9 @@ class PersistentCache(EmbeddingCache):
         """The SQLite file: a hit there is copied into memory and counted as a disk hit."""
         return self._lookup_backing_many([key])[0]
 
+    def _query(self, sql: str, args: Sequence[object]) -> list[Any]:
+        return self._connect().execute(sql, args).fetchall()
+
     def _lookup_backing_many(self, keys: Sequence[CacheKey]) -> list[tuple[bool, Embedding]]:
         """One query per token and :data:`_QUERY_KEYS` keys; a row whose checksum fails is a miss."""
         out: list[tuple[bool, Embedding]] = [(False, None)] * len(keys)
@@ -374,7 +378,7 @@ class PersistentCache(EmbeddingCache):
                         "SELECT pixel_key, dtype, shape, data, checksum FROM embeddings "
                         f"WHERE token = ? AND pixel_key IN ({','.join('?' * len(part))})"
                     )
-                    found = _retry_busy(lambda: self._connect().execute(sql, (token, *part)).fetchall())
+                    found = _retry_busy(functools.partial(self._query, sql, (token, *part)))
                     rows.update(((_str(row[0]), token), row[1:]) for row in found)
         except sqlite3.Error as exc:
             self._disable(_describe(exc))
