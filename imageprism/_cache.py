@@ -369,7 +369,7 @@ class PersistentCache(EmbeddingCache):
         wanted: dict[str, list[str]] = {}
         for pixel_key, token in keys:
             wanted.setdefault(token, []).append(pixel_key)
-        rows: dict[CacheKey, tuple[Any, ...]] = {}
+        rows: dict[tuple[object, str], tuple[Any, ...]] = {}
         try:
             for token, pixel_keys in wanted.items():
                 for s in range(0, len(pixel_keys), _QUERY_KEYS):
