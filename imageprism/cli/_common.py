@@ -8,7 +8,7 @@ import json
 import os
 import re
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 from imageprism._cache import PersistentCache
@@ -143,6 +143,19 @@ def apply_limits(prism: ImagePrism, args: argparse.Namespace) -> ImagePrism:
 def write_json(value: Any) -> None:
     json.dump(value, sys.stdout, indent=2)
     sys.stdout.write("\n")
+
+
+def write_json_list(items: Iterable[Any], *, compact: bool = False) -> None:
+    """A JSON list written one item at a time, so the items are never all in memory.
+
+    The text of :func:`write_json` on the whole list, or with ``compact`` one item per line.
+    """
+    sys.stdout.write("[")
+    n = 0
+    for n, item in enumerate(items, 1):
+        text = json.dumps(item) if compact else json.dumps(item, indent=2).replace("\n", "\n  ")
+        sys.stdout.write(("," if n > 1 else "") + "\n  " + text)
+    sys.stdout.write("\n]\n" if n else "]\n")
 
 
 def fmt_score(value: float | None) -> str:
