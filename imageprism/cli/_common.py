@@ -145,16 +145,13 @@ def write_json(value: Any) -> None:
     sys.stdout.write("\n")
 
 
-def write_json_list(items: Iterable[Any], *, compact: bool = False) -> None:
-    """A JSON list written one item at a time, so the items are never all in memory.
-
-    The text of :func:`write_json` on the whole list, or with ``compact`` one item per line.
-    """
+def write_json_list(items: Iterable[Any]) -> None:
+    """A JSON list written one item at a time, one compact item per line: the items are never all in memory,
+    and the output of a million images can be read line by line."""
     sys.stdout.write("[")
     n = 0
     for n, item in enumerate(items, 1):
-        text = json.dumps(item) if compact else json.dumps(item, indent=2).replace("\n", "\n  ")
-        sys.stdout.write(("," if n > 1 else "") + "\n  " + text)
+        sys.stdout.write(("," if n > 1 else "") + "\n  " + json.dumps(item))
     sys.stdout.write("\n]\n" if n else "]\n")
 
 

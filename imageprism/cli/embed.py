@@ -61,7 +61,7 @@ def run(args: argparse.Namespace) -> int:
     errors = {f.index: cli_message(str(f.error)) for f in batch.failures}
     records = (_record(prism, path, embedding, errors.get(i)) for i, (path, embedding) in enumerate(zip(files, batch.embeddings)))
     if args.json:
-        write_json_list(records)  # streamed: the text of each image exists only while it is written
+        write_json_list(records)  # streamed, one image per line
     else:
         for record in records:
             sys.stdout.write(f"{record['image']}\n")

@@ -79,7 +79,7 @@ def run(args: argparse.Namespace) -> int:
             yield found
 
     if args.json:
-        write_json_list((found.to_dict() for found in counted()), compact=True)
+        write_json_list(found.to_dict() for found in counted())
     elif args.csv:
         _write_csv(counted(), dims)
     else:
