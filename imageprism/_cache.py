@@ -19,6 +19,7 @@ Arrays are stored as dtype, shape and raw bytes (never pickled); ``None`` result
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import os
 import sqlite3
@@ -28,7 +29,7 @@ import warnings
 from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Optional, TypeVar
+from typing import Any, Optional, TypeVar
 
 import numpy as np
 
@@ -100,9 +101,35 @@ class EmbeddingCache:
                 self._misses += 1
         return found, embedding
 
+    def lookup_many(self, keys: Sequence[CacheKey]) -> list[tuple[bool, Embedding]]:
+        """:meth:`lookup` of every key, in order (one round trip to a backing store for the memory misses)."""
+        out: list[tuple[bool, Embedding]] = [(False, None)] * len(keys)
+        missing: list[int] = []
+        with self._lock:
+            for i, key in enumerate(keys):
+                if key in self._data:
+                    self._data.move_to_end(key)
+                    self._hits += 1
+                    out[i] = (True, self._data[key])
+                else:
+                    missing.append(i)
+        if missing:
+            found = self._lookup_backing_many([keys[i] for i in missing])
+            for i, hit in zip(missing, found):
+                out[i] = hit
+            with self._lock:
+                hits = sum(1 for hit, _ in found if hit)
+                self._hits += hits
+                self._misses += len(found) - hits
+        return out
+
     def _lookup_backing(self, key: CacheKey) -> tuple[bool, Embedding]:
         """Where a lookup that missed in memory looks next: nowhere, for the in-memory cache."""
         return False, None
+
+    def _lookup_backing_many(self, keys: Sequence[CacheKey]) -> list[tuple[bool, Embedding]]:
+        """:meth:`_lookup_backing` of several keys."""
+        return [self._lookup_backing(key) for key in keys]
 
     def put(self, key: CacheKey, embedding: Embedding) -> Embedding:
         """Store a read-only copy of an embedding, evicting old entries past the bounds; return the copy."""
@@ -158,6 +185,8 @@ _TABLE = (
     "CREATE TABLE embeddings (pixel_key TEXT NOT NULL, token TEXT NOT NULL, dtype TEXT, "
     "shape TEXT, data BLOB, checksum BLOB NOT NULL, PRIMARY KEY (pixel_key, token)) WITHOUT ROWID"
 )
+#: keys looked up per query (under SQLite's default limit of host parameters)
+_QUERY_KEYS = 500
 #: the layout of schema 1 (before application_id), recognised exactly and upgraded
 _TABLE_V1 = (
     "CREATE TABLE embeddings (pixel_key TEXT NOT NULL, token TEXT NOT NULL, dtype TEXT, "
@@ -327,24 +356,44 @@ class PersistentCache(EmbeddingCache):
 
     def _lookup_backing(self, key: CacheKey) -> tuple[bool, Embedding]:
         """The SQLite file: a hit there is copied into memory and counted as a disk hit."""
+        return self._lookup_backing_many([key])[0]
+
+    def _query(self, sql: str, args: Sequence[object]) -> list[Any]:
+        return self._connect().execute(sql, args).fetchall()
+
+    def _lookup_backing_many(self, keys: Sequence[CacheKey]) -> list[tuple[bool, Embedding]]:
+        """One query per token and :data:`_QUERY_KEYS` keys; a row whose checksum fails is a miss."""
+        out: list[tuple[bool, Embedding]] = [(False, None)] * len(keys)
         if self.disabled is not None:
-            return False, None
+            return out
+        wanted: dict[str, list[str]] = {}
+        for pixel_key, token in keys:
+            wanted.setdefault(token, []).append(pixel_key)
+        rows: dict[tuple[object, str], tuple[Any, ...]] = {}
         try:
-            row = _retry_busy(lambda: self._connect().execute(
-                "SELECT dtype, shape, data, checksum FROM embeddings WHERE pixel_key = ? AND token = ?", key
-            ).fetchone())
+            for token, pixel_keys in wanted.items():
+                for s in range(0, len(pixel_keys), _QUERY_KEYS):
+                    part = pixel_keys[s : s + _QUERY_KEYS]
+                    sql = (
+                        "SELECT pixel_key, dtype, shape, data, checksum FROM embeddings "
+                        f"WHERE token = ? AND pixel_key IN ({','.join('?' * len(part))})"
+                    )
+                    found = _retry_busy(functools.partial(self._query, sql, (token, *part)))
+                    rows.update(((_str(row[0]), token), row[1:]) for row in found)
         except sqlite3.Error as exc:
             self._disable(_describe(exc))
-            return False, None
-        if row is None or row[3] != _checksum(key, *row[:3]):
-            return False, None
-        embedding = _decode(*row[:3])
-        if isinstance(embedding, _Corrupt):
-            return False, None
-        embedding = super().put(key, embedding)
-        with self._lock:
-            self._disk_hits += 1
-        return True, embedding
+            return out
+        for i, key in enumerate(keys):
+            row = rows.get(key)
+            if row is None or row[3] != _checksum(key, *row[:3]):
+                continue
+            embedding = _decode(*row[:3])
+            if isinstance(embedding, _Corrupt):
+                continue
+            out[i] = (True, super().put(key, embedding))
+            with self._lock:
+                self._disk_hits += 1
+        return out
 
     def put(self, key: CacheKey, embedding: Embedding) -> Embedding:
         stored = super().put(key, embedding)
@@ -470,15 +519,24 @@ def _describe(exc: sqlite3.Error) -> str:
 
 def _checksum(key: CacheKey, dtype: str | bytes | None, shape: str | bytes | None, data: bytes | None) -> bytes:
     """BLAKE2b-128 over the key, the metadata and the bytes, each length-prefixed (``None`` distinct from empty)."""
-    digest = hashlib.blake2b(digest_size=16, person=b"imageprism-c2")
+    chunks: list[bytes] = []
     for part in (*key, dtype, shape, data):
         if part is None:
-            digest.update(b"\xff" * 8)
+            chunks.append(b"\xff" * 8)
             continue
         raw = part.encode() if isinstance(part, str) else bytes(part)
-        digest.update(len(raw).to_bytes(8, "little"))
-        digest.update(raw)
-    return digest.digest()
+        chunks += (len(raw).to_bytes(8, "little"), raw)
+    return hashlib.blake2b(b"".join(chunks), digest_size=16, person=b"imageprism-c2").digest()
+
+
+def _str(value: object) -> object:
+    """A TEXT value read through ``text_factory = bytes`` as ``str`` (undecodable bytes stay bytes: no key matches)."""
+    if isinstance(value, bytes):
+        try:
+            return value.decode("utf-8")
+        except UnicodeDecodeError:
+            return value
+    return value
 
 
 def _decode(dtype_raw: bytes | None, shape_raw: bytes | None, data: bytes | None) -> Embedding | _Corrupt:

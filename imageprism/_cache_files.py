@@ -99,9 +99,8 @@ def _text(value: object) -> str | None:
 
 def _checksum(identity: FileIdentity, token: str, key: str) -> bytes:
     """BLAKE2b-128 over every field, each length-prefixed: a damaged or edited row never matches."""
-    digest = hashlib.blake2b(digest_size=16, person=b"imageprism-f1")
+    chunks: list[bytes] = []
     for part in (identity.path, token, str(identity.size), str(identity.mtime_ns), str(identity.inode), key):
         raw = part.encode("utf-8", "surrogateescape")
-        digest.update(len(raw).to_bytes(8, "little"))
-        digest.update(raw)
-    return digest.digest()
+        chunks += (len(raw).to_bytes(8, "little"), raw)
+    return hashlib.blake2b(b"".join(chunks), digest_size=16, person=b"imageprism-f1").digest()

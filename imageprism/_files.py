@@ -11,7 +11,7 @@ from typing import BinaryIO
 
 from imageprism.errors import InputError
 
-__all__ = ["atomic_file", "atomic_write", "check_writable_folder"]
+__all__ = ["atomic_file", "atomic_write", "check_writable_folder", "fsync_folder"]
 
 
 def atomic_write(path: str | os.PathLike[str], data: bytes, *, overwrite: bool = False) -> None:
@@ -50,7 +50,7 @@ def atomic_file(path: str | os.PathLike[str], *, overwrite: bool = False) -> Ite
     finally:
         if os.path.exists(temp):
             os.unlink(temp)
-    _fsync_folder(target.parent)
+    fsync_folder(target.parent)
 
 
 def _link(temp: str, target: Path) -> bool:
@@ -78,15 +78,25 @@ def check_writable_folder(folder: str | os.PathLike[str], *, what: str) -> None:
         raise InputError(f"{what} {os.fspath(path)!r} cannot be written: no write permission on {os.fspath(existing)!r}")
 
 
-def _fsync_folder(folder: Path) -> None:
+def fsync_folder(folder: Path, *, strict: bool = False) -> None:
+    """Make a rename or unlink in ``folder`` durable (fsync of the directory, POSIX only).
+
+    ``strict``: an error is raised (the index's commit reports it); otherwise it is ignored
+    (a file system that cannot sync folders still gets its complete file).
+    """
+    if os.name != "posix":  # pragma: no cover
+        return
     try:
-        fd = os.open(folder, os.O_RDONLY)
+        fd = os.open(folder, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
     except OSError:
+        if strict:
+            raise
         return
     try:
         os.fsync(fd)
     except OSError:
-        pass
+        if strict:
+            raise
     finally:
         os.close(fd)
 

@@ -37,6 +37,7 @@ from typing import Any
 
 import numpy as np
 
+from imageprism._files import fsync_folder
 from imageprism._version import __version__
 from imageprism.errors import IndexConflictError, IndexFormatError, IndexWriteError
 
@@ -385,7 +386,7 @@ class Writer:
         self.json(tmp, manifest.to_json())
         try:
             os.replace(self.folder / tmp, self.folder / MANIFEST)
-            _fsync_dir(self.folder)
+            fsync_folder(self.folder, strict=True)
         except OSError as exc:
             raise IndexWriteError(f"cannot commit the index in {str(self.folder)!r} ({exc.strerror})") from exc
         keep = manifest.names() | {MANIFEST, LOCK}
@@ -393,13 +394,3 @@ class Writer:
             if entry.name not in keep and (entry.name in previous or _OURS.match(entry.name)):
                 with contextlib.suppress(OSError):
                     os.unlink(entry.path)
-
-
-def _fsync_dir(folder: Path) -> None:
-    if os.name != "posix":  # pragma: no cover
-        return
-    fd = os.open(folder, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

@@ -68,11 +68,7 @@ def resumed_chunks(
         identities = [file_identity(item) for item in window]
         seen = [(k, identity) for k, identity in enumerate(identities) if identity is not None]
         recorded = cache.file_keys([identity for _, identity in seen], list(tokens.values()))
-        found: dict[int, tuple[Embeddings, dict[str, str]]] = {}
-        for (k, _), keys in zip(seen, recorded):
-            hit = None if keys is None else _cached(cache, keys, tokens)
-            if hit is not None:
-                found[k] = hit
+        found = _cached(cache, {k: keys for (k, _), keys in zip(seen, recorded) if keys is not None}, tokens)
         known: ChunkResult = [(start + k, hit) for k, hit in found.items()]
         todo = [k for k in range(len(window)) if k not in found]
         if known:
@@ -90,12 +86,20 @@ def resumed_chunks(
             yield out
 
 
-def _cached(cache: EmbeddingCache, keys: Mapping[str, str], tokens: Mapping[str, str]) -> tuple[Embeddings, dict[str, str]] | None:
-    """The embeddings and pixel keys of an unchanged file, if every dimension's embedding is cached."""
-    embeddings: Embeddings = {}
-    for name, token in tokens.items():
-        hit, embedding = cache.lookup((keys[token], token))
+def _cached(
+    cache: EmbeddingCache, recorded: Mapping[int, Mapping[str, str]], tokens: Mapping[str, str]
+) -> dict[int, tuple[Embeddings, dict[str, str]]]:
+    """The embeddings and pixel keys of the unchanged files (``recorded``: position -> token -> pixel key)
+    whose every dimension's embedding is cached, in one batched lookup."""
+    wanted = [(k, name, (keys[token], token)) for k, keys in recorded.items() for name, token in tokens.items()]
+    hits = cache.lookup_many([key for _, _, key in wanted])
+    found: dict[int, tuple[Embeddings, dict[str, str]]] = {}
+    missed: set[int] = set()
+    for (k, name, (pixel_key, _)), (hit, embedding) in zip(wanted, hits):
         if not hit:
-            return None
-        embeddings[name] = embedding
-    return embeddings, {name: keys[token] for name, token in tokens.items()}
+            missed.add(k)
+        elif k not in missed:
+            found.setdefault(k, ({}, {}))
+            found[k][0][name] = embedding
+            found[k][1][name] = pixel_key
+    return {k: hit for k, hit in found.items() if k not in missed}

@@ -201,3 +201,25 @@ def test_prism_rerun_skips_the_model_work(tmp_path: Path) -> None:
         assert calls == [] and cache.stats.disk_hits == 5
     for a, b in zip(first.embeddings, second.embeddings):
         assert np.array_equal(a["hash"], b["hash"])  # type: ignore[index]
+
+
+def test_lookup_many_equals_one_lookup_per_key(tmp_path: Path) -> None:
+    """The batched lookup of resumed runs: order kept, across several queries, tampered rows missed."""
+    path = tmp_path / "c.sqlite3"
+    keys = [(f"px{i}", "hash" if i % 2 else "vec") for i in range(1203)]  # > two queries of 500 per token
+    with PersistentCache(path) as cache:
+        for i, key in enumerate(keys):
+            if i % 3:  # every third key is never stored
+                cache.put(key, value_for(i))
+    with sqlite3.connect(path) as conn:
+        conn.execute("UPDATE embeddings SET data = x'00' WHERE pixel_key = 'px5'")  # checksum fails now
+    conn.close()
+    with PersistentCache(path, max_entries=10) as many, PersistentCache(path, max_entries=10) as one:
+        many.lookup(keys[1])  # one key answered from memory
+        got = many.lookup_many(keys + [("px1", "nope")])
+        want = [one.lookup(key) for key in keys + [("px1", "nope")]]
+        assert [hit for hit, _ in got] == [hit for hit, _ in want]
+        assert sum(hit for hit, _ in got) == sum(1 for i in range(len(keys)) if i % 3 and i != 5)
+        for (hit, a), (_, b) in zip(got, want):
+            assert (a is None and b is None) or (hit and np.array_equal(a, b))
+        assert (many.stats.hits, many.stats.misses) == (one.stats.hits + 1, one.stats.misses)

@@ -8,7 +8,7 @@ import json
 import os
 import re
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 from imageprism._cache import PersistentCache
@@ -143,6 +143,16 @@ def apply_limits(prism: ImagePrism, args: argparse.Namespace) -> ImagePrism:
 def write_json(value: Any) -> None:
     json.dump(value, sys.stdout, indent=2)
     sys.stdout.write("\n")
+
+
+def write_json_list(items: Iterable[Any]) -> None:
+    """A JSON list written one item at a time, one compact item per line: the items are never all in memory,
+    and the output of a million images can be read line by line."""
+    sys.stdout.write("[")
+    n = 0
+    for n, item in enumerate(items, 1):
+        sys.stdout.write(("," if n > 1 else "") + "\n  " + json.dumps(item))
+    sys.stdout.write("\n]\n" if n else "]\n")
 
 
 def fmt_score(value: float | None) -> str:

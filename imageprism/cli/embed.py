@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
 
 from imageprism.cli._common import (
     add_selection_flags,
@@ -21,10 +23,13 @@ from imageprism.cli._common import (
     check_output_files,
     cli_message,
     prism_from_args,
-    write_json,
+    write_json_list,
 )
 from imageprism.cli._walk import image_files
 from imageprism.errors import InputError
+
+if TYPE_CHECKING:
+    from imageprism._prism import ImagePrism
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -54,14 +59,9 @@ def run(args: argparse.Namespace) -> int:
     prism = prism_from_args(args)
     batch = prism.embed_batch(files, on_error="skip", workers=args.workers)
     errors = {f.index: cli_message(str(f.error)) for f in batch.failures}
-    records: list[dict[str, object]] = []
-    for i, (path, embedding) in enumerate(zip(files, batch.embeddings)):
-        if embedding is not None:
-            records.append({"image": path, **{name: prism.plugins[name].to_json(value) for name, value in embedding.items()}})
-        else:
-            records.append({"image": path, "error": errors.get(i, str(InputError(f"{path} could not be embedded")))})
+    records = (_record(prism, path, embedding, errors.get(i)) for i, (path, embedding) in enumerate(zip(files, batch.embeddings)))
     if args.json:
-        write_json(records)
+        write_json_list(records)  # streamed, one image per line
     else:
         for record in records:
             sys.stdout.write(f"{record['image']}\n")
@@ -87,6 +87,12 @@ def _write_table(args: argparse.Namespace, files: list[str]) -> int:
     failures = write_parquet(ArrowEmbedder.from_prism(prism_from_args(args)), files, args.out, overwrite=args.force)
     sys.stderr.write(f"{len(files)} rows ({failures} failed) written to {args.out}\n")
     return 1 if failures else 0
+
+
+def _record(prism: ImagePrism, path: str, embedding: Mapping[str, Any] | None, error: str | None) -> dict[str, object]:
+    if embedding is None:
+        return {"image": path, "error": error or str(InputError(f"{path} could not be embedded"))}
+    return {"image": path, **{name: prism.plugins[name].to_json(value) for name, value in embedding.items()}}
 
 
 def _short(value: object) -> str:

@@ -13,13 +13,12 @@ from __future__ import annotations
 
 import argparse
 import csv
-import json
 import sys
 from collections.abc import Iterator, Sequence
 
 from imageprism._index import ImageIndex
 from imageprism._match import InputMatches, is_saved_index, match
-from imageprism.cli._common import add_selection_flags, plural, prism_from_args
+from imageprism.cli._common import add_selection_flags, plural, prism_from_args, write_json_list
 from imageprism.cli._walk import image_files
 from imageprism.errors import ConfigError
 
@@ -80,7 +79,7 @@ def run(args: argparse.Namespace) -> int:
             yield found
 
     if args.json:
-        _write_json(counted())
+        write_json_list(found.to_dict() for found in counted())
     elif args.csv:
         _write_csv(counted(), dims)
     else:
@@ -92,14 +91,6 @@ def run(args: argparse.Namespace) -> int:
             f"a match, {counts['failed']} failed; library of {len(library)} {plural(len(library), 'item')}\n"
         )
     return 1 if counts["failed"] or library_failures else 0
-
-
-def _write_json(results: Iterator[InputMatches]) -> None:
-    """A JSON list written one input at a time (the results are never all in memory)."""
-    sys.stdout.write("[")
-    for n, found in enumerate(results):
-        sys.stdout.write(("," if n else "") + "\n  " + json.dumps(found.to_dict()))
-    sys.stdout.write("\n]\n")
 
 
 def _write_csv(results: Iterator[InputMatches], dims: Sequence[str]) -> None:
