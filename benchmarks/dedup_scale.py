@@ -52,6 +52,103 @@ def hash_codes(n: int, seed: int = 0) -> np.ndarray:
     return codes
 
 
+#: fraction of bits in which each variant group of HashConfig.robust() differs from its parent group,
+#: averaged over the 37 shared dev photos (the mirrored crops are measured against the mirror, the
+#: other variants against the whole image); printed by ``measured_variant_rates()``
+VARIANT_RATES = (
+    0.0, 0.469, 0.486, 0.514, 0.461, 0.504, 0.502, 0.456,  # whole image: identity, mirror, flip, rot180, transpose, rot90, rot270, transverse
+    0.143, 0.14, 0.327, 0.326, 0.416, 0.42, 0.44, 0.44,  # centre crops 0.9, 0.75, 0.6, 0.5 and their mirrors
+    0.14, 0.145,  # rotations +4, -4 degrees
+    0.403, 0.398, 0.405, 0.394, 0.406, 0.41, 0.386, 0.423,  # 0.7 crops shifted in 8 directions
+)
+#: the group each variant is derived from (the mirrored crops from the mirror)
+VARIANT_PARENTS = (0,) * 9 + (1,) + (0, 1) * 3 + (0,) * 10
+
+
+def measured_variant_rates() -> list[float]:
+    """The per-variant rates of VARIANT_RATES, measured again on the dev photos (the mirrored crops against the mirror)."""
+    from pathlib import Path
+
+    from PIL import Image
+
+    from imageprism.dimensions.hash import HashConfig, compute_hashes
+
+    config = HashConfig.robust()
+    folder = Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "dev-images"
+    photos = sorted(p for p in folder.iterdir() if p.suffix.lower() in (".jpg", ".jpeg", ".png"))
+    codes = np.stack([compute_hashes(Image.open(p).convert("L"), config=config) for p in photos])
+    bits = np.unpackbits(codes, axis=-1).reshape(len(codes), config.n_variants, -1)
+    return [float(np.mean(bits[:, v] != bits[:, parent])) for v, parent in enumerate(VARIANT_PARENTS)]
+
+
+def _bernoulli(rng: np.random.Generator, shape: tuple[int, ...], p: float) -> np.ndarray:
+    """uint64 words whose bits are 1 with probability ``p`` (to 1/256): p's binary digits, AND/OR of random words."""
+    out = np.zeros(shape, np.uint64)
+    level = round(p * 256)
+    for k in range(8):  # from the last binary digit of p to the first
+        word = rng.integers(0, 2**64, shape, dtype=np.uint64, endpoint=False)
+        out = (out | word) if (level >> k) & 1 else (out & word)
+    return out
+
+
+def _derive_variants(identity: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Words ``(n, 26, 3)`` of each variant group: its parent's bits with VARIANT_RATES of them flipped."""
+    words = np.empty((len(identity), len(VARIANT_RATES), 3), np.uint64)
+    words[:, 0] = identity
+    for v in range(1, len(VARIANT_RATES)):  # parents come first
+        words[:, v] = words[:, VARIANT_PARENTS[v]] ^ _bernoulli(rng, identity.shape, VARIANT_RATES[v])
+    return words
+
+
+#: the edits a near copy is made with, and their shares: (variant group its whole image becomes, share)
+COPY_EDITS = ((0, 0.5), (1, 0.2), (8, 0.1), (16, 0.1), (5, 0.1))  # re-encode, mirror, crop 0.9, rotate +4, rot90
+#: a mirror's group for each group (the whole image and the centre crops have mirrored twins)
+_MIRROR = np.array([1, 0, *range(2, 8), 9, 8, 11, 10, 13, 12, 15, 14, *range(16, 26)])
+
+
+def robust_codes(n: int, seed: int = 0, copies: float = 0.1) -> np.ndarray:
+    """``n`` synthetic default robust hashes ``(n, 78, 8)``: 26 variant groups x (pHash, dHash, aHash) x 64 bits.
+
+    Originals: a uniformly random whole-image code; every other variant group is its
+    parent group (the whole image, or the mirror for the mirrored crops) with the share
+    of bits flipped that real photos show (:data:`VARIANT_RATES`: about 14% for a 0.9 crop
+    or a 4-degree rotation, 33-44% for smaller or shifted crops, about 50% for the other
+    flips and rotations). A ``copies`` share of the items are near copies of an earlier
+    item (copies of copies make chains and clusters), made with one of
+    :data:`COPY_EDITS`: a re-encode keeps every group, a mirror swaps each group with its
+    mirrored twin, and a crop, small rotation or 90-degree rotation takes the source's
+    group of that edit as its whole image and derives its own groups from it; then 0-4%
+    of all bits flip (encoding noise).
+    """
+    rng = np.random.default_rng(seed)
+    words = np.empty((n, len(VARIANT_RATES), 3), np.uint64)
+    for lo in range(0, n, 65536):
+        hi = min(n, lo + 65536)
+        words[lo:hi] = _derive_variants(rng.integers(0, 2**64, (hi - lo, 3), dtype=np.uint64, endpoint=False), rng)
+    is_copy = rng.random(n) < copies
+    is_copy[0] = False
+    items = np.flatnonzero(is_copy)
+    sources = (rng.random(len(items)) * items).astype(np.int64)  # an earlier item
+    edits = np.array([e for e, _ in COPY_EDITS])[rng.choice(len(COPY_EDITS), len(items), p=[w for _, w in COPY_EDITS])]
+    noise = rng.integers(0, 5, len(items)) / 100.0
+    done = ~is_copy
+    while len(items):  # in waves: a copy is made once its source (maybe a copy) is final
+        ready = done[sources]
+        i, src, edit, rate = items[ready], sources[ready], edits[ready], noise[ready]
+        made = words[src]
+        mirror = edit == 1
+        made[mirror] = made[mirror][:, _MIRROR]
+        derived = (edit != 0) & ~mirror
+        made[derived] = _derive_variants(made[derived, edit[derived]], rng)
+        for level in np.unique(rate).tolist():
+            pick = rate == level
+            made[pick] ^= _bernoulli(rng, made[pick].shape, level)
+        words[i] = made
+        done[i] = True
+        items, sources, edits, noise = items[~ready], sources[~ready], edits[~ready], noise[~ready]
+    return words.view(np.uint8).reshape(n, 3 * len(VARIANT_RATES), 8)
+
+
 def vectors(n: int, d: int = 512, seed: int = 0) -> np.ndarray:
     rng = np.random.default_rng(seed)
     v = rng.standard_normal((n, d), dtype=np.float32)
