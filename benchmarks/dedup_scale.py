@@ -2,7 +2,13 @@
 
 On precomputed embeddings (no images, no models), seeded:
 
-* ``hash``: 3 x 64-bit codes per item (the default hash embedding: 3 x 8 bytes),
+* ``robust``: the default robust hash, 26 variant groups x 3 x 64 bits per item
+  (:func:`robust_codes`: variant groups derived from the whole image at the rates
+  measured on real photos, 10% near copies made by re-encoding, mirroring, cropping
+  or rotating an earlier item), threshold 0.9 (some group of one item within 19 of
+  192 bits of the other's whole image). Candidates per item: rows of the variant table
+  read per item, and rows verified on every word.
+* ``hash``: plain hashes, 3 x 64-bit codes per item (``HashConfig.plain()``),
   threshold 0.9 (at most 19 of 192 bits differ). 90% of the items are uniformly
   random codes (mostly distinct: the hard case for an index, nothing to skip); 10%
   are near copies of an earlier item with 0-6 bits flipped per row.
@@ -18,8 +24,9 @@ representatives' codes, or a BLAS matrix-vector product) and the ratio. Where bo
 ran, the labels are checked equal. BLAS and OpenMP may use both cores (the goals
 say 2 cores); on a shared machine run it when it is quiet.
 
-Run:  python benchmarks/dedup_scale.py [--hash-sizes 20000,100000,1000000]
-          [--vector-sizes 10000,100000] [--brute-max-hash 100000] [--brute-max-vector 20000]
+Run:  PYTHONPATH=. python benchmarks/dedup_scale.py [--robust-sizes 10000,100000,1000000]
+          [--hash-sizes 20000,100000,1000000] [--vector-sizes 10000,100000]
+          [--brute-max-robust 10000] [--brute-max-hash 100000] [--brute-max-vector 20000]
 """
 
 from __future__ import annotations
@@ -31,10 +38,13 @@ import time
 
 import numpy as np
 
+from imageprism import _dedup as dedup
 from imageprism._dedup import DedupColumn, greedy_labels
+from imageprism._search.range import range_finder
 
 THRESHOLD = 0.9
-GOALS = {("hash", 100_000): 5.0, ("hash", 1_000_000): 120.0, ("vector", 100_000): 30.0}
+GOALS = {("hash", 100_000): 5.0, ("hash", 1_000_000): 120.0, ("vector", 100_000): 30.0, ("robust", 1_000_000): 120.0}
+VARIANTS = 26
 
 
 def hash_codes(n: int, seed: int = 0) -> np.ndarray:
@@ -184,6 +194,35 @@ def brute_hash(codes: np.ndarray, threshold: float) -> np.ndarray:
     return labels
 
 
+def brute_variants(codes: np.ndarray, threshold: float) -> np.ndarray:
+    """Every pair found by exhaustive search, then the greedy pass over them.
+
+    faiss ``IndexBinaryFlat`` (a C++ popcount scan of every row, no index) over every
+    variant group of every item, searched with each item's whole image within ``D``
+    bits: every pair where some group of one item is within ``D`` of the other's whole
+    image. The pairs are scored exactly and the greedy pass (each item joins its first
+    matching representative) runs over those reaching the threshold.
+    """
+    import faiss
+
+    from imageprism.columnar.dedup import greedy_from_edges
+
+    n = len(codes)
+    column = DedupColumn("hash", "bit_variants", codes, bits_per_row=64, variants=VARIANTS)
+    rows = np.ascontiguousarray(codes.reshape(n * VARIANTS, 24))
+    index = faiss.IndexBinaryFlat(192)
+    index.add(rows)
+    max_dist = int(np.floor(192 * (1 - threshold) + 1e-6))
+    lims, _, found = index.range_search(np.ascontiguousarray(rows[::VARIANTS]), max_dist + 1)  # distances < radius
+    x = np.repeat(np.arange(n), np.diff(lims.astype(np.int64)))
+    y = found.astype(np.int64) // VARIANTS
+    i, j = np.minimum(x, y), np.maximum(x, y)
+    pairs = np.unique(i[i != j] * n + j[i != j])
+    i, j = pairs // n, pairs % n
+    keep = column.pair_scores(i, j) >= threshold
+    return greedy_from_edges(n, i[keep], j[keep])
+
+
 def brute_vector(v: np.ndarray, threshold: float) -> np.ndarray:
     """Each item against every representative so far: one BLAS matrix-vector product."""
     column = DedupColumn("vector", "vector", v)
@@ -204,45 +243,70 @@ def brute_vector(v: np.ndarray, threshold: float) -> np.ndarray:
 
 
 def run(kind: str, n: int, brute_max: int) -> dict[str, object]:
-    data = hash_codes(n) if kind == "hash" else vectors(n)
-    column = DedupColumn(kind, "bits", data, bits_per_row=64) if kind == "hash" else DedupColumn(kind, "vector", data)
+    if kind == "robust":
+        data = robust_codes(n)
+        column = DedupColumn(kind, "bit_variants", data, bits_per_row=64, variants=VARIANTS)
+    elif kind == "hash":
+        data = hash_codes(n)
+        column = DedupColumn(kind, "bits", data, bits_per_row=64)
+    else:
+        data = vectors(n)
+        column = DedupColumn(kind, "vector", data)
+    finders: list[object] = []
+
+    def recorded(*args: object, **kwargs: object) -> object:  # keep the finder to read its counters
+        finders.append(range_finder(*args, **kwargs))  # type: ignore[arg-type]
+        return finders[-1]
+
+    load = os.getloadavg()[0]
+    dedup.range_finder = recorded  # type: ignore[assignment]
     start = time.perf_counter()
-    labels = greedy_labels([column], THRESHOLD)
+    try:
+        labels = greedy_labels([column], THRESHOLD)
+    finally:
+        dedup.range_finder = range_finder
     index_s = time.perf_counter() - start
     row: dict[str, object] = {
         "kind": kind, "n": n, "index_s": index_s, "unique": len(np.unique(labels)), "brute_s": None, "equal": None,
+        "load": f"{load:.1f}-{os.getloadavg()[0]:.1f}", "candidates": None,
     }
+    index = getattr(finders[0], "index", None) if finders else None
+    if index is not None:
+        row["candidates"] = f"{index.candidates / n:.0f} read, {index.verified / n:.1f} verified"
     if n <= brute_max:
+        brute = {"robust": brute_variants, "hash": brute_hash, "vector": brute_vector}[kind]
         start = time.perf_counter()
-        brute = brute_hash(data, THRESHOLD) if kind == "hash" else brute_vector(data, THRESHOLD)
+        row["equal"] = bool(np.array_equal(labels, brute(data, THRESHOLD)))
         row["brute_s"] = time.perf_counter() - start
-        row["equal"] = bool(np.array_equal(labels, brute))
     return row
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--robust-sizes", default="10000,100000,1000000")
     parser.add_argument("--hash-sizes", default="20000,100000,1000000")
     parser.add_argument("--vector-sizes", default="10000,20000,100000")
+    parser.add_argument("--brute-max-robust", type=int, default=10_000)
     parser.add_argument("--brute-max-hash", type=int, default=100_000)
     parser.add_argument("--brute-max-vector", type=int, default=20_000)
     args = parser.parse_args()
-    sizes = [("hash", int(s), args.brute_max_hash) for s in args.hash_sizes.split(",") if s]
+    sizes = [("robust", int(s), args.brute_max_robust) for s in args.robust_sizes.split(",") if s]
+    sizes += [("hash", int(s), args.brute_max_hash) for s in args.hash_sizes.split(",") if s]
     sizes += [("vector", int(s), args.brute_max_vector) for s in args.vector_sizes.split(",") if s]
     print(f"# dedup_scale: threshold {THRESHOLD}, {os.cpu_count()} cores, load {os.getloadavg()[0]:.1f}, "
           f"numpy {np.__version__}, Python {platform.python_version()}")
-    print("| embeddings | n | unique | index (s) | brute force (s) | brute / index | labels equal | goal |")
-    print("|---|---|---|---|---|---|---|---|")
+    print("| embeddings | n | unique | index (s) | candidates per item | brute force (s) | brute / index | labels equal | load | goal |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    names = {"robust": "robust hash, 26 x 3 x 64 bits", "hash": "plain hash, 3 x 64 bits", "vector": "512-d vectors"}
     for kind, n, brute_max in sizes:
         r = run(kind, n, brute_max)
-        what = "3 x 64-bit hashes" if kind == "hash" else "512-d vectors"
         brute = "-" if r["brute_s"] is None else f"{r['brute_s']:.2f}"
         ratio = "-" if r["brute_s"] is None else f"{r['brute_s'] / r['index_s']:.1f}x"  # type: ignore[operator]
         equal = "-" if r["equal"] is None else ("yes" if r["equal"] else "NO")
         goal = GOALS.get((kind, n))
         goal_text = "-" if goal is None else f"<= {goal:g} s: {'met' if r['index_s'] <= goal else 'MISSED'}"  # type: ignore[operator]
-        print(f"| {what} | {n:,} | {r['unique']:,} | {r['index_s']:.2f} | {brute} | {ratio} | {equal} | {goal_text} |",
-              flush=True)
+        print(f"| {names[kind]} | {n:,} | {r['unique']:,} | {r['index_s']:.2f} | {r['candidates'] or '-'} | {brute} | {ratio} | "
+              f"{equal} | {r['load']} | {goal_text} |", flush=True)
 
 
 if __name__ == "__main__":

@@ -292,6 +292,7 @@ class ChunkIndex:
         self.index_type = np.int32 if self.size < 2**31 else np.int64
         starts = np.cumsum([0, *(bits for bits, _ in self.plan or ())]).tolist()
         self.with_side = self.size * 8 * len(self.plan or ()) <= SIDE_BUDGET
+        self.candidates = self.verified = 0  # rows read by the searches so far, and rows checked on every word
         with ThreadPoolExecutor(available_cores()) as pool:  # numpy sorts and gathers without the GIL
             self.chunks = list(pool.map(self._chunk, starts, self.plan or ()))
 
@@ -322,17 +323,20 @@ class ChunkIndex:
         """Pairs ``(query position, row)`` within ``radius`` of the query rows (word columns, as :meth:`rows`); a pair can repeat."""
         count = len(queries[0])
         parts = min(available_cores(), max(1, count // 128))
-        if parts == 1:
-            return self._search(queries)
         cuts = np.linspace(0, count, parts + 1).astype(np.int64)
         with ThreadPoolExecutor(parts) as pool:
             found = list(pool.map(lambda k: self._search([c[cuts[k] : cuts[k + 1]] for c in queries]), range(parts)))
-        return np.concatenate([q + cuts[k] for k, (q, _) in enumerate(found)]), np.concatenate([r for _, r in found])
+        self.candidates += sum(f[2] for f in found)
+        self.verified += sum(f[3] for f in found)
+        return np.concatenate([f[0] + cuts[k] for k, f in enumerate(found)]), np.concatenate([f[1] for f in found])
 
-    def _search(self, queries: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    def _search(self, queries: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray, int, int]:
+        """``search`` on one thread: the pairs, and the counts of rows read and verified."""
         if self.flat is not None:
-            return scan(np.stack(queries, axis=1), self.flat, self._close)
+            q, r = scan(np.stack(queries, axis=1), self.flat, self._close)
+            return q, r, len(queries[0]) * len(self.flat), len(queries[0]) * len(self.flat)
         found_q, found_r = [], []
+        candidates = verified = 0
         for chunk in self.chunks:
             probe = (_bits_at(queries, chunk.start, chunk.bits)[:, None] ^ chunk.masks[None, :]).ravel()
             lo = chunk.starts[probe]
@@ -341,6 +345,7 @@ class ChunkIndex:
             lo, sizes = lo[hit], sizes[hit]
             ends = np.cumsum(sizes, dtype=np.int64)
             total = int(ends[-1]) if len(ends) else 0
+            candidates += total
             at = np.repeat((lo - ends + sizes).astype(self.index_type), sizes) + np.arange(total, dtype=self.index_type)
             owner = hit // len(chunk.masks)  # the query of each probe that hit
             if chunk.side is not None:  # one word first, read in sequence: most candidates stop here
@@ -350,6 +355,7 @@ class ChunkIndex:
             else:
                 q = np.repeat(owner, sizes)
             rows = chunk.order[at]
+            verified += len(rows)
             dist = np.zeros(len(rows), np.int32)
             for w in range(len(self.columns)):
                 dist += popcount(self.columns[w][rows] ^ queries[w][q])
@@ -357,8 +363,8 @@ class ChunkIndex:
             found_q.append(q[close])
             found_r.append(rows[close].astype(np.int64))
         if not found_q:
-            return np.empty(0, np.int64), np.empty(0, np.int64)
-        return np.concatenate(found_q), np.concatenate(found_r)
+            return np.empty(0, np.int64), np.empty(0, np.int64), candidates, verified
+        return np.concatenate(found_q), np.concatenate(found_r), candidates, verified
 
     def _close(self, a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         dist = np.zeros((len(a), len(b)), np.int32)
