@@ -110,3 +110,26 @@ def test_26_variant_dedup_equals_brute_force(threshold: float) -> None:
     labels = greedy_labels([col], threshold)
     np.testing.assert_array_equal(labels, labels_brute_force([col], threshold))
     assert 1 < len(np.unique(labels)) < 650  # edited copies were grouped through their variants
+
+
+def test_identical_copies_take_their_first_copys_label() -> None:
+    rng = np.random.default_rng(21)
+    codes = robust_like(rng, 500)
+    copies = rng.integers(1, 500, 150)
+    codes[copies] = codes[(rng.random(150) * copies).astype(np.int64)]  # exact copies of earlier items
+    col = DedupColumn("hash", "bit_variants", codes, bits_per_row=64, variants=26)
+    seen: list[int] = []
+    labels = greedy_labels([col], 0.9, on_block=seen.append)
+    np.testing.assert_array_equal(labels, labels_brute_force([col], 0.9))
+    assert sum(seen) == 500  # progress still counts every input
+
+
+def test_huge_identical_cluster_of_robust_hashes_is_fast_and_correct() -> None:
+    rng = np.random.default_rng(22)
+    codes = np.repeat(robust_like(rng, 1), 30_000, axis=0)
+    codes[::1000] = rng.integers(0, 256, (30, 78, 8), dtype=np.uint8)  # unrelated
+    col = DedupColumn("hash", "bit_variants", codes, bits_per_row=64, variants=26)
+    labels = greedy_labels([col], 0.9)  # the cluster squared (9e8 hits) would take many minutes
+    expected = np.ones(30_000, np.int64)
+    expected[::1000] = np.arange(0, 30_000, 1000)
+    np.testing.assert_array_equal(labels, expected)
