@@ -14,13 +14,10 @@ weighted mean, missing scores counting 0 or renormalised away) never exceeds the
 largest per-dimension score, so a pair reaching ``threshold > 0`` reaches it on at
 least one dimension. The result is therefore identical to the brute-force greedy pass.
 
-Inputs identical to an earlier one in every scored dimension (and scoring the
-threshold with themselves) are set aside first: such an input scores exactly like its
-first copy against everything, so it gets that copy's label (the first copy's
-representative, or the copy itself), and a huge cluster of identical images costs
-nothing. The rest are processed in blocks: a block is searched against the
-representatives so far, then the block's unmatched inputs are resolved among
-themselves, and its new representatives are added to the finders.
+Inputs identical to an earlier one in every scored dimension (scoring the threshold with
+themselves) score exactly like it against everything: they take its label, unsearched. The
+rest run in blocks: a block is searched against the representatives so far, then resolved
+among itself, and its new representatives join the finders.
 """
 
 from __future__ import annotations
@@ -272,9 +269,7 @@ def greedy_labels(
         if on_block is not None:
             on_block(n - len(heads))
         kept = [_subset(c, heads) for c in scorer.columns]
-        found = greedy_labels(
-            kept, threshold, weights=blend.weights, missing=blend.missing, block_size=block_size, on_block=on_block, exact=exact
-        )
+        found = greedy_labels(kept, threshold, weights=blend.weights, missing=blend.missing, block_size=block_size, on_block=on_block, exact=exact)
         return heads[found][np.searchsorted(heads, leader)]
     finders = [range_finder(c, threshold, exact=check_exact(exact)) for c in scorer.columns]
     if any(isinstance(f, AllPairs) for f in finders):
