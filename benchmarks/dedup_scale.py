@@ -27,6 +27,7 @@ say 2 cores); on a shared machine run it when it is quiet.
 Run:  PYTHONPATH=. python benchmarks/dedup_scale.py [--robust-sizes 10000,100000,1000000]
           [--hash-sizes 20000,100000,1000000] [--vector-sizes 10000,100000]
           [--brute-max-robust 10000] [--brute-max-hash 100000] [--brute-max-vector 20000]
+      PYTHONPATH=. python benchmarks/dedup_scale.py --per-query 1000000   (CPU time per query, two chunk plans)
 """
 
 from __future__ import annotations
@@ -281,6 +282,34 @@ def run(kind: str, n: int, brute_max: int) -> dict[str, object]:
     return row
 
 
+def per_query(n: int, queries: int = 4096) -> None:
+    """CPU time per query of the robust variant table at ``n`` items: the cost model's chunk plan and 10 chunks with one flip."""
+    from imageprism._search import hamming
+
+    queries = min(queries, n)
+    words, nbits = hamming.packed_words(robust_codes(n), VARIANTS, 64)
+    radius = int(np.floor(192 * (1 - THRESHOLD) + 1e-6))
+    plans = {"cost model": hamming.chunk_plan(nbits, radius, len(words), n), "1 flip": ((20, 1),) * 2 + ((19, 1),) * 8}
+    print(f"\n## one table of {n:,} x {VARIANTS} rows, {queries} whole-image queries on one thread, load {os.getloadavg()[0]:.1f}")
+    print("| plan | build CPU s | CPU us per query | wall us per query | rows read per query |")
+    print("|---|---|---|---|---|")
+    original = hamming.chunk_plan
+    for name, plan in plans.items():
+        hamming.chunk_plan = lambda *args, plan=plan: plan  # type: ignore[misc]
+        try:
+            cpu = time.process_time()
+            index = hamming.ChunkIndex(words, nbits, radius, queries=n)
+            build = time.process_time() - cpu
+        finally:
+            hamming.chunk_plan = original
+        rows = index.rows(np.arange(queries) * VARIANTS)
+        cpu, wall = time.process_time(), time.perf_counter()
+        _, _, read, _ = index._search(rows)
+        cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
+        print(f"| {name} {plan} | {build:.1f} | {1e6 * cpu / queries:.0f} | {1e6 * wall / queries:.0f} | {read / queries:.0f} |", flush=True)
+        del index
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--robust-sizes", default="10000,100000,1000000")
@@ -289,7 +318,11 @@ def main() -> None:
     parser.add_argument("--brute-max-robust", type=int, default=10_000)
     parser.add_argument("--brute-max-hash", type=int, default=100_000)
     parser.add_argument("--brute-max-vector", type=int, default=20_000)
+    parser.add_argument("--per-query", type=int, default=0, help="only: CPU time per query of the robust table at this size")
     args = parser.parse_args()
+    if args.per_query:
+        per_query(args.per_query)
+        return
     sizes = [("robust", int(s), args.brute_max_robust) for s in args.robust_sizes.split(",") if s]
     sizes += [("hash", int(s), args.brute_max_hash) for s in args.hash_sizes.split(",") if s]
     sizes += [("vector", int(s), args.brute_max_vector) for s in args.vector_sizes.split(",") if s]
