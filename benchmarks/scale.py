@@ -18,10 +18,11 @@ single- vs multi-worker ratio of the same run is the number to read).
    ``--folder-files`` images: wall time, images/s, peak RSS; then the same job killed at
    half way (SIGKILL) and resumed.
 4. ``dedup``: ``greedy_labels`` on synthetic clustered codes shaped like the default robust
-   hash (26 variants x 3 x 64 bits), brute force where it finishes.
+   hash (26 variants x 3 x 64 bits; ``benchmarks/dedup_scale.py``'s ``robust_codes``), brute
+   force (an exhaustive faiss scan of every pair, then the greedy pass) where it finishes.
 
 Run:  PYTHONPATH=. python benchmarks/scale.py [--only throughput,rerun,folder,dedup]
-          [--images 1000] [--rerun-files 10000] [--folder-files 100000] [--dedup-sizes 10000,100000]
+          [--images 1000] [--rerun-files 10000] [--folder-files 100000] [--dedup-sizes 10000,100000,1000000]
 """
 
 from __future__ import annotations
@@ -43,7 +44,6 @@ import numpy as np
 from PIL import Image, ImageOps
 
 from imageprism import ImagePrism, PersistentCache
-from imageprism._dedup import DedupColumn, greedy_labels, labels_brute_force
 from imageprism._workers import available_cores
 
 HERE = Path(__file__).resolve().parent
@@ -202,37 +202,19 @@ def folder_job(work: Path, count: int) -> None:
     print(f"load after: {load()}")
 
 
-def variant_codes(n: int, variants: int = 26, seed: int = 0) -> np.ndarray:
-    """90% random codes; 10% near copies (0-6 flipped bits per row) of an earlier item, some mirrored."""
-    rng = np.random.default_rng(seed)
-    codes = rng.integers(0, 256, (n, variants, 3, 8), dtype=np.uint8)
-    copies = np.flatnonzero(rng.random(n) < 0.1)
-    copies = copies[copies > 0]
-    sources = (rng.random(len(copies)) * copies).astype(np.int64)
-    codes[copies] = codes[sources]
-    swap = copies[rng.random(len(copies)) < 0.3]  # a mirrored copy: its whole image is the source's mirror
-    codes[swap, 0], codes[swap, 1] = codes[swap, 1].copy(), codes[swap, 0].copy()
-    bits = np.unpackbits(codes[copies], axis=-1)
-    bits ^= rng.random(bits.shape) < 0.03
-    codes[copies] = np.packbits(bits, axis=-1)
-    return codes.reshape(n, variants * 3, 8)
-
-
 def dedup(sizes: list[int], brute_max: int) -> None:
+    """``greedy_labels`` on synthetic robust hashes (``dedup_scale.robust_codes``), brute force up to ``brute_max``."""
+    from dedup_scale import run
+
     print(f"\n## dedup of robust hashes (26 variants x 3 x 64 bits, threshold 0.9), load {load()}")
-    print("| n | greedy_labels s | per 1k items (ms) | brute force s | labels equal |")
-    print("|---|---|---|---|---|")
+    print("| n | greedy_labels s | per 1k items (ms) | candidates per item | brute force s | labels equal | load |")
+    print("|---|---|---|---|---|---|---|")
     for n in sizes:
-        column = DedupColumn("hash", "bit_variants", variant_codes(n), bits_per_row=64, variants=26)
-        start = time.perf_counter()
-        labels = greedy_labels([column], 0.9)
-        seconds = time.perf_counter() - start
-        brute, equal = "-", "-"
-        if n <= brute_max:
-            start = time.perf_counter()
-            equal = "yes" if np.array_equal(labels, labels_brute_force([column], 0.9)) else "NO"
-            brute = f"{time.perf_counter() - start:.1f}"
-        print(f"| {n:,} | {seconds:.1f} | {1000 * seconds / n * 1000:.1f} | {brute} | {equal} |", flush=True)
+        r = run("robust", n, brute_max)
+        seconds = float(r["index_s"])  # type: ignore[arg-type]
+        brute = "-" if r["brute_s"] is None else f"{r['brute_s']:.1f}"
+        equal = "-" if r["equal"] is None else ("yes" if r["equal"] else "NO")
+        print(f"| {n:,} | {seconds:.1f} | {1e6 * seconds / n:.1f} | {r['candidates']} | {brute} | {equal} | {r['load']} |", flush=True)
     print(f"load after: {load()}")
 
 
@@ -243,8 +225,8 @@ def main() -> None:
     parser.add_argument("--images", type=int, default=1000)
     parser.add_argument("--rerun-files", type=int, default=10_000)
     parser.add_argument("--folder-files", type=int, default=100_000)
-    parser.add_argument("--dedup-sizes", default="2000,10000,20000,40000,100000")
-    parser.add_argument("--brute-max", type=int, default=2000)
+    parser.add_argument("--dedup-sizes", default="10000,100000,1000000")
+    parser.add_argument("--brute-max", type=int, default=10_000)
     args = parser.parse_args()
     parts = args.only.split(",")
     print(f"# benchmarks/scale.py: {available_cores()} cores, load {load()}, Python {sys.version.split()[0]}")

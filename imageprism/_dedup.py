@@ -14,11 +14,10 @@ weighted mean, missing scores counting 0 or renormalised away) never exceeds the
 largest per-dimension score, so a pair reaching ``threshold > 0`` reaches it on at
 least one dimension. The result is therefore identical to the brute-force greedy pass.
 
-Inputs are processed in blocks: a block is searched against the representatives
-so far, then the block's unmatched inputs are resolved among themselves (a flat
-search within the block, so a huge cluster of identical images costs at most one
-block squared, never the cluster squared), and its new representatives are added
-to the finders.
+Inputs identical to an earlier one in every scored dimension (scoring the threshold with
+themselves) score exactly like it against everything: they take its label, unsearched. The
+rest run in blocks: a block is searched against the representatives so far, then resolved
+among itself, and its new representatives join the finders.
 """
 
 from __future__ import annotations
@@ -34,7 +33,7 @@ from imageprism._blend import Blend
 from imageprism._results import Failure
 from imageprism._search.ann import Exact, check_exact
 from imageprism._search.columns import Column, ScoreFn, make_column, plugin_column
-from imageprism._search.components import DEFAULT_MAX_HOPS, check_linkage, connected_components
+from imageprism._search.components import DEFAULT_MAX_HOPS, check_linkage, connected_components, identical_leaders
 from imageprism._search.range import ANN_BLOCK_SIZE, BLOCK_SIZE, AllPairs, AnnFinder, Finder, range_finder, union_pairs
 from imageprism.dimensions._base import DimensionPlugin, Layout
 from imageprism.errors import ConfigError, InputError
@@ -264,6 +263,14 @@ def greedy_labels(
     blend = _policy(columns, weights, missing)
     n = _check_columns(columns, blend)
     scorer = _Scorer(columns, blend)
+    leader = identical_leaders(scorer.columns, scorer, threshold, n)
+    heads = np.flatnonzero(leader == np.arange(n))
+    if len(heads) < n:  # an identical copy scores like its first: it takes that one's label, unsearched
+        if on_block is not None:
+            on_block(n - len(heads))
+        kept = [_subset(c, heads) for c in scorer.columns]
+        found = greedy_labels(kept, threshold, weights=blend.weights, missing=blend.missing, block_size=block_size, on_block=on_block, exact=exact)
+        return heads[found][np.searchsorted(heads, leader)]
     finders = [range_finder(c, threshold, exact=check_exact(exact)) for c in scorer.columns]
     if any(isinstance(f, AllPairs) for f in finders):
         block_size = min(block_size, 64)  # every representative is a candidate: keep the pair arrays small
@@ -279,6 +286,13 @@ def greedy_labels(
         if on_block is not None:
             on_block(len(ids))
     return labels
+
+
+def _subset(column: Column, positions: np.ndarray) -> Column:
+    """A column holding these items of ``column`` (in order)."""
+    kept = make_column(column.name, column.layout, column.score, unit_vectors=getattr(column, "unit", False))
+    kept.append(column.take(positions))
+    return kept
 
 
 def connected_labels(

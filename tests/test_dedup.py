@@ -17,7 +17,7 @@ from imageprism._dedup import (
 from imageprism._math import cosine
 from imageprism._profiles import blend
 from imageprism._runtime import ModelRuntime
-from imageprism._search.range import multihash_params
+from imageprism._search.hamming import multihash_params
 from imageprism.dimensions.hash import HashConfig, HashDimension
 from imageprism.errors import ConfigError, InputError
 

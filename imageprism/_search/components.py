@@ -48,7 +48,7 @@ from imageprism._search.columns import BitsColumn, Column, VectorColumn
 from imageprism._search.range import BLOCK_SIZE, AllPairs, Finder, range_finder, union_pairs
 from imageprism.errors import ConfigError
 
-__all__ = ["DEFAULT_MAX_HOPS", "LINKAGES", "Linkage", "PairScore", "check_linkage", "connected_components"]
+__all__ = ["DEFAULT_MAX_HOPS", "LINKAGES", "Linkage", "PairScore", "check_linkage", "connected_components", "identical_leaders"]
 
 #: the grouping rules of dedup, the contract's default first
 LINKAGES: tuple[str, ...] = ("representative", "connected")
@@ -91,7 +91,7 @@ def connected_components(
     and its exact score with it (1.0 for a representative).
     """
     n = columns[0].n if columns else 0
-    leader = _identical(columns, score, threshold, n)  # exact copies: searched and linked as their first
+    leader = identical_leaders(columns, score, threshold, n)  # exact copies: searched and linked as their first
     nodes = np.flatnonzero(leader == np.arange(n))
     labels = np.arange(n, dtype=np.int64)
     found: list[tuple[np.ndarray, np.ndarray]] = []
@@ -124,13 +124,15 @@ def connected_components(
     return labels, scores
 
 
-def _identical(columns: Sequence[Column], score: PairScore, threshold: float, n: int) -> np.ndarray:
+def identical_leaders(columns: Sequence[Column], score: PairScore, threshold: float, n: int) -> np.ndarray:
     """Each input's first input with identical embeddings in every column (itself if none).
 
-    Only array columns can be compared: rows are grouped by a hash of their bytes, then
-    checked equal. Identical inputs are merged only when the first one's score with
+    Only array columns can be compared: rows are grouped by a 64-bit hash of their bytes,
+    then checked equal. Identical inputs are merged only when the first one's score with
     itself reaches ``threshold`` (a zero vector's does not). Merging only saves work:
-    an identical input left unmerged is searched and linked like any other.
+    an identical input left unmerged is searched like any other. (Dedup's greedy pass
+    gives an identical input its leader's label; the connected linkage links it as its
+    leader.)
     """
     lone = np.arange(n, dtype=np.int64)
     if n == 0:
@@ -138,7 +140,13 @@ def _identical(columns: Sequence[Column], score: PairScore, threshold: float, n:
     arrays = [np.ascontiguousarray(c.data).reshape(n, -1).view(np.uint8) for c in columns if isinstance(c, (BitsColumn, VectorColumn))]
     if len(arrays) < len(columns):
         return lone
-    keys = np.array([hash(b"".join(a[i].tobytes() for a in arrays)) for i in range(n)], np.int64)
+    keys = np.zeros(n, np.uint64)
+    for a in arrays:  # a multiply-add hash of each row's 64-bit words (wrapping)
+        pad = -a.shape[1] % 8
+        words = (np.concatenate([a, np.zeros((n, pad), np.uint8)], axis=1) if pad else a).view(np.uint64)
+        weights = np.random.default_rng(len(arrays)).integers(1, 2**63, words.shape[1], dtype=np.uint64) | np.uint64(1)
+        for s in range(0, n, 65536):
+            keys[s : s + 65536] = keys[s : s + 65536] * np.uint64(0x9E3779B97F4A7C15) + (words[s : s + 65536] * weights).sum(axis=1, dtype=np.uint64)
     _, first, inverse = np.unique(keys, return_index=True, return_inverse=True)
     leader = first[inverse.reshape(-1)].astype(np.int64)
     repeated = np.flatnonzero(leader != lone)

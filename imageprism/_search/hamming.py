@@ -1,0 +1,451 @@
+"""Exact Hamming range search over packed bits: the finders of dedup's bit columns.
+
+Both rest on the pigeonhole principle of multi-index hashing (Norouzi et al.): cut a
+code into disjoint chunks and give chunk ``i`` a number of *flips* ``f_i``; two codes
+within ``D`` bits agree up to ``f_i`` bits on some chunk ``i`` whenever the
+``f_i + 1`` add up to more than ``D``. A query probes each chunk's table with its
+chunk value XOR every mask of up to ``f_i`` bits; the codes found are candidates,
+verified with a popcount.
+
+* :class:`BitsFinder` (one variant, the plain hashes): chunks of equal width, one
+  direct-address table per chunk holding the *representatives* only, chained
+  (incremental: a cluster of near copies never fills it).
+* :class:`VariantsFinder` (best alignment over variant groups, the default robust
+  hash): a static :class:`ChunkIndex` over every variant of every input, built once
+  and searched once with each input's whole image; its chunks are sized to the table
+  by :func:`chunk_plan` (wider chunks and more flips as the table grows, so that
+  buckets do not fill in proportion to it).
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from concurrent.futures import ThreadPoolExecutor
+from typing import NamedTuple
+
+import numpy as np
+
+from imageprism._math import popcount
+from imageprism._search.finder import Buffer, Finder, scan, union_pairs
+from imageprism._workers import available_cores
+
+__all__ = ["BitsFinder", "ChunkIndex", "VariantsFinder", "chunk_plan", "multihash_params"]
+
+_CHUNK = 65536
+
+
+class BitsFinder(Finder):
+    """Exact Hamming range search over packed bits: multi-index hashing, or a flat scan.
+
+    Multi-index hashing (Norouzi et al.): the code is cut into ``m`` chunks of ``b``
+    bits; two codes within ``D`` bits agree up to ``f`` flipped bits on some chunk
+    when ``m * (f + 1) > D``. Each chunk has a direct-address table of ``2**b``
+    bucket heads with the representatives chained through ``next``; a query probes
+    its chunk value XOR every mask of up to ``f`` bits, walks the chains (all probes
+    of a block at once, one chain step per numpy pass), and keeps the
+    representatives truly within ``D``. Buckets hold representatives only, so a
+    cluster of near-identical inputs never fills them.
+    """
+
+    def __init__(self, codes: np.ndarray, max_distance: int, *, expected: int | None = None) -> None:
+        pad = -codes.shape[1] % 8  # zero bytes change no distance; 64-bit words popcount fast
+        if pad:
+            codes = np.concatenate([codes, np.zeros((len(codes), pad), np.uint8)], axis=1)
+        self.codes = np.ascontiguousarray(codes)
+        self.words = self.codes.view(np.uint64)
+        self.max_distance = max_distance
+        self.params = multihash_params(codes.shape[1] * 8, max_distance, expected or len(codes))
+        if self.params is None:
+            self.flat = Buffer(self.words.shape[1], np.uint64)
+            return
+        chunks, bits, flips = self.params
+        self.keys = _chunk_keys(self.codes, chunks, bits)
+        self.masks = np.array(
+            [sum(1 << p for p in combo) for j in range(flips + 1) for combo in itertools.combinations(range(bits), j)],
+            dtype=np.int32,
+        )
+        self.heads = np.full((chunks, 1 << bits), -1, np.int32)
+        self.next = np.full((len(codes), chunks), -1, np.int32)
+
+    def __repr__(self) -> str:
+        return f"BitsFinder(max_distance={self.max_distance}, multihash={self.params})"
+
+    def add(self, ids: np.ndarray) -> None:
+        if not len(ids):
+            return
+        if self.params is None:
+            self.flat.add(ids, self.words[ids])
+            return
+        for c in range(self.params[0]):
+            keys = self.keys[ids, c]
+            order = np.argsort(keys, kind="stable")
+            k, items = keys[order], ids[order]
+            same = np.r_[False, k[1:] == k[:-1]]
+            previous = np.where(same, np.r_[-1, items[:-1]], self.heads[c, k])
+            self.next[items, c] = previous
+            last = np.r_[~same[1:], True]
+            self.heads[c, k[last]] = items[last]
+
+    def query(self, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        if self.params is None:
+            q, found = scan(self.words[ids], self.flat.rows[: self.flat.size], self._close)
+            return q, self.flat.ids[found]
+        chunks, bits, _ = self.params
+        nmasks = len(self.masks)
+        offsets = (np.arange(chunks, dtype=np.int32) << bits)[None, :, None]
+        probe = (self.keys[ids][:, :, None] ^ self.masks[None, None, :]) + offsets  # flat table slots
+        cand = self.heads.ravel()[probe.ravel()]
+        pos = np.flatnonzero(cand >= 0)
+        cand = cand[pos]
+        q, c = pos // (chunks * nmasks), (pos // nmasks) % chunks
+        found_q, found_r = [], []
+        chained = self.next.ravel()
+        while len(cand):  # walk the bucket chains, one step for every probe at once
+            found_q.append(q)
+            found_r.append(cand)
+            cand = chained[cand.astype(np.int64) * chunks + c]
+            live = cand >= 0
+            q, c, cand = q[live], c[live], cand[live]
+        if not found_q:
+            return np.empty(0, np.int64), np.empty(0, np.int64)
+        q, r = np.concatenate(found_q).astype(np.int64), np.concatenate(found_r).astype(np.int64)
+        close = _hamming(self.words[ids[q]], self.words[r]) <= self.max_distance
+        pairs = np.unique(q[close] * len(self.codes) + r[close])  # a rep can be found through several chunks
+        return pairs // len(self.codes), pairs % len(self.codes)
+
+    def within(self, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        words = self.words[ids]
+        return scan(words, words, self._close, lower=True)
+
+    def _close(self, a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        dist = np.zeros((len(a), len(b)), np.int32)
+        for w in range(a.shape[1]):
+            dist += popcount(a[:, w, None] ^ b[None, :, w])
+        q, r = np.nonzero(dist <= self.max_distance)
+        return q, r
+
+
+def _chunk_keys(codes: np.ndarray, chunks: int, bits: int) -> np.ndarray:
+    """The integer value of each of ``chunks`` consecutive ``bits``-bit chunks of each code."""
+    keys = np.empty((len(codes), chunks), np.int32)
+    weights = (1 << np.arange(bits, dtype=np.int64))[::-1]
+    for s in range(0, len(codes), _CHUNK):
+        unpacked = np.unpackbits(codes[s : s + _CHUNK], axis=1)[:, : chunks * bits]
+        keys[s : s + _CHUNK] = unpacked.reshape(len(unpacked), chunks, bits).astype(np.int64) @ weights
+    return keys
+
+
+def _hamming(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Bit differences of rows of 64-bit words."""
+    return popcount(a ^ b).sum(axis=-1, dtype=np.int64)
+
+
+def multihash_params(nbits: int, radius: int, n: int) -> tuple[int, int, int] | None:
+    """``(chunks, bits per chunk, flips)`` for an exact range search, or ``None`` for a flat scan.
+
+    Exactness: codes within ``radius`` differ in at most ``flips`` bits on at least one
+    of ``chunks`` disjoint chunks when ``chunks * (flips + 1) > radius`` (pigeonhole).
+    The cost model counts, per query against ``n / 2`` representatives, probes and
+    candidates (~10 ns each) against a flat scan (~1 ns per 64-bit word and code).
+    Chunks have at most 20 bits (a 4 MB table each).
+    """
+    reps = max(n / 2, 1.0)
+    best: tuple[float, tuple[int, int, int] | None] = (reps * math.ceil(nbits / 64), None)
+    for flips in range(3):
+        chunks = -(-(radius + 1) // (flips + 1))
+        bits = min(20, nbits // chunks)
+        if bits < 8:
+            continue
+        probes = chunks * sum(math.comb(bits, j) for j in range(flips + 1))
+        cost = probes * 10 + probes * reps / 2.0**bits * 10
+        if cost < best[0]:
+            best = (cost, (chunks, bits, flips))
+    return best[1]
+
+
+
+
+# -- a static multi-index table sized to its contents --------------------------------
+
+#: widest chunk of a :class:`ChunkIndex` (its bucket offsets: ``2**bits`` int32, 64 MB)
+MAX_CHUNK_BITS = 24
+#: most bytes of side words (one 64-bit word per table row and chunk) a :class:`ChunkIndex` keeps
+SIDE_BUDGET = 4 << 30
+#: most flip masks probed per chunk
+_MAX_PROBES = 5000
+# cost model of chunk_plan, in rough nanoseconds on one core: a probe (two random reads),
+# a candidate (its side word: a random read per bucket, then in sequence; a popcount), building one chunk (per row, per bucket),
+# and a flat scan (per query, row and 64-bit word)
+_PROBE_NS, _CANDIDATE_NS, _BUILD_ROW_NS, _BUCKET_NS, _FLAT_NS = 30.0, 25.0, 150.0, 2.0, 3.0
+
+
+def chunk_plan(nbits: int, radius: int, table: int, queries: int) -> tuple[tuple[int, int], ...] | None:
+    """Consecutive chunks ``(bits, flips)`` for an exact search within ``radius``, or ``None`` for a flat scan.
+
+    Exactness: the chunks are disjoint, and their ``flips + 1`` add up to more than
+    ``radius`` (pigeonhole). The plan minimises a cost model of ``queries`` searches of a
+    ``table`` of rows: per query, each chunk's probes (``sum over j <= flips of
+    comb(bits, j)``) and the ``table / 2**bits`` rows each probe finds on random codes,
+    plus the build of each chunk; against a flat popcount scan. Chunks have ``f`` or
+    ``f + 1`` flips and near-equal widths (at most :data:`MAX_CHUNK_BITS`), so a larger
+    table gets wider chunks with more flips: buckets stay small as it grows.
+    """
+    if radius < 0:
+        return ()
+    words = -(-nbits // 64)
+    best: tuple[float, tuple[tuple[int, int], ...] | None] = (queries * table * words * _FLAT_NS, None)
+    for flips in range(4):
+        for chunks in range(1, radius + 2):
+            extra = max(0, radius + 1 - chunks * (flips + 1))  # chunks that need one flip more
+            base, wider = divmod(nbits, chunks)
+            if extra > chunks or base < 4:
+                continue
+            plan = tuple(
+                (min(MAX_CHUNK_BITS, base + (i < wider)), flips + (i < extra)) for i in range(chunks)
+            )
+            cost = 0.0
+            for bits, f in plan:
+                probes = sum(math.comb(bits, j) for j in range(f + 1))
+                if f > bits or probes > _MAX_PROBES:
+                    cost = math.inf
+                    break
+                cost += queries * probes * (_PROBE_NS + _CANDIDATE_NS * table / 2.0**bits)
+                cost += table * _BUILD_ROW_NS + 2.0**bits * _BUCKET_NS
+            if cost < best[0]:
+                best = (cost, plan)
+    return best[1]
+
+
+def packed_words(data: np.ndarray, variants: int, bits_per_row: int | None) -> tuple[np.ndarray, int]:
+    """One row of 64-bit words per (input, variant group) of codes ``(n, rows, nbytes)``, and its meaningful bits.
+
+    Row ``i * variants + v`` holds group ``v`` of input ``i``. Whole bytes are a view
+    (zero-padded to whole words); rows of ``bits_per_row < 8 * nbytes`` bits are
+    packed tight (the same bits in another order: distances are unchanged).
+    """
+    n, rows, nbytes = data.shape
+    group = rows // variants
+    flat = data.reshape(n * variants, group * nbytes)
+    per_row = bits_per_row or nbytes * 8
+    if per_row == nbytes * 8:
+        pad = -flat.shape[1] % 8
+        if pad:
+            flat = np.concatenate([flat, np.zeros((len(flat), pad), np.uint8)], axis=1)
+        return np.ascontiguousarray(flat).view(np.uint64), group * nbytes * 8
+    nbits = group * per_row
+    out = np.zeros((len(flat), -(-nbits // 64) * 8), np.uint8)
+    for s in range(0, len(flat), _CHUNK):
+        block = flat[s : s + _CHUNK].reshape(-1, group, nbytes)
+        bits = np.unpackbits(block, axis=-1)[..., :per_row].reshape(len(block), nbits)
+        out[s : s + len(block), : -(-nbits // 8)] = np.packbits(bits, axis=-1, bitorder="little")
+    return out.view(np.uint64), nbits
+
+
+def _bits_at(columns: list[np.ndarray], start: int, bits: int) -> np.ndarray:
+    """Bits ``start .. start + bits - 1`` of each row (bit ``p`` is bit ``p % 64`` of word column ``p // 64``)."""
+    w, s = divmod(start, 64)
+    key = columns[w] >> np.uint64(s)
+    if s + bits > 64:
+        key = key | (columns[w + 1] << np.uint64(64 - s))
+    return (key & np.uint64((1 << bits) - 1)).astype(np.int64)
+
+
+def _flip_masks(bits: int, flips: int) -> np.ndarray:
+    return np.array(
+        [sum(1 << p for p in combo) for j in range(flips + 1) for combo in itertools.combinations(range(bits), j)],
+        dtype=np.int64,
+    )
+
+
+class _Chunk(NamedTuple):
+    start: int  # first bit
+    bits: int
+    masks: np.ndarray  # the flips probed
+    order: np.ndarray  # the rows, sorted by their chunk value
+    starts: np.ndarray  # each value's first position in order (direct-addressed, one past the end last)
+    side_word: int  # the word column copied beside order
+    side: np.ndarray | None  # that word of each row of order (None: over the memory budget)
+
+
+class ChunkIndex:
+    """A static multi-index table over rows of packed bits, searched for every row within ``radius``.
+
+    ``words`` ``(T, W)`` uint64 (bits ``nbits`` and above zero), kept as ``W`` word
+    columns. Each chunk of :func:`chunk_plan` sorts the rows by their chunk value once
+    (``order``), keeps each value's first position (``starts``, direct-addressed) and,
+    beside ``order``, a copy of one word of each row that the chunk does not cover
+    (``side``, within :data:`SIDE_BUDGET`). A query's probes are ranges of ``order``:
+    their ``side`` words are read in sequence, and the rows whose distance on that one
+    word is already over ``radius`` (nearly all unrelated codes: 64 random bits differ in
+    about 32) are dropped before any random read; the rest are verified on every word.
+    All in numpy; queries are split over the available cores (threads: numpy releases the
+    GIL in these loops).
+    """
+
+    def __init__(self, words: np.ndarray, nbits: int, radius: int, *, queries: int) -> None:
+        self.columns = [np.ascontiguousarray(words[:, w]) for w in range(words.shape[1])]
+        self.size = len(words)
+        self.radius = radius
+        self.plan = chunk_plan(nbits, radius, self.size, queries)
+        self.flat = np.ascontiguousarray(words) if self.plan is None else None
+        self.index_type = np.int32 if self.size < 2**31 else np.int64
+        starts = np.cumsum([0, *(bits for bits, _ in self.plan or ())]).tolist()
+        self.with_side = self.size * 8 * len(self.plan or ()) <= SIDE_BUDGET
+        self.candidates = self.verified = 0  # rows read by the searches so far, and rows checked on every word
+        with ThreadPoolExecutor(available_cores()) as pool:  # numpy sorts and gathers without the GIL
+            self.chunks = list(pool.map(self._chunk, starts, self.plan or ()))
+
+    def _chunk(self, start: int, plan: tuple[int, int]) -> _Chunk:
+        bits, flips = plan
+        keys = _bits_at(self.columns, start, bits)
+        if self.size < 2**32:  # sort (key, row) packed in one integer: several times faster than argsort
+            packed = np.sort((keys.astype(np.uint64) << np.uint64(32)) | np.arange(self.size, dtype=np.uint64))
+            order = (packed & np.uint64(0xFFFFFFFF)).astype(self.index_type)
+            del packed
+        else:  # pragma: no cover (over four billion rows)
+            order = np.argsort(keys, kind="stable").astype(self.index_type)
+        starts = np.zeros((1 << bits) + 1, self.index_type)
+        np.cumsum(np.bincount(keys, minlength=1 << bits), out=starts[1:])
+        width = len(self.columns)
+        side_word = (start // 64 + width // 2 + 1) % width  # a word away from the chunk, where it can
+        side = self.columns[side_word][order] if self.with_side else None
+        return _Chunk(start, bits, _flip_masks(bits, flips), order, starts, side_word, side)
+
+    def __repr__(self) -> str:
+        return f"ChunkIndex({self.size} rows, radius={self.radius}, chunks={self.plan})"
+
+    def rows(self, ids: np.ndarray) -> list[np.ndarray]:
+        """The word columns of these rows (a query's form)."""
+        return [c[ids] for c in self.columns]
+
+    def search(self, queries: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+        """Pairs ``(query position, row)`` within ``radius`` of the query rows (word columns, as :meth:`rows`); a pair can repeat."""
+        count = len(queries[0])
+        parts = min(available_cores(), max(1, count // 128))
+        cuts = np.linspace(0, count, parts + 1).astype(np.int64)
+        with ThreadPoolExecutor(parts) as pool:
+            found = list(pool.map(lambda k: self._search([c[cuts[k] : cuts[k + 1]] for c in queries]), range(parts)))
+        self.candidates += sum(f[2] for f in found)
+        self.verified += sum(f[3] for f in found)
+        return np.concatenate([f[0] + cuts[k] for k, f in enumerate(found)]), np.concatenate([f[1] for f in found])
+
+    def _search(self, queries: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray, int, int]:
+        """``search`` on one thread: the pairs, and the counts of rows read and verified."""
+        if self.flat is not None:
+            q, r = scan(np.stack(queries, axis=1), self.flat, self._close)
+            return q, r, len(queries[0]) * len(self.flat), len(queries[0]) * len(self.flat)
+        found_q, found_r = [], []
+        candidates = verified = 0
+        for chunk in self.chunks:
+            probe = (_bits_at(queries, chunk.start, chunk.bits)[:, None] ^ chunk.masks[None, :]).ravel()
+            lo = chunk.starts[probe]
+            sizes = chunk.starts[probe + 1] - lo
+            hit = np.flatnonzero(sizes)
+            lo, sizes = lo[hit], sizes[hit]
+            ends = np.cumsum(sizes, dtype=np.int64)
+            total = int(ends[-1]) if len(ends) else 0
+            candidates += total
+            at = np.repeat((lo - ends + sizes).astype(self.index_type), sizes) + np.arange(total, dtype=self.index_type)
+            owner = hit // len(chunk.masks)  # the query of each probe that hit
+            if chunk.side is not None:  # one word first, read in sequence: most candidates stop here
+                far = popcount(chunk.side[at] ^ np.repeat(queries[chunk.side_word][owner], sizes)) > self.radius
+                near = np.flatnonzero(~far)
+                at, q = at[near], owner[np.searchsorted(ends, near, side="right")]
+            else:
+                q = np.repeat(owner, sizes)
+            rows = chunk.order[at]
+            verified += len(rows)
+            dist = np.zeros(len(rows), np.int32)
+            for w in range(len(self.columns)):
+                dist += popcount(self.columns[w][rows] ^ queries[w][q])
+            close = dist <= self.radius
+            found_q.append(q[close])
+            found_r.append(rows[close].astype(np.int64))
+        if not found_q:
+            return np.empty(0, np.int64), np.empty(0, np.int64), candidates, verified
+        return np.concatenate(found_q), np.concatenate(found_r), candidates, verified
+
+    def _close(self, a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        dist = np.zeros((len(a), len(b)), np.int32)
+        for w in range(a.shape[1]):
+            dist += popcount(a[:, w, None] ^ b[None, :, w])
+        q, r = np.nonzero(dist <= self.radius)
+        return q, r
+
+
+def _positions(ids: np.ndarray, values: np.ndarray) -> np.ndarray:
+    """The position in ``ids`` (distinct) of each of ``values`` (each one of ``ids``)."""
+    sorter = np.argsort(ids, kind="stable")
+    return sorter[np.searchsorted(ids, values, sorter=sorter)]
+
+
+class VariantsFinder(Finder):
+    """Exact candidates for best-alignment scores over variant groups (kind ``bit_variants``).
+
+    ``score >= t`` needs, for some ``v``, group ``v`` of one input within ``D`` bits of
+    group 0 (the whole image) of the other. One :class:`ChunkIndex` holds every group
+    of *every* input, built once; each input's group 0 is searched in it once (its
+    *hits*: the inputs with a group in range), so the two directions of the rule are
+    the hits of either side. A hit on an earlier representative is a candidate at
+    once; a hit inside the block serves :meth:`within`; a hit on a later input waits
+    in ``pending``, if the query becomes a representative, until that input's block
+    is queried. Hits on earlier inputs that are not representatives are dropped (a
+    cluster of ``m`` near copies still costs ``m`` per member: the price of a static
+    table; identical copies are merged before the search, see :mod:`imageprism._dedup`).
+    Everything is arrays: no per-input Python.
+    """
+
+    def __init__(self, data: np.ndarray, bits_per_row: int | None, max_distance: int, variants: int) -> None:
+        words, nbits = packed_words(data, variants, bits_per_row)
+        self.variants = variants
+        self.n = len(data)
+        self.index = ChunkIndex(words, nbits, max_distance, queries=self.n)
+        self.is_rep = np.zeros(self.n, bool)
+        empty = np.empty(0, np.int64)
+        self.pending = (empty, empty)  # (later input, representative that hit it)
+        self.done = -1  # the largest input queried so far: hits on it or before are stale
+        self.memo = (empty, empty, empty)  # (inputs searched this block, their hits as pairs (x, y))
+
+    def __repr__(self) -> str:
+        return f"VariantsFinder({self.index!r})"
+
+    def _hits(self, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Pairs ``(x, y)``, ``x`` in ``ids``: input ``y != x`` has a group within range of ``x``'s whole image."""
+        searched, xs, ys = self.memo
+        missing = ids[~np.isin(ids, searched)]
+        if len(missing):
+            q, rows = self.index.search(self.index.rows(missing * self.variants))
+            x, y = missing[q], rows // self.variants
+            pairs = np.unique(x[x != y] * self.n + y[x != y])
+            self.memo = (np.concatenate([searched, missing]), np.concatenate([xs, pairs // self.n]), np.concatenate([ys, pairs % self.n]))
+            searched, xs, ys = self.memo
+        mine = np.isin(xs, ids)
+        return xs[mine], ys[mine]
+
+    def add(self, ids: np.ndarray) -> None:
+        self.is_rep[ids] = True
+        x, y = self._hits(ids)
+        later = y > self.done
+        self.pending = (np.concatenate([self.pending[0], y[later]]), np.concatenate([self.pending[1], x[later]]))
+
+    def query(self, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        self.done = max(self.done, int(ids.max(initial=-1)))
+        empty = np.empty(0, np.int64)
+        self.memo = (empty, empty, empty)
+        x, y = self._hits(ids)
+        back = y[self.is_rep[y]]
+        back_q = _positions(ids, x[self.is_rep[y]])
+        targets, reps = self.pending
+        hit = np.isin(targets, ids)
+        ahead = (_positions(ids, targets[hit]), reps[hit])
+        live = ~hit & (targets > self.done)
+        self.pending = (targets[live], reps[live])
+        return union_pairs([(back_q, back), ahead], self.n)
+
+    def within(self, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        x, y = self._hits(ids)
+        inside = np.isin(y, ids)
+        a, b = _positions(ids, x[inside]), _positions(ids, y[inside])
+        pairs = np.unique(np.minimum(a, b) * len(ids) + np.maximum(a, b))
+        return pairs // len(ids), pairs % len(ids)
