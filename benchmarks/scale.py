@@ -103,6 +103,12 @@ def threads_embed(paths: list[Path], workers: int) -> None:
         list(pool.map(lambda c: prism._embed_chunk(c, 0), chunks))
 
 
+def cpu_seconds() -> float:
+    """User + system CPU seconds of this process and of its finished children (workers, CLI runs)."""
+    own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+
+
 def timed(run: object) -> float:
     start = time.perf_counter()
     run()  # type: ignore[operator]
@@ -131,16 +137,23 @@ def throughput(work: Path, count: int) -> None:
         (f"CLI embed DIR --json --workers {cores}", lambda: cli(["embed", str(folder), "--json", "--workers", str(cores)]).wait()),
     ]
     print(f"\n## throughput: {count} JPEGs (0.1-0.5 MP), {cores} cores, load {load()}")
-    print("| pipeline | s | images/s | x single-worker embed_batch |")
-    print("|---|---|---|---|")
-    results = {}
+    print("| pipeline | s | images/s | x single-worker embed_batch | CPU s (all processes) | load |")
+    print("|---|---|---|---|---|---|")
+    results, cpu, loads = {}, {}, {}
     for name, run in rows:
+        before = cpu_seconds()
         results[name] = timed(run)
+        cpu[name], loads[name] = cpu_seconds() - before, load()
     single = results["embed_batch, default robust hash, workers=1"]
     for name, seconds in results.items():
-        print(f"| {name} | {seconds:.2f} | {count / seconds:.0f} | {single / seconds:.2f}x |")
+        print(f"| {name} | {seconds:.2f} | {count / seconds:.0f} | {single / seconds:.2f}x | {cpu[name]:.2f} | {loads[name]} |")
     floor = results["bare reduced-size decode, 1 thread (floor)"]
     print(f"\nsingle worker / bare decode: {single / floor:.2f}x; load after: {load()}")
+    # CPU seconds are what the work costs whatever else runs: the pool's overhead is its CPU time over the
+    # single worker's, and on idle cores the wall ratio would be about workers / that overhead
+    for name in (f"embed_batch, default robust hash, workers={cores}", f"CLI embed DIR --json --workers {cores}"):
+        base = cpu["embed_batch, default robust hash, workers=1" if name.startswith("embed") else "CLI embed DIR --json --workers 1"]
+        print(f"{name}: CPU {cpu[name] / base:.2f}x the single worker's")
 
 
 def rerun(work: Path, count: int) -> None:

@@ -321,6 +321,9 @@ class HashConfig:
         """
         rows = self._check(embedding)
         width = -(-self.nbits // 4)
+        if self.nbits == 8 * rows.shape[1]:  # whole bytes (the usual 8 x 8 hash): one hex string, cut per row
+            text = rows.tobytes().hex()
+            return dict(zip(self.row_labels, (text[i : i + width] for i in range(0, len(text), width))))
         return {
             label: format(int.from_bytes(_bits_to_bytes(row, self.nbits), "big"), f"0{width}x")
             for label, row in zip(self.row_labels, rows)
