@@ -89,3 +89,27 @@ def test_batched_hashes_equal_the_reference_on_the_dev_photos(dev_images: list[P
     assert all(np.array_equal(e["hash"], w) for e, w in zip(paths.embeddings, expected) if e is not None)
     single = ImagePrism(cache=EmbeddingCache(max_entries=0), batch_size=1)
     assert np.array_equal(single.embed(dev_images[0])["hash"], expected[0])
+
+
+def test_blas_runs_on_one_thread_while_hashing_and_is_restored_after(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The products are too small to share between BLAS threads (their helpers spin between calls):
+    one thread while a batch is hashed, the caller's setting back afterwards."""
+    threadpoolctl = pytest.importorskip("threadpoolctl")
+    from imageprism.dimensions import _hash_batch
+
+    def blas_threads() -> list[int]:
+        return [info["num_threads"] for info in threadpoolctl.threadpool_info() if info["user_api"] == "blas"]
+
+    seen: list[list[int]] = []
+    real = _hash_batch.variant_bits
+
+    def spy(*args: object) -> np.ndarray:
+        seen.append(blas_threads())
+        return real(*args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(_hash_batch, "variant_bits", spy)
+    with threadpoolctl.threadpool_limits(2, user_api="blas"):
+        before = blas_threads()
+        HashDimension(HashConfig(), None).embed_batch(_random_images(3, seed=0))
+        assert blas_threads() == before
+    assert seen and all(counts and set(counts) == {1} for counts in seen)
