@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import math
 import threading
 from collections.abc import Sequence
 from typing import Any
@@ -269,7 +270,7 @@ class _Scratch(threading.local):
 
     def array(self, name: str, shape: tuple[int, ...], dtype: type = np.float64) -> np.ndarray:
         """An uninitialised array of ``shape`` under ``name``, valid until the next request of that name."""
-        count = int(np.prod(shape))
+        count = math.prod(shape)
         buffer = self.buffers.get((name, np.dtype(dtype).str))
         if buffer is None or len(buffer) < count:
             buffer = self.buffers[name, np.dtype(dtype).str] = np.empty(count, dtype)
