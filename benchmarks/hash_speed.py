@@ -17,9 +17,11 @@ Measures, side by side in one run, single thread, CPU milliseconds per image:
 
 Test photos: the shared dev images, upscaled (LANCZOS) to about 1, 3, 6 and 12
 megapixels and saved as JPEG quality 90 in ``benchmarks/.data/hash_speed/``
-(gitignored, rebuilt when missing).
+(gitignored, rebuilt when missing); and the row ``small``: ``--small`` JPEGs of 0.1-0.5 MP
+made as ``benchmarks/scale.py`` makes its folder (random crops of the dev photos, mirrors,
+quality 60-95, one in ten noise), in ``benchmarks/.data/hash_speed/small/``.
 
-Run:  python benchmarks/hash_speed.py [--images 6] [--repeat 9]
+Run:  python benchmarks/hash_speed.py [--images 6] [--small 40] [--repeat 9] [--sizes small,1,3,6,12]
 """
 
 from __future__ import annotations
@@ -40,11 +42,11 @@ from PIL import Image
 
 from imageprism import EmbeddingCache, HashConfig, ImagePrism
 from imageprism.dimensions._base import ImageRequest
+from scale import generate  # benchmarks/scale.py: the small JPEGs of its throughput folder
 
 HERE = Path(__file__).resolve().parent
 DEV_IMAGES = HERE.parent.parent / "shared" / "data" / "dev-images"
 DATA = HERE / ".data" / "hash_speed"
-MEGAPIXELS = (1, 3, 6, 12)
 
 
 def build_photos(megapixels: int, count: int) -> list[Path]:
@@ -115,10 +117,31 @@ def time_ms(methods: dict[str, Callable[[Path], None]], paths: list[Path], repea
     return {name: statistics.median(times) for name, times in per_image.items()}
 
 
+def batch_ms(paths: list[Path], request: ImageRequest, repeat: int) -> dict[str, float]:
+    """CPU ms per image of whole-folder runs, rounds interleaved, best round kept: the bare reduced
+    decode of every path in a loop, and ``embed_batch(paths, workers=1)`` (plain and robust hashes;
+    CPU time of the process, so its decode-ahead thread counts)."""
+    bare = bare_reduced_decode(request)
+    runs = {
+        "bare reduced decode": lambda: [bare(p) for p in paths],
+        "embed_batch plain": lambda: ImagePrism(config={"hash": HashConfig.plain()}, cache=EmbeddingCache(max_entries=0)).embed_batch(paths),
+        "embed_batch robust": lambda: ImagePrism(cache=EmbeddingCache(max_entries=0)).embed_batch(paths),
+    }
+    best = dict.fromkeys(runs, float("inf"))
+    for _ in range(repeat):
+        for name, run in runs.items():
+            start = time.process_time()
+            run()
+            best[name] = min(best[name], (time.process_time() - start) / len(paths) * 1e3)
+    return best
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--images", type=int, default=6, help="dev photos per size (default 6)")
     parser.add_argument("--repeat", type=int, default=9, help="timed runs per photo, best kept (default 9)")
+    parser.add_argument("--small", type=int, default=40, help="0.1-0.5 MP JPEGs of the 'small' row (default 40)")
+    parser.add_argument("--sizes", default="small,1,3,6,12", help="rows to measure: small and/or megapixels")
     args = parser.parse_args()
 
     # plain: the three hashes of the speed goal; robust: the default configuration (HashConfig())
@@ -140,12 +163,19 @@ def main() -> None:
     header = f"| MP | {' | '.join(methods)} | {' | '.join(ratios)} |"
     print(header)
     print("|" + "---|" * (header.count("|") - 1))
-    for mp in MEGAPIXELS:
-        paths = build_photos(mp, args.images)
+    for mp in args.sizes.split(","):
+        paths = generate(DATA / "small", args.small) if mp == "small" else build_photos(int(mp), args.images)
         ms = time_ms(methods, paths, args.repeat)
         ih, bare, dflt, rob = ms["imagehash"], ms["bare reduced decode"], ms["imageprism plain"], ms["imageprism robust"]
         cells = " | ".join(f"{v:.2f}" for v in ms.values())
         print(f"| {mp} | {cells} | {ih / dflt:.1f}x | {dflt / bare:.2f}x | {ih / rob:.1f}x | {rob / bare:.2f}x | {rob / dflt:.2f}x | {rob / ms['imageprism robust-16']:.2f}x |", flush=True)
+    if "small" in args.sizes.split(","):
+        ms = batch_ms(generate(DATA / "small", args.small), request, args.repeat)
+        print(f"\nsmall JPEGs, whole folder ({args.small} files, best of {args.repeat} interleaved rounds), CPU ms per image; "
+              f"load {os.getloadavg()[0]:.1f}")
+        print("| " + " | ".join(ms) + " | plain / bare | robust / bare |\n|" + "---|" * (len(ms) + 2))
+        bare = ms["bare reduced decode"]
+        print("| " + " | ".join(f"{v:.3f}" for v in ms.values()) + f" | {ms['embed_batch plain'] / bare:.2f}x | {ms['embed_batch robust'] / bare:.2f}x |")
     print("load average at end: " + ", ".join(f"{x:.1f}" for x in os.getloadavg()))
     print("\ngoals: imagehash / plain >= 5x; plain / bare <= 1.3x; robust / plain <= 1.5x; robust / robust-16 <= 1.5x")
 

@@ -10,7 +10,10 @@ single- vs multi-worker ratio of the same run is the number to read).
    hash's request, ``load``, gray; the floor), imgdd's folder API (dHash only, Rust/rayon,
    all cores), ``ImagePrism().embed_batch(paths, workers=k)`` for 1 and every core, the
    same on a thread pool (threads instead of processes), and the CLI
-   ``imageprism embed DIR --json --workers k``.
+   ``imageprism embed DIR --json --workers k``; and the single worker's chunks in one thread
+   (``workers=1`` decodes the next chunk on a second thread, so it already uses part of a
+   second core). CPU seconds of every process are shown beside the wall times: on a shared
+   machine they are the steadier measure of what the pool costs.
 2. ``rerun``: ``embed_batch`` with a fresh ``PersistentCache`` over ``--rerun-files`` files,
    then again over the unchanged folder (file-identity layer), and the cost of reading and
    hashing every file's bytes (what a content digest would add).
@@ -103,6 +106,12 @@ def threads_embed(paths: list[Path], workers: int) -> None:
         list(pool.map(lambda c: prism._embed_chunk(c, 0), chunks))
 
 
+def cpu_seconds() -> float:
+    """User + system CPU seconds of this process and of its finished children (workers, CLI runs)."""
+    own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+
+
 def timed(run: object) -> float:
     start = time.perf_counter()
     run()  # type: ignore[operator]
@@ -125,22 +134,33 @@ def throughput(work: Path, count: int) -> None:
         ("bare reduced-size decode, 1 thread (floor)", lambda: bare_decode(paths)),
         (f"imgdd.hash(folder), dHash only, Rust, {cores} cores", lambda: imgdd.hash(str(folder))),
         ("embed_batch, default robust hash, workers=1", lambda: ImagePrism().embed_batch(paths, workers=1)),
+        ("same, one thread (no decode-ahead thread)", lambda: ImagePrism()._embed_chunk(paths, 0)),
         (f"embed_batch, default robust hash, workers={cores}", lambda: ImagePrism().embed_batch(paths, workers=cores)),
         (f"same chunks on {cores} threads (not processes)", lambda: threads_embed(paths, cores)),
         ("CLI embed DIR --json --workers 1", lambda: cli(["embed", str(folder), "--json", "--workers", "1"]).wait()),
         (f"CLI embed DIR --json --workers {cores}", lambda: cli(["embed", str(folder), "--json", "--workers", str(cores)]).wait()),
     ]
     print(f"\n## throughput: {count} JPEGs (0.1-0.5 MP), {cores} cores, load {load()}")
-    print("| pipeline | s | images/s | x single-worker embed_batch |")
-    print("|---|---|---|---|")
-    results = {}
+    print("| pipeline | s | images/s | x single-worker embed_batch | CPU s (all processes) | load |")
+    print("|---|---|---|---|---|---|")
+    results, cpu, loads = {}, {}, {}
     for name, run in rows:
+        before = cpu_seconds()
         results[name] = timed(run)
+        cpu[name], loads[name] = cpu_seconds() - before, load()
     single = results["embed_batch, default robust hash, workers=1"]
     for name, seconds in results.items():
-        print(f"| {name} | {seconds:.2f} | {count / seconds:.0f} | {single / seconds:.2f}x |")
+        print(f"| {name} | {seconds:.2f} | {count / seconds:.0f} | {single / seconds:.2f}x | {cpu[name]:.2f} | {loads[name]} |")
     floor = results["bare reduced-size decode, 1 thread (floor)"]
     print(f"\nsingle worker / bare decode: {single / floor:.2f}x; load after: {load()}")
+    # CPU seconds are what the work costs whatever else runs: the pool's overhead is its CPU time over the
+    # single worker's, and on idle cores the wall ratio would be about workers / that overhead
+    for name in (f"embed_batch, default robust hash, workers={cores}", f"CLI embed DIR --json --workers {cores}"):
+        base = cpu["embed_batch, default robust hash, workers=1" if name.startswith("embed") else "CLI embed DIR --json --workers 1"]
+        print(f"{name}: CPU {cpu[name] / base:.2f}x the single worker's")
+    one = results["same, one thread (no decode-ahead thread)"]
+    print(f"workers={cores} vs one thread without decode-ahead: {one / results[f'embed_batch, default robust hash, workers={cores}']:.2f}x; "
+          f"workers=1 (decoding ahead on a second thread) vs one thread: {one / single:.2f}x")
 
 
 def rerun(work: Path, count: int) -> None:

@@ -1,10 +1,10 @@
 """Embedding many inputs on a pool of worker processes, results in input order.
 
-Processes, not threads: most of the default hash's time is small numpy operations on
-a 64 x 64 grid (26 variants), which hold the GIL, so only processes can run them side
-by side. On the shared, overloaded development machine (load average 13-16 on 2
-cores) the two were within noise of each other (``benchmarks/scale.py`` and
-``benchmarks/README.md``): measure again on a quiet machine before changing this.
+Processes, not threads: the default hash is a few hundred numpy calls per batch of
+images plus JPEG header parsing in Python, and two threads hand the GIL back and forth
+between them: on the development machine, threads cost 2.4x the CPU time of processes
+for the same chunks (``benchmarks/scale.py`` and ``benchmarks/README.md``), while the
+pool of processes cost no more CPU than one worker.
 
 Each worker builds its own :class:`~imageprism.ImagePrism` once from a picklable
 recipe (dimension configs, runtime settings, size limits: models and caches never

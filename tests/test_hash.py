@@ -203,10 +203,10 @@ def test_named_configurations() -> None:
 def test_rotated_grid_stays_in_range_for_any_shape(aspect: float) -> None:
     """The small-rotation rows resample the grid bilinearly: values stay within the grid's range
     (black corners are 0), even for extreme aspect ratios."""
-    from imageprism.dimensions._hash_bits import rotate_grid
+    from imageprism.dimensions._hash_batch import rotate_grids
 
     grid = np.random.default_rng(0).uniform(10, 245, (64, 64))
-    rotated = rotate_grid(grid, 4.0, aspect)
+    rotated = rotate_grids(grid[:, None, :], 4.0, [aspect])[:, 0, :]
     assert np.isfinite(rotated).all() and rotated.min() >= 0.0 and rotated.max() <= grid.max() + 1e-9
     if 0.5 <= aspect <= 2:  # the centre stays inside the canvas (a 1:10000 strip turned 4 degrees leaves it: black)
         assert np.allclose(rotated[24:40, 24:40].mean(), grid[24:40, 24:40].mean(), rtol=0.1)

@@ -48,6 +48,7 @@ import numpy as np
 from PIL import Image
 
 from imageprism._math import best_alignment
+from imageprism.dimensions import _hash_batch as hbb
 from imageprism.dimensions import _hash_bits as hb
 from imageprism.dimensions._base import DimensionPlugin, ImageRequest, Layout
 from imageprism.errors import ConfigError, InputError
@@ -320,6 +321,9 @@ class HashConfig:
         """
         rows = self._check(embedding)
         width = -(-self.nbits // 4)
+        if self.nbits == 8 * rows.shape[1]:  # whole bytes (the usual 8 x 8 hash): one hex string, cut per row
+            text = rows.tobytes().hex()
+            return dict(zip(self.row_labels, (text[i : i + width] for i in range(0, len(text), width))))
         return {
             label: format(int.from_bytes(_bits_to_bytes(row, self.nbits), "big"), f"0{width}x")
             for label, row in zip(self.row_labels, rows)
@@ -401,40 +405,18 @@ def compute_hashes(
         config = HashConfig.plain(algorithms, hash_size)
     if config.is_plain:
         return np.stack([np.packbits(_ALGORITHM_BITS[name](gray, config.hash_size).ravel()) for name in config.algorithms])
-    return _variant_hashes(gray, config)
-
-
-# -- the variant path: flips, rotations and centre crops from one small grid ---------
+    return hbb.variant_hashes([gray], _variant_plan(config))[0]
 
 
 # -- the variant path: flips, rotations and crops from one small grid -----------------
 
 
-def _variant_hashes(gray: Image.Image, config: HashConfig) -> np.ndarray:
-    n = config.hash_size
-    size = 8 * n  # grid side: the smallest allowed crop (0.25) still spans 2n samples
-    # a box (area-average) filter is enough here: every hash resamples the grid again with Lanczos
-    grid = np.asarray(gray.resize((size, size), Image.Resampling.BOX), dtype=np.float64)
-    aspect = gray.width / gray.height
-    grids = np.stack([grid, *(hb.rotate_grid(grid, degrees, aspect) for degrees in config.rotations)])
-    windows, picked, transform_of = _variant_plan(config)
-    every = hb.window_bits(hb.window_sampler(grids, windows), config.algorithms, n, config.transforms)
-    return np.packbits(every[picked, transform_of].reshape(-1, n * n), axis=-1)
-
-
 @functools.lru_cache(maxsize=32)
-def _variant_plan(config: HashConfig) -> tuple[tuple[tuple[int, hb.Window], ...], list[int], list[int]]:
-    """The distinct (grid, window) pairs to sample, sorted by grid (0: the unrotated grid,
-    ``k``: rotation ``k - 1``), and for each variant its window's and its transform's position."""
-    keys = [
-        (config.rotations.index(v.degrees) + 1 if v.degrees else 0, (
-            0.5 + v.shift[0] - v.scale / 2.0, 0.5 + v.shift[0] + v.scale / 2.0,
-            0.5 + v.shift[1] - v.scale / 2.0, 0.5 + v.shift[1] + v.scale / 2.0,
-        ))
-        for v in config.variants
-    ]
-    windows = tuple(sorted(dict.fromkeys(keys), key=lambda key: key[0]))  # distinct; stable within a grid
-    return windows, [windows.index(k) for k in keys], [config.transforms.index(v.transform) for v in config.variants]
+def _variant_plan(config: HashConfig) -> hbb.VariantPlan:
+    return hbb.VariantPlan.build(
+        config.hash_size, config.algorithms, config.rotations,
+        [(v.scale, v.transform, v.degrees, v.shift) for v in config.variants],
+    )
 
 
 class HashDimension(DimensionPlugin):
@@ -475,7 +457,10 @@ class HashDimension(DimensionPlugin):
         return Layout("bits", bits_per_row=self.config.nbits, variants=self.config.n_variants)
 
     def embed_batch(self, images: Sequence[Image.Image]) -> list[np.ndarray | None]:
-        return [compute_hashes(image, config=self.config) for image in images]
+        if self.config.is_plain or not images:
+            return [compute_hashes(image, config=self.config) for image in images]
+        grays = [image if image.mode == "L" else image.convert("L") for image in images]
+        return [embedding.copy() for embedding in hbb.variant_hashes(grays, _variant_plan(self.config))]  # not views of one batch
 
     def score(self, a: np.ndarray | None, b: np.ndarray | None) -> float | None:
         if a is None or b is None:
