@@ -11,6 +11,7 @@ import pytest
 from imageprism import ImageIndex, ImagePrism
 from imageprism._dedup import DedupColumn, greedy_labels, labels_brute_force
 from imageprism._search import ann as _ann
+from imageprism._search import cells
 from imageprism._search.ann import AnnIndex, check_exact, use_ann
 from imageprism._search.range import AnnFinder, range_finder
 from imageprism._search.topk import AnnScan
@@ -55,7 +56,7 @@ def test_approximate_dedup_recall_and_no_false_match(probing: None) -> None:
     exact = greedy_labels([DedupColumn("v", "vector", x)], THRESHOLD)
     column = DedupColumn("v", "vector", x)
     finder = range_finder(column, THRESHOLD, exact=False)
-    assert isinstance(finder, AnnFinder) and finder.ann.params.nprobe < finder.ann.params.nlist
+    assert isinstance(finder, AnnFinder) and 2 * cells.PROBES <= finder.cells  # a part of the cells is probed
     approx = greedy_labels([column], THRESHOLD, exact=False)
     assert pair_recall(exact, approx) >= 0.98
     assert (exact != np.arange(len(x))).sum() > 300  # the data has many groups to find
@@ -74,6 +75,30 @@ def test_approximate_dedup_of_a_blend_never_groups_below_the_threshold(probing: 
     members = np.flatnonzero(approx != np.arange(len(x)))
     blended = 0.5 * np.einsum("ij,ij->i", x[members], x[approx[members]]) + 0.5 * np.einsum("ij,ij->i", y[members], y[approx[members]])
     assert len(members) and blended.min() >= 0.6 - 1e-6
+
+
+def test_approximate_dedup_probing_every_cell_is_the_brute_force_pass(monkeypatch: pytest.MonkeyPatch) -> None:
+    # with every cell probed no pair is missed: the labels built from the near pairs are the greedy pass's
+    monkeypatch.setattr(cells, "PROBES", 10**6)
+    monkeypatch.setattr(cells, "_COARSE_PROBES", 10**6)
+    x = clustered(2500, seed=10)
+    column = DedupColumn("v", "vector", x)
+    expected = labels_brute_force([column], 0.88)
+    assert (expected != np.arange(len(x))).sum() > 300
+    assert np.array_equal(greedy_labels([column], 0.88, exact=False, block_size=64), expected)  # many blocks
+    assert np.array_equal(greedy_labels([column], 0.88, exact=False), expected)
+
+
+def test_near_pairs_are_real_and_found_at_scale() -> None:
+    x = clustered(6000, d=96, seed=11)
+    i, j, n_cells = cells.near_pairs(x, THRESHOLD)
+    cosines = x.astype(np.float64) @ x.T.astype(np.float64)
+    truth_i, truth_j = np.nonzero(np.triu(cosines >= THRESHOLD, k=1))
+    found = set(zip(i.tolist(), j.tolist()))
+    assert np.all(i < j) and np.all(cosines[i, j] >= THRESHOLD - 1e-3)  # only near pairs, each once
+    assert len(found) == len(i) and len(truth_i) > 500
+    assert len(found & set(zip(truth_i.tolist(), truth_j.tolist()))) / len(truth_i) >= 0.99
+    assert 2 * cells.PROBES <= n_cells  # while probing a part of the cells
 
 
 @pytest.mark.parametrize("threshold", [0.8, 0.95])
