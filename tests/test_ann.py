@@ -101,6 +101,19 @@ def test_near_pairs_are_real_and_found_at_scale() -> None:
     assert 2 * cells.PROBES <= n_cells  # while probing a part of the cells
 
 
+def test_approximate_dedup_of_a_huge_cluster_falls_back_to_the_exact_scan() -> None:
+    # 2,000 near copies of one image have 2M near pairs, far more than the greedy pass needs
+    x = clustered(1500, seed=12)
+    rng = np.random.default_rng(13)
+    copies = x[0] + 0.01 * rng.standard_normal((2000, x.shape[1])).astype(np.float32)
+    x = np.concatenate([x, copies / np.linalg.norm(copies, axis=1, keepdims=True)])
+    with pytest.raises(cells.TooManyPairs):
+        cells.near_pairs(x, THRESHOLD)
+    column = DedupColumn("v", "vector", x)
+    assert not isinstance(range_finder(column, THRESHOLD, exact=False), AnnFinder)
+    assert np.array_equal(greedy_labels([column], THRESHOLD, exact=False), labels_brute_force([column], THRESHOLD))
+
+
 @pytest.mark.parametrize("threshold", [0.8, 0.95])
 def test_exact_true_is_the_brute_force_pass(threshold: float) -> None:
     x = clustered(600, seed=3)

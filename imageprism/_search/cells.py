@@ -26,7 +26,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 from threadpoolctl import threadpool_limits
 
-__all__ = ["CELL_SIZE", "MARGIN", "PROBES", "near_pairs", "reduce_vectors", "reduced_dims"]
+__all__ = ["CELL_SIZE", "MARGIN", "PROBES", "TooManyPairs", "near_pairs", "reduce_vectors", "reduced_dims"]
 
 #: slack below the threshold for the float32 bound of reduced vectors
 MARGIN = 1e-4
@@ -40,6 +40,7 @@ _CHUNK = 65536
 _COARSE_PROBES = 8  # coarse cells whose fine cells a vector is compared with
 _KMEANS_PER_CELL = 16  # k-means sample: points per cell
 _TILE = 2048
+_MEMBER_TILE = 8192
 _CELL_DIMS = 64  # leading axes the cells are computed on  # query rows per bound product within a cell
 
 
@@ -168,30 +169,40 @@ def _cells(codes: np.ndarray, seed: int, pool: ThreadPoolExecutor) -> tuple[np.n
     return home, vector, cell
 
 
+class TooManyPairs(Exception):
+    """More near pairs than :func:`near_pairs` allows: huge clusters of alike vectors (use an exact scan)."""
+
+
 def _cell_pairs(codes: np.ndarray, inside: np.ndarray, askers: np.ndarray, radius: np.float32) -> tuple[np.ndarray, np.ndarray]:
     """Pairs ``(asker, member)`` of one cell whose bound reaches ``radius``."""
-    block = np.ascontiguousarray(codes[inside].T)
     found_a, found_b = [], []
-    for lo in range(0, len(askers), _TILE):
-        q = askers[lo : lo + _TILE]
-        bounds = codes[q] @ block
-        rows = np.flatnonzero(bounds.max(axis=1) >= radius)
-        if len(rows):
-            a, b = np.nonzero(bounds[rows] >= radius)
-            found_a.append(q[rows[a]])
-            found_b.append(inside[b])
+    for start in range(0, len(inside), _MEMBER_TILE):
+        members = inside[start : start + _MEMBER_TILE]
+        block = np.ascontiguousarray(codes[members].T)
+        for lo in range(0, len(askers), _TILE):
+            q = askers[lo : lo + _TILE]
+            bounds = codes[q] @ block
+            rows = np.flatnonzero(bounds.max(axis=1) >= radius)
+            if len(rows):
+                a, b = np.nonzero(bounds[rows] >= radius)
+                found_a.append(q[rows[a]])
+                found_b.append(members[b])
     if not found_a:
         return np.empty(0, np.int64), np.empty(0, np.int64)
     return np.concatenate(found_a), np.concatenate(found_b)
 
 
-def near_pairs(unit: np.ndarray, threshold: float, *, seed: int = 0, workers: int = WORKERS) -> tuple[np.ndarray, np.ndarray, int]:
+def near_pairs(
+    unit: np.ndarray, threshold: float, *, seed: int = 0, workers: int = WORKERS, max_pairs: int | None = None
+) -> tuple[np.ndarray, np.ndarray, int]:
     """Pairs ``(i, j)``, ``i < j``, of unit float32 rows at float32 cosine ``>= threshold - 1e-4`` (approximate range search), and the number of cells.
 
     Sorted by ``j`` then ``i``. Pairs are only missed, never invented (the caller still
     scores them exactly). BLAS runs on one thread per worker (``workers`` threads share
     the cells): on a shared machine multithreaded BLAS on small products waits for
-    busy cores.
+    busy cores. Raises :class:`TooManyPairs` beyond ``max_pairs`` candidate pairs
+    (default ``64 n + 10**6``): a cluster of ``m`` alike vectors has ``m^2 / 2`` pairs,
+    while the greedy pass needs only those with its representatives.
     """
     n = len(unit)
     with threadpool_limits(1, user_api="blas"), ThreadPoolExecutor(max(1, workers)) as pool:
@@ -207,12 +218,17 @@ def near_pairs(unit: np.ndarray, threshold: float, *, seed: int = 0, workers: in
         asker_cuts = np.searchsorted(cell[by_cell], np.arange(cells + 1))
         del vector, cell, by_cell
 
+        budget, counted = max_pairs if max_pairs is not None else 64 * n + 10**6, [0]
+
         def scan(part: range) -> list[tuple[np.ndarray, np.ndarray]]:
-            return [
-                _cell_pairs(codes, members[member_cuts[c] : member_cuts[c + 1]], askers[asker_cuts[c] : asker_cuts[c + 1]], radius)
-                for c in part
-                if member_cuts[c + 1] > member_cuts[c]
-            ]
+            out = []
+            for c in part:
+                if member_cuts[c + 1] > member_cuts[c]:
+                    out.append(_cell_pairs(codes, members[member_cuts[c] : member_cuts[c + 1]], askers[asker_cuts[c] : asker_cuts[c + 1]], radius))
+                    counted[0] += len(out[-1][0])
+                    if counted[0] > budget:
+                        raise TooManyPairs(f"more than {budget} candidate pairs")
+            return out
 
         found = [pair for chunk in pool.map(scan, [range(c, min(cells, c + 64)) for c in range(0, cells, 64)]) for pair in chunk]
         a = np.concatenate([f[0] for f in found] or [np.empty(0, np.int64)]).astype(np.int64)
