@@ -16,13 +16,14 @@ Sections:
    vectors, queried with the other 10%: build seconds, bytes per vector, ms per
    query (k=10, one query at a time), recall@10 after exact re-ranking from the
    float vectors, and the recall of the near-duplicate pairs (cosine >= 0.9) among
-   the 16 candidates a dedup query takes. Flat (exact), IVF-Flat, IVF-SQ8, IVF-PQ
-   4-bit fast-scan (the one used), HNSW32.
-2. **index** (``--index-sizes``): the chosen structure (:class:`imageprism._ann.AnnIndex`)
+   the 16 nearest candidates. Flat (exact), IVF-Flat, IVF-SQ8, IVF-PQ 4-bit
+   fast-scan (the one the index uses), HNSW32.
+2. **index** (``--index-sizes``): the chosen structure (:class:`imageprism._search.ann.AnnIndex`)
    against the exact flat scan of :class:`~imageprism.ImageIndex`: build seconds,
    ms per query, recall@10.
 3. **dedup** (``--dedup-sizes``): ``greedy_labels`` exact (up to ``--exact-max``)
-   and approximate (``exact=False``): seconds, pair recall (pairs grouped by the
+   and approximate (``exact=False``: the near pairs of all inputs through a cell
+   partition, :func:`imageprism._search.cells.near_pairs`): seconds, pair recall (pairs grouped by the
    exact pass also grouped by the approximate one) and pair precision; every
    grouped input is checked to reach the threshold with its representative. Above
    ``--exact-max``: ``--sample`` inputs' labels are checked against the exact first
@@ -238,7 +239,7 @@ def sample_agreement(x: np.ndarray, column: DedupColumn, labels: np.ndarray, sam
     return float(np.mean(labels[picks] == expected))
 
 
-def dedup_section(name: str, x: np.ndarray, exact_max: int, sample: int, threads_max: int) -> None:
+def dedup_section(name: str, x: np.ndarray, exact_max: int, sample: int) -> None:
     n, d = x.shape
     column = DedupColumn(name, "vector", x)
     row = f"| {name} | {n:,} | "
@@ -261,15 +262,6 @@ def dedup_section(name: str, x: np.ndarray, exact_max: int, sample: int, threads
         quality = f"sample of {sample}: {share:.4f} of labels exact | -"
         speed = ""
     print(f"{row}approximate{speed} | {t_approx:.1f} | {unique:,} | {quality} | {check_members(column, approx):.4f} | {load()} |", flush=True)
-    if n <= threads_max:  # the same pass with faiss on the other thread count, for the THREADS choice
-        before = _ann.THREADS
-        _ann.THREADS = 3 - before
-        start = time.perf_counter()
-        again = greedy_labels([DedupColumn(name, "vector", x)], THRESHOLD, exact=False)
-        t_again = time.perf_counter() - start
-        _ann.THREADS = before
-        print(f"{row}approximate, {3 - before} faiss threads ({t_again / t_approx:.1f}x the time) | {t_again:.1f} | "
-              f"{(again == np.arange(n)).sum():,} | same labels: {np.array_equal(again, approx)} | - | - | {load()} |", flush=True)
 
 
 # -- 4. stand-ins --------------------------------------------------------------------------------
@@ -319,8 +311,7 @@ def main() -> None:
     parser.add_argument("--sample", type=int, default=1000)
     parser.add_argument("--queries", type=int, default=200)
     parser.add_argument("--shapes", default="clip,dino")
-    parser.add_argument("--threads", type=int, default=1, help="faiss OpenMP threads (imageprism._ann.THREADS)")
-    parser.add_argument("--threads-max", type=int, default=20_000, help="dedup sizes also run on the other thread count")
+    parser.add_argument("--threads", type=int, default=1, help="faiss OpenMP threads of the index (imageprism._search.ann.THREADS)")
     parser.add_argument("--skip", default="", help="sections to skip: candidates,index,dedup,standins")
     args = parser.parse_args()
     faiss.omp_set_num_threads(args.threads)
@@ -341,7 +332,7 @@ def main() -> None:
         print("|---|---|---|---|---|---|---|---|---|")
         for shape in shapes:
             for n in args.dedup_sizes if shape == "clip" else args.dino_sizes:  # the 1M goal is stated for 512-d
-                dedup_section(shape, clustered(n, *SHAPES[shape]), args.exact_max, args.sample, args.threads_max)
+                dedup_section(shape, clustered(n, *SHAPES[shape]), args.exact_max, args.sample)
     if "standins" not in skip:
         standins_section()
     print(f"\n# load {load()} at the end")

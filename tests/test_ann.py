@@ -202,3 +202,21 @@ def test_index_saves_its_setting_and_trains_again_on_load(tmp_path: Path, probin
         ImageIndex.load(folder, prism=prism)
     with pytest.raises(ConfigError, match="exact='sometimes'"):
         ImageIndex(prism, exact="sometimes")  # type: ignore[arg-type]
+
+
+def test_cli_exact_flag(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from imageprism.cli import main  # noqa: PLC0415
+
+    examples = str(Path(__file__).resolve().parent.parent / "examples" / "images")
+    assert main(["index", "build", examples, "--out", str(tmp_path / "index"), "--exact", "auto"]) == 0
+    assert json.loads((tmp_path / "index" / "manifest.json").read_text())["exact"] == "auto"
+    capsys.readouterr()
+    outputs = []
+    for exact in ("true", "false", "AUTO"):
+        assert main(["dedup", examples, "--json", "--exact", exact]) == 0
+        outputs.append(json.loads(capsys.readouterr().out))
+    assert outputs[0] == outputs[1] == outputs[2]  # a few images: the approximate pass scans them exactly
+    assert main(["dedup", examples, "--exact", "false", "--linkage", "connected"]) != 0
+    assert "--exact false is for --linkage representative" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["dedup", examples, "--exact", "sometimes"])

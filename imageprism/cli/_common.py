@@ -52,6 +52,19 @@ def add_workers_flag(parser: argparse.ArgumentParser) -> None:
     )
 
 
+EXACT_CHOICES = {"true": True, "false": False, "auto": "auto"}
+
+
+def add_exact_flag(parser: argparse.ArgumentParser, what: str) -> None:
+    """``--exact {true,false,auto}``: the ``exact=`` setting of vector search (the value is in ``args.exact``)."""
+    parser.add_argument(
+        "--exact", choices=list(EXACT_CHOICES), default="true", type=str.lower,
+        help=f"true (the default): {what} finds every match; false: an approximate search of the vector "
+        "dimensions (semantic, instance, style), faster at hundreds of thousands of images, may miss a "
+        "match but never reports one below the threshold; auto: approximate from 50,000 images",
+    )
+
+
 def add_cache_flag(parser: argparse.ArgumentParser) -> None:
     """``--cache [SQLITE]``: a persistent embedding cache."""
     parser.add_argument(
