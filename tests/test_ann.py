@@ -107,7 +107,7 @@ def test_approximate_dedup_of_a_huge_cluster_falls_back_to_the_exact_scan() -> N
     rng = np.random.default_rng(13)
     copies = x[0] + 0.01 * rng.standard_normal((2000, x.shape[1])).astype(np.float32)
     x = np.concatenate([x, copies / np.linalg.norm(copies, axis=1, keepdims=True)])
-    with pytest.raises(cells.TooManyPairs):
+    with pytest.raises(cells.TooManyPairsError):
         cells.near_pairs(x, THRESHOLD)
     column = DedupColumn("v", "vector", x)
     assert not isinstance(range_finder(column, THRESHOLD, exact=False), AnnFinder)

@@ -26,7 +26,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 from threadpoolctl import threadpool_limits
 
-__all__ = ["CELL_SIZE", "MARGIN", "PROBES", "TooManyPairs", "near_pairs", "reduce_vectors", "reduced_dims"]
+__all__ = ["CELL_SIZE", "MARGIN", "PROBES", "TooManyPairsError", "near_pairs", "reduce_vectors", "reduced_dims"]
 
 #: slack below the threshold for the float32 bound of reduced vectors
 MARGIN = 1e-4
@@ -137,12 +137,12 @@ def _fine_cells(coarse: np.ndarray, fine: np.ndarray, rows: np.ndarray) -> tuple
         for c in np.flatnonzero(np.diff(cuts)).tolist():
             picked = order[cuts[c] : cuts[c + 1]]
             scores[picked, slot] = rows[picked] @ fine[c].T
-    scores = scores.reshape(len(rows), -1)
-    last = scores.shape[1] - min(PROBES, scores.shape[1])
-    kth = np.partition(scores, last, axis=1)[:, last]
-    row, col = np.nonzero(scores >= kth[:, None])
+    flat = scores.reshape(len(rows), -1)
+    last = flat.shape[1] - min(PROBES, flat.shape[1])
+    kth = np.partition(flat, last, axis=1)[:, last]
+    row, col = np.nonzero(flat >= kth[:, None])
     cell = near[row, col // side] * side + col % side
-    best = np.argmax(scores, axis=1)
+    best = np.argmax(flat, axis=1)
     home = near[np.arange(len(rows)), best // side] * side + best % side
     return home, row, cell
 
@@ -169,7 +169,7 @@ def _cells(codes: np.ndarray, seed: int, pool: ThreadPoolExecutor) -> tuple[np.n
     return home, vector, cell
 
 
-class TooManyPairs(Exception):
+class TooManyPairsError(Exception):
     """More near pairs than :func:`near_pairs` allows: huge clusters of alike vectors (use an exact scan)."""
 
 
@@ -200,7 +200,7 @@ def near_pairs(
     Sorted by ``j`` then ``i``. Pairs are only missed, never invented (the caller still
     scores them exactly). BLAS runs on one thread per worker (``workers`` threads share
     the cells): on a shared machine multithreaded BLAS on small products waits for
-    busy cores. Raises :class:`TooManyPairs` beyond ``max_pairs`` candidate pairs
+    busy cores. Raises :class:`TooManyPairsError` beyond ``max_pairs`` candidate pairs
     (default ``64 n + 10**6``): a cluster of ``m`` alike vectors has ``m^2 / 2`` pairs,
     while the greedy pass needs only those with its representatives.
     """
@@ -227,7 +227,7 @@ def near_pairs(
                     out.append(_cell_pairs(codes, members[member_cuts[c] : member_cuts[c + 1]], askers[asker_cuts[c] : asker_cuts[c + 1]], radius))
                     counted[0] += len(out[-1][0])
                     if counted[0] > budget:
-                        raise TooManyPairs(f"more than {budget} candidate pairs")
+                        raise TooManyPairsError(f"more than {budget} candidate pairs")
             return out
 
         found = [pair for chunk in pool.map(scan, [range(c, min(cells, c + 64)) for c in range(0, cells, 64)]) for pair in chunk]

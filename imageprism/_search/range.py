@@ -49,7 +49,7 @@ import numpy as np
 
 from imageprism._math import popcount, unit_rows
 from imageprism._search.ann import Exact, use_ann
-from imageprism._search.cells import MARGIN, TooManyPairs, near_pairs, reduce_vectors, reduced_dims
+from imageprism._search.cells import MARGIN, TooManyPairsError, near_pairs, reduce_vectors, reduced_dims
 from imageprism._search.columns import BitsColumn, Column, VectorColumn
 
 __all__ = ["ANN_BLOCK_SIZE", "ANN_MIN", "BLOCK_SIZE", "AllPairs", "AnnFinder", "Finder", "multihash_params", "range_finder", "union_pairs"]
@@ -87,7 +87,7 @@ def range_finder(column: Column, threshold: float, *, exact: Exact = True) -> Fi
             unit = data if already_unit else unit_rows(data, norms)
             try:
                 return AnnFinder(unit, threshold)
-            except TooManyPairs:  # huge clusters of alike vectors: few representatives, the exact scan is cheap
+            except TooManyPairsError:  # huge clusters of alike vectors: few representatives, the exact scan is cheap
                 return _VectorFinder(unit, threshold)
         return _VectorFinder(unit_rows(data, norms), threshold)
     return AllPairs()

@@ -15,6 +15,7 @@ from imageprism._cache import PersistentCache
 from imageprism._files import check_writable_folder
 from imageprism._image import DEFAULT_MAX_BYTES, DEFAULT_MAX_PIXELS
 from imageprism._prism import ImagePrism
+from imageprism._search.ann import Exact
 from imageprism._types import Dimension
 from imageprism.dimensions import parse_dimension, plugin_class
 from imageprism.dimensions.hash import HashConfig
@@ -52,7 +53,8 @@ def add_workers_flag(parser: argparse.ArgumentParser) -> None:
     )
 
 
-EXACT_CHOICES = {"true": True, "false": False, "auto": "auto"}
+#: ``--exact`` values and the ``exact=`` settings they stand for
+EXACT_CHOICES: dict[str, Exact] = {"true": True, "false": False, "auto": "auto"}
 
 
 def add_exact_flag(parser: argparse.ArgumentParser, what: str) -> None:

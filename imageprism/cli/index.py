@@ -12,8 +12,8 @@ from imageprism._results import Failure
 from imageprism._video import frame_label
 from imageprism.cli._common import (
     EXACT_CHOICES,
-    add_exact_flag,
     add_cache_flag,
+    add_exact_flag,
     add_limit_flags,
     add_selection_flags,
     add_workers_flag,
