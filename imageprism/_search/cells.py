@@ -7,8 +7,8 @@
 * :func:`near_pairs`: the approximate range search of dedup (``exact=False``). All
   pairs at cosine ``>= threshold`` whose two vectors fall in nearby cells of a
   partition, for every vector at once. The cells: a two-level k-means over the
-  reduced vectors (``T`` coarse cells each split into ``S`` fine ones; assigning a
-  vector costs ``T + 4 S`` inner products instead of ``T S``). Each vector lives in its
+  leading 64 reduced axes (``T`` coarse cells each split into ``S`` fine ones, ``T = S``;
+  assigning a vector costs ``T + 8 S`` inner products instead of ``T S``). Each vector lives in its
   nearest cell and probes its :data:`PROBES` nearest; a pair is found when one vector
   lives in a cell the other probes. Within a cell the scan is a BLAS product of the
   reduced vectors, kept where the bound reaches the threshold, then checked with the
@@ -39,9 +39,9 @@ WORKERS = 2
 _CHUNK = 65536
 _COARSE_PROBES = 8  # coarse cells whose fine cells a vector is compared with
 _KMEANS_PER_CELL = 16  # k-means sample: points per cell
-_TILE = 2048
-_MEMBER_TILE = 8192
-_CELL_DIMS = 64  # leading axes the cells are computed on  # query rows per bound product within a cell
+_TILE = 2048  # probing rows per bound product within a cell
+_MEMBER_TILE = 8192  # members per bound product (a huge cell stays bounded in memory)
+_CELL_DIMS = 64  # leading axes the cells are computed on
 
 
 def _principal_axes(unit: np.ndarray, sample: int = 5000) -> np.ndarray:
