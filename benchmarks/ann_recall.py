@@ -16,22 +16,26 @@ Sections:
    vectors, queried with the other 10%: build seconds, bytes per vector, ms per
    query (k=10, one query at a time), recall@10 after exact re-ranking from the
    float vectors, and the recall of the near-duplicate pairs (cosine >= 0.9) among
-   the 16 candidates a dedup query takes. Flat (exact), IVF-Flat, IVF-SQ8, IVF-PQ
-   4-bit fast-scan (the one used), HNSW32.
-2. **index** (``--index-sizes``): the chosen structure (:class:`imageprism._ann.AnnIndex`)
+   the 16 nearest candidates. Flat (exact), IVF-Flat, IVF-SQ8, IVF-PQ 4-bit
+   fast-scan (the one the index uses), HNSW32.
+2. **index** (``--index-sizes``): the chosen structure (:class:`imageprism._search.ann.AnnIndex`)
    against the exact flat scan of :class:`~imageprism.ImageIndex`: build seconds,
    ms per query, recall@10.
 3. **dedup** (``--dedup-sizes``): ``greedy_labels`` exact (up to ``--exact-max``)
-   and approximate (``exact=False``): seconds, pair recall (pairs grouped by the
+   and approximate (``exact=False``: the near pairs of all inputs through a cell
+   partition, :func:`imageprism._search.cells.near_pairs`): seconds, pair recall (pairs grouped by the
    exact pass also grouped by the approximate one) and pair precision; every
    grouped input is checked to reach the threshold with its representative. Above
    ``--exact-max``: ``--sample`` inputs' labels are checked against the exact first
    representative among the approximate run's representatives before them.
-4. **standins**: dedup of the stand-ins' vectors, exact vs ``exact=False``.
+4. **coverage** (``--dedup-sizes``): the cells of the approximate dedup over the same
+   vectors; of the pairs at cosine >= 0.9 of ``--sample`` vectors (found exactly), the
+   share with one vector living in a cell the other probes (the pairs it can find).
+5. **standins**: dedup of the stand-ins' vectors, exact vs ``exact=False``.
 
 Run:  python benchmarks/ann_recall.py [--dedup-sizes 100000,1000000] [--dino-sizes 20000]
           [--index-sizes 1000000] [--variants-size 100000] [--exact-max 100000] [--queries 200]
-          [--threads 1] [--skip candidates,index,dedup,standins]
+          [--threads 1] [--skip candidates,index,dedup,coverage,standins]
 """
 
 from __future__ import annotations
@@ -238,7 +242,7 @@ def sample_agreement(x: np.ndarray, column: DedupColumn, labels: np.ndarray, sam
     return float(np.mean(labels[picks] == expected))
 
 
-def dedup_section(name: str, x: np.ndarray, exact_max: int, sample: int, threads_max: int) -> None:
+def dedup_section(name: str, x: np.ndarray, exact_max: int, sample: int) -> None:
     n, d = x.shape
     column = DedupColumn(name, "vector", x)
     row = f"| {name} | {n:,} | "
@@ -261,15 +265,36 @@ def dedup_section(name: str, x: np.ndarray, exact_max: int, sample: int, threads
         quality = f"sample of {sample}: {share:.4f} of labels exact | -"
         speed = ""
     print(f"{row}approximate{speed} | {t_approx:.1f} | {unique:,} | {quality} | {check_members(column, approx):.4f} | {load()} |", flush=True)
-    if n <= threads_max:  # the same pass with faiss on the other thread count, for the THREADS choice
-        before = _ann.THREADS
-        _ann.THREADS = 3 - before
-        start = time.perf_counter()
-        again = greedy_labels([DedupColumn(name, "vector", x)], THRESHOLD, exact=False)
-        t_again = time.perf_counter() - start
-        _ann.THREADS = before
-        print(f"{row}approximate, {3 - before} faiss threads ({t_again / t_approx:.1f}x the time) | {t_again:.1f} | "
-              f"{(again == np.arange(n)).sum():,} | same labels: {np.array_equal(again, approx)} | - | - | {load()} |", flush=True)
+
+
+def coverage_section(name: str, x: np.ndarray, sample: int) -> None:
+    """Share of the exact near pairs (cosine >= 0.9) of ``sample`` vectors that fall in probed cells."""
+    from concurrent.futures import ThreadPoolExecutor  # noqa: PLC0415
+
+    from threadpoolctl import threadpool_limits  # noqa: PLC0415
+
+    from imageprism._search import cells  # noqa: PLC0415
+
+    n = len(x)
+    start = time.perf_counter()
+    with threadpool_limits(1, user_api="blas"), ThreadPoolExecutor(cells.WORKERS) as pool:
+        axes, k = cells.reduced_dims(x, THRESHOLD, near=True)
+        codes = cells.reduce_vectors(x, axes, k)
+        home, vector, cell = cells._cells(np.ascontiguousarray(codes[:, : cells._CELL_DIMS]), 0, pool)
+    took = time.perf_counter() - start
+    picks = np.sort(np.random.default_rng(9).choice(n, sample, replace=False))
+    found_a, found_b = [], []
+    for s in range(0, n, 65536):
+        q, j = np.nonzero(codes[picks] @ codes[s : s + 65536].T >= THRESHOLD - 1e-4)  # a bound: loses no pair
+        j += s
+        ok = (np.einsum("ij,ij->i", x[picks[q]], x[j]) >= THRESHOLD) & (picks[q] != j)
+        found_a.append(picks[q[ok]])
+        found_b.append(j[ok])
+    a, b = np.concatenate(found_a), np.concatenate(found_b)
+    width = int(cell.max()) + 1
+    probed = np.unique(vector * width + cell)
+    covered = np.isin(a * width + home[b], probed) | np.isin(b * width + home[a], probed)
+    print(f"| {name} | {n:,} | {width:,} | {k} | {len(a)} | {covered.mean():.4f} ({(~covered).sum()} missed) | {took:.1f} | {load()} |", flush=True)
 
 
 # -- 4. stand-ins --------------------------------------------------------------------------------
@@ -319,9 +344,8 @@ def main() -> None:
     parser.add_argument("--sample", type=int, default=1000)
     parser.add_argument("--queries", type=int, default=200)
     parser.add_argument("--shapes", default="clip,dino")
-    parser.add_argument("--threads", type=int, default=1, help="faiss OpenMP threads (imageprism._ann.THREADS)")
-    parser.add_argument("--threads-max", type=int, default=20_000, help="dedup sizes also run on the other thread count")
-    parser.add_argument("--skip", default="", help="sections to skip: candidates,index,dedup,standins")
+    parser.add_argument("--threads", type=int, default=1, help="faiss OpenMP threads of the index (imageprism._search.ann.THREADS)")
+    parser.add_argument("--skip", default="", help="sections to skip: candidates,index,dedup,coverage,standins")
     args = parser.parse_args()
     faiss.omp_set_num_threads(args.threads)
     _ann.THREADS = args.threads
@@ -341,7 +365,13 @@ def main() -> None:
         print("|---|---|---|---|---|---|---|---|---|")
         for shape in shapes:
             for n in args.dedup_sizes if shape == "clip" else args.dino_sizes:  # the 1M goal is stated for 512-d
-                dedup_section(shape, clustered(n, *SHAPES[shape]), args.exact_max, args.sample, args.threads_max)
+                dedup_section(shape, clustered(n, *SHAPES[shape]), args.exact_max, args.sample)
+    if "coverage" not in skip:
+        print(f"\n## coverage: near pairs of {args.sample} sampled vectors in probed cells, load {load()}\n")
+        print("| data | n | cells | reduced axes | pairs | in probed cells | cells s | load |")
+        print("|---|---|---|---|---|---|---|---|")
+        for n in args.dedup_sizes:
+            coverage_section("clip", clustered(n, *SHAPES["clip"]), args.sample)
     if "standins" not in skip:
         standins_section()
     print(f"\n# load {load()} at the end")

@@ -275,7 +275,7 @@ def greedy_labels(
     if any(isinstance(f, AllPairs) for f in finders):
         block_size = min(block_size, 64)  # every representative is a candidate: keep the pair arrays small
     elif any(isinstance(f, AnnFinder) for f in finders):
-        block_size = min(block_size, ANN_BLOCK_SIZE)
+        block_size = max(block_size, ANN_BLOCK_SIZE)  # candidates found beforehand: fewer, larger blocks
     labels = np.empty(n, np.int64)
     for start in range(0, n, block_size):
         ids = np.arange(start, min(n, start + block_size), dtype=np.int64)

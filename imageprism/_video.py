@@ -39,6 +39,7 @@ from imageprism._dedup import DedupResult, dedup_embeddings, default_threshold
 from imageprism._files import atomic_write
 from imageprism._image import DEFAULT_MAX_PIXELS, SourceImage, describe_input, file_kind
 from imageprism._results import BatchEmbedding, Failure
+from imageprism._search.ann import Exact
 from imageprism._search.components import DEFAULT_MAX_HOPS, Linkage
 from imageprism._types import Embeddings, OnError
 from imageprism.dimensions import DimensionPlugin
@@ -323,6 +324,7 @@ def dedup_inputs(
     linkage: Linkage = "representative",
     max_hops: int | None = DEFAULT_MAX_HOPS,
     workers: int | None = 1,
+    exact: Exact = True,
 ) -> tuple[EmbeddedInputs, DedupResult]:
     """:meth:`ImagePrism.dedup <imageprism.ImagePrism.dedup>` over images and the sampled frames of
     videos together; the result's indices refer to the entries of the returned
@@ -333,6 +335,7 @@ def dedup_inputs(
     result = dedup_embeddings(
         list(embedded.embeddings), plugins=prism.plugins, blend=prism.blend,
         threshold=threshold, failures=embedded.failures, progress=progress, linkage=linkage, max_hops=max_hops,
+        exact=exact,
     )
     return embedded, result
 

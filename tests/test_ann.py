@@ -11,6 +11,7 @@ import pytest
 from imageprism import ImageIndex, ImagePrism
 from imageprism._dedup import DedupColumn, greedy_labels, labels_brute_force
 from imageprism._search import ann as _ann
+from imageprism._search import cells
 from imageprism._search.ann import AnnIndex, check_exact, use_ann
 from imageprism._search.range import AnnFinder, range_finder
 from imageprism._search.topk import AnnScan
@@ -55,7 +56,7 @@ def test_approximate_dedup_recall_and_no_false_match(probing: None) -> None:
     exact = greedy_labels([DedupColumn("v", "vector", x)], THRESHOLD)
     column = DedupColumn("v", "vector", x)
     finder = range_finder(column, THRESHOLD, exact=False)
-    assert isinstance(finder, AnnFinder) and finder.ann.params.nprobe < finder.ann.params.nlist
+    assert isinstance(finder, AnnFinder) and 2 * cells.PROBES <= finder.cells  # a part of the cells is probed
     approx = greedy_labels([column], THRESHOLD, exact=False)
     assert pair_recall(exact, approx) >= 0.98
     assert (exact != np.arange(len(x))).sum() > 300  # the data has many groups to find
@@ -74,6 +75,43 @@ def test_approximate_dedup_of_a_blend_never_groups_below_the_threshold(probing: 
     members = np.flatnonzero(approx != np.arange(len(x)))
     blended = 0.5 * np.einsum("ij,ij->i", x[members], x[approx[members]]) + 0.5 * np.einsum("ij,ij->i", y[members], y[approx[members]])
     assert len(members) and blended.min() >= 0.6 - 1e-6
+
+
+def test_approximate_dedup_probing_every_cell_is_the_brute_force_pass(monkeypatch: pytest.MonkeyPatch) -> None:
+    # with every cell probed no pair is missed: the labels built from the near pairs are the greedy pass's
+    monkeypatch.setattr(cells, "PROBES", 10**6)
+    monkeypatch.setattr(cells, "_COARSE_PROBES", 10**6)
+    x = clustered(2500, seed=10)
+    column = DedupColumn("v", "vector", x)
+    expected = labels_brute_force([column], 0.88)
+    assert (expected != np.arange(len(x))).sum() > 300
+    assert np.array_equal(greedy_labels([column], 0.88, exact=False, block_size=64), expected)  # many blocks
+    assert np.array_equal(greedy_labels([column], 0.88, exact=False), expected)
+
+
+def test_near_pairs_are_real_and_found_at_scale() -> None:
+    x = clustered(6000, d=96, seed=11)
+    i, j, n_cells = cells.near_pairs(x, THRESHOLD)
+    cosines = x.astype(np.float64) @ x.T.astype(np.float64)
+    truth_i, truth_j = np.nonzero(np.triu(cosines >= THRESHOLD, k=1))
+    found = set(zip(i.tolist(), j.tolist()))
+    assert np.all(i < j) and np.all(cosines[i, j] >= THRESHOLD - 1e-3)  # only near pairs, each once
+    assert len(found) == len(i) and len(truth_i) > 500
+    assert len(found & set(zip(truth_i.tolist(), truth_j.tolist()))) / len(truth_i) >= 0.99
+    assert 2 * cells.PROBES <= n_cells  # while probing a part of the cells
+
+
+def test_approximate_dedup_of_a_huge_cluster_falls_back_to_the_exact_scan() -> None:
+    # 2,000 near copies of one image have 2M near pairs, far more than the greedy pass needs
+    x = clustered(1500, seed=12)
+    rng = np.random.default_rng(13)
+    copies = x[0] + 0.01 * rng.standard_normal((2000, x.shape[1])).astype(np.float32)
+    x = np.concatenate([x, copies / np.linalg.norm(copies, axis=1, keepdims=True)])
+    with pytest.raises(cells.TooManyPairsError):
+        cells.near_pairs(x, THRESHOLD)
+    column = DedupColumn("v", "vector", x)
+    assert not isinstance(range_finder(column, THRESHOLD, exact=False), AnnFinder)
+    assert np.array_equal(greedy_labels([column], THRESHOLD, exact=False), labels_brute_force([column], THRESHOLD))
 
 
 @pytest.mark.parametrize("threshold", [0.8, 0.95])
@@ -164,3 +202,21 @@ def test_index_saves_its_setting_and_trains_again_on_load(tmp_path: Path, probin
         ImageIndex.load(folder, prism=prism)
     with pytest.raises(ConfigError, match="exact='sometimes'"):
         ImageIndex(prism, exact="sometimes")  # type: ignore[arg-type]
+
+
+def test_cli_exact_flag(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from imageprism.cli import main  # noqa: PLC0415
+
+    examples = str(Path(__file__).resolve().parent.parent / "examples" / "images")
+    assert main(["index", "build", examples, "--out", str(tmp_path / "index"), "--exact", "auto"]) == 0
+    assert json.loads((tmp_path / "index" / "manifest.json").read_text())["exact"] == "auto"
+    capsys.readouterr()
+    outputs = []
+    for exact in ("true", "false", "AUTO"):
+        assert main(["dedup", examples, "--json", "--exact", exact]) == 0
+        outputs.append(json.loads(capsys.readouterr().out))
+    assert outputs[0] == outputs[1] == outputs[2]  # a few images: the approximate pass scans them exactly
+    assert main(["dedup", examples, "--exact", "false", "--linkage", "connected"]) != 0
+    assert "--exact false is for --linkage representative" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["dedup", examples, "--exact", "sometimes"])

@@ -8,11 +8,14 @@ and returns the ``k`` best. Nothing here is a score: callers verify every candid
 with the exact score of the column that holds the float vectors, so a false match
 is impossible and only recall can drop (measured in ``benchmarks/ann_recall.py``).
 
+It serves the index's top-``k`` search (:class:`~imageprism._search.topk.AnnScan`);
+dedup finds its near pairs for all inputs at once instead
+(:func:`~imageprism._search.cells.near_pairs`).
+
 Why this structure (measured, ``benchmarks/README.md``): on 2 cores an HNSW graph
 over 1M 512-d vectors costs minutes to build, and IVF over float or 8-bit codes
 scans 10-30x slower per candidate than fast-scan codes; with fast-scan a query can
-afford many cells (high recall) and the exact re-ranking from the floats restores
-the order.
+afford many cells and the exact re-ranking from the floats restores the order.
 
 The 4-bit codes are far from the scores (errors of 0.05-0.3 in the inner product), so
 they rank candidates but never decide a match.
@@ -44,7 +47,7 @@ Exact = bool | Literal["auto"]
 EXACT_BELOW = 50_000
 
 #: OpenMP threads of faiss while it works for this module. One: on the shared 2-core
-#: machine of the benchmarks, two threads made a dedup 4-40x slower whenever other jobs ran
+#: machine of the benchmarks, two threads made searches 4-40x slower whenever other jobs ran
 #: (OpenMP threads wait for each other at every call); see ``benchmarks/README.md``
 THREADS = 1
 #: a search scans at least about this many codes (all of them in a smaller index)

@@ -21,11 +21,11 @@ strategy (e.g. an approximate graph) for a layout.
   verification cost. Exact and several times cheaper than a full scan, but still a
   (BLAS) scan over the representatives: quadratic with a small constant.
 * vectors, approximate (``exact=False``, or ``"auto"`` from
-  :data:`~imageprism._search.ann.EXACT_BELOW` inputs): the nearest representatives in an
-  IVF-PQ index (:class:`~imageprism._search.ann.AnnIndex`), kept only when their float32
-  inner product reaches the threshold; the caller still scores them exactly, so no
-  pair below the threshold is ever grouped, but a representative the index does not
-  rank among the nearest is missed (recall in ``benchmarks/ann_recall.py``).
+  :data:`~imageprism._search.ann.EXACT_BELOW` inputs): the near pairs of all inputs at
+  once, through a partition into small cells (:func:`~imageprism._search.cells.near_pairs`),
+  kept only when their float32 inner product reaches the threshold; the caller still
+  scores them exactly, so no pair below the threshold is ever grouped, but a pair whose
+  vectors fall in cells too far apart is missed (recall in ``benchmarks/ann_recall.py``).
 * pairwise (``face``): no index; every representative is a candidate.
 """
 
@@ -36,20 +36,20 @@ import math
 import numpy as np
 
 from imageprism._math import unit_rows
-from imageprism._search.ann import AnnIndex, AnnParams, Exact, use_ann
+from imageprism._search.ann import Exact, use_ann
+from imageprism._search.cells import MARGIN, TooManyPairsError, near_pairs, reduce_vectors, reduced_dims
 from imageprism._search.columns import BitsColumn, Column, VectorColumn
 from imageprism._search.finder import AllPairs, Buffer, Finder, scan, union_pairs
 from imageprism._search.hamming import BitsFinder, VariantsFinder
 
-__all__ = ["ANN_BLOCK_SIZE", "BLOCK_SIZE", "AllPairs", "AnnFinder", "Finder", "range_finder", "union_pairs"]
+__all__ = ["ANN_BLOCK_SIZE", "ANN_MIN", "BLOCK_SIZE", "AllPairs", "AnnFinder", "Finder", "range_finder", "union_pairs"]
 
 #: items per block of a range search (see :mod:`imageprism._dedup`)
 BLOCK_SIZE = 512
-#: items per block with an :class:`AnnFinder` (its exact scan within a block costs as much as its search)
-ANN_BLOCK_SIZE = 256
-#: slack below the threshold for the float32 bound of reduced vectors
-_VECTOR_MARGIN = 1e-4
-_CHUNK = 65536
+#: items per block with an :class:`AnnFinder` (its candidates are found beforehand: large blocks cost little)
+ANN_BLOCK_SIZE = 4096
+#: an approximate finder from this many vectors (fewer: the exact scan, cheap at that size)
+ANN_MIN = 1000
 
 
 def range_finder(column: Column, threshold: float, *, exact: Exact = True) -> Finder:
@@ -70,9 +70,13 @@ def range_finder(column: Column, threshold: float, *, exact: Exact = True) -> Fi
         return VariantsFinder(data, column.bits_per_row, radius, column.variants)
     if isinstance(column, VectorColumn):
         data, norms = column.data, column.norms
-        if use_ann(exact, column.n) and column.n >= 4 * AnnParams.for_size(column.n, data.shape[1]).nlist:
+        if use_ann(exact, column.n) and column.n >= ANN_MIN:
             already_unit = data.dtype == np.float32 and data.flags.c_contiguous and np.all(np.abs(norms - 1.0) <= 1e-6)
-            return AnnFinder(data if already_unit else unit_rows(data, norms), threshold)
+            unit = data if already_unit else unit_rows(data, norms)
+            try:
+                return AnnFinder(unit, threshold)
+            except TooManyPairsError:  # huge clusters of alike vectors: few representatives, the exact scan is cheap
+                return _VectorFinder(unit, threshold)
         return _VectorFinder(unit_rows(data, norms), threshold)
     return AllPairs()
 
@@ -86,7 +90,7 @@ class _VectorFinder(Finder):
     def __init__(self, unit: np.ndarray, threshold: float) -> None:
         axes, self.k = reduced_dims(unit, threshold)
         self.codes = reduce_vectors(unit, axes, self.k)
-        self.radius = np.float32(threshold - _VECTOR_MARGIN)
+        self.radius = np.float32(threshold - MARGIN)
         self.reps = Buffer(self.codes.shape[1], np.float32)
 
     def __repr__(self) -> str:
@@ -111,106 +115,41 @@ class _VectorFinder(Finder):
 
 
 class AnnFinder(Finder):
-    """Approximate cosine candidates: the ``k`` nearest representatives in an :class:`~imageprism._search.ann.AnnIndex`.
+    """Approximate cosine candidates: the near pairs of all inputs, found at once (:func:`~imageprism._search.cells.near_pairs`).
 
-    They are kept when their float32 inner product reaches ``threshold - 1e-4`` (the
-    caller scores them exactly); a query whose ``k``-th candidate is kept is searched
-    again with ``4 k``, so many matching representatives are all found (a range search
-    in effect). Within a block the search is an exact BLAS scan.
+    Built once over every input (batched work is far cheaper per input than a search per
+    block); a query keeps an input's earlier near inputs that are representatives by
+    then, :meth:`within` the near pairs inside a block. The greedy pass then scores them
+    exactly, so its semantics are untouched: only a pair the cells miss can change a label.
     """
 
-    def __init__(self, unit: np.ndarray, threshold: float, *, k: int = 8) -> None:
-        self.unit = unit
-        self.ann = AnnIndex.trained(unit)
-        self.k = k
-        self.radius = np.float32(threshold - _VECTOR_MARGIN)
+    def __init__(self, unit: np.ndarray, threshold: float) -> None:
+        earlier, later, self.cells = near_pairs(unit, threshold)
+        self.earlier = earlier  # sorted by the later input
+        self.cuts = np.searchsorted(later, np.arange(len(unit) + 1))
+        self.is_rep = np.zeros(len(unit), bool)
 
     def __repr__(self) -> str:
-        return f"AnnFinder({self.ann!r}, k={self.k})"
+        return f"AnnFinder({len(self.earlier)} near pairs, {self.cells} cells)"
+
+    def _near(self, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """``(position in ids, earlier input)`` of every near pair of the inputs ``ids``."""
+        lo, hi = self.cuts[ids], self.cuts[ids + 1]
+        counts = hi - lo
+        pos = np.repeat(np.arange(len(ids)), counts)
+        offsets = np.arange(int(counts.sum())) - np.repeat(np.cumsum(counts) - counts, counts)
+        return pos, self.earlier[np.repeat(lo, counts) + offsets]
 
     def add(self, ids: np.ndarray) -> None:
-        self.ann.add(self.unit[ids], ids)
+        self.is_rep[ids] = True
 
     def query(self, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        found_q, found_r = [], []
-        rows, k = np.arange(len(ids)), self.k
-        while len(rows):
-            queries = self.unit[ids[rows]]
-            found = self.ann.search(queries, k)
-            q, j = np.nonzero(found >= 0)
-            r = found[q, j]
-            close = np.einsum("ij,ij->i", queries[q], self.unit[r]) >= self.radius
-            if k >= len(self.ann):
-                found_q.append(rows[q[close]])
-                found_r.append(r[close])
-                break
-            # a query whose k-th candidate reaches the threshold may have more: search it again, wider
-            full = np.zeros(len(rows), bool)
-            full[q[close & (j == k - 1)]] = True
-            done = ~full[q] & close
-            found_q.append(rows[q[done]])
-            found_r.append(r[done])
-            rows, k = rows[full], k * 4
-        return np.concatenate(found_q).astype(np.int64), np.concatenate(found_r).astype(np.int64)
+        pos, earlier = self._near(ids)
+        keep = self.is_rep[earlier]
+        return pos[keep], earlier[keep]
 
     def within(self, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        block = self.unit[ids]
-        return scan(block, block, self._close, lower=True, tile=BLOCK_SIZE)
-
-    def _close(self, a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        q, r = np.nonzero(a @ b.T >= self.radius)
-        return q, r
-
-
-def _principal_axes(unit: np.ndarray, sample: int = 5000) -> np.ndarray:
-    rng = np.random.default_rng(0)
-    rows = unit if len(unit) <= sample else unit[rng.choice(len(unit), sample, replace=False)]
-    rows = rows.astype(np.float64)
-    _, vecs = np.linalg.eigh(rows.T @ rows)  # second moment: what the bound depends on
-    return vecs[:, ::-1]
-
-
-def reduced_dims(unit: np.ndarray, threshold: float, sample: int = 2000) -> tuple[np.ndarray, int]:
-    """Principal axes and the number ``k`` of leading axes to keep (``k = d``: no reduction).
-
-    ``k`` minimises, on a sample of pairs, the flat-scan cost ``k + 1`` per pair plus
-    the cost of exactly verifying the pairs whose bound survives (~``200 d`` each).
-    """
-    n, d = unit.shape
-    if n < 4 * sample or d <= 16:  # small: a full scan is cheap
-        return np.eye(d), d
-    axes = _principal_axes(unit)
-    rng = np.random.default_rng(1)
-    rows = unit[rng.choice(n, sample, replace=False)].astype(np.float64)
-    rotated = rows @ axes
-    sq = np.einsum("ij,ij->i", rows, rows)
-    upper = np.triu_indices(sample, k=1)
-    best = (float(d + 1), d)
-    for k in (16, 32, 64, 128, 256, 384):
-        if k >= d:
-            break
-        head = rotated[:, :k]
-        rest = np.sqrt(np.maximum(sq - np.einsum("ij,ij->i", head, head), 0.0))
-        bound = head @ head.T + np.outer(rest, rest)
-        survive = float(np.mean(bound[upper] >= threshold - _VECTOR_MARGIN))
-        cost = k + 1 + survive * 200 * d
-        if cost < best[0]:
-            best = (cost, k)
-    return axes, best[1]
-
-
-def reduce_vectors(unit: np.ndarray, axes: np.ndarray, k: int) -> np.ndarray:
-    """``[x @ axes[:, :k], |rest| + 1e-6]`` as float32: their inner products bound the cosine from above.
-
-    Computed in float64 (in chunks) so that ``|rest|`` does not suffer cancellation.
-    """
-    if k >= unit.shape[1]:
-        return np.ascontiguousarray(unit, dtype=np.float32)
-    out = np.empty((len(unit), k + 1), np.float32)
-    for s in range(0, len(unit), _CHUNK):
-        rows = unit[s : s + _CHUNK].astype(np.float64)
-        head = rows @ axes[:, :k]
-        rest = np.sqrt(np.maximum(np.einsum("ij,ij->i", rows, rows) - np.einsum("ij,ij->i", head, head), 0.0))
-        out[s : s + _CHUNK, :k] = head
-        out[s : s + _CHUNK, k] = rest + 1e-6
-    return out
+        pos, earlier = self._near(ids)  # ids ascending, as the greedy pass gives them
+        where = np.minimum(np.searchsorted(ids, earlier), max(len(ids) - 1, 0))
+        keep = ids[where] == earlier if len(ids) else np.zeros(0, bool)
+        return where[keep], pos[keep]

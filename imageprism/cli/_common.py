@@ -15,6 +15,7 @@ from imageprism._cache import PersistentCache
 from imageprism._files import check_writable_folder
 from imageprism._image import DEFAULT_MAX_BYTES, DEFAULT_MAX_PIXELS
 from imageprism._prism import ImagePrism
+from imageprism._search.ann import Exact
 from imageprism._types import Dimension
 from imageprism.dimensions import parse_dimension, plugin_class
 from imageprism.dimensions.hash import HashConfig
@@ -49,6 +50,20 @@ def add_workers_flag(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--workers", type=_positive_int, default=None, metavar="N",
         help="processes decoding and embedding images in parallel (default: every core; 1: no extra process)",
+    )
+
+
+#: ``--exact`` values and the ``exact=`` settings they stand for
+EXACT_CHOICES: dict[str, Exact] = {"true": True, "false": False, "auto": "auto"}
+
+
+def add_exact_flag(parser: argparse.ArgumentParser, what: str) -> None:
+    """``--exact {true,false,auto}``: the ``exact=`` setting of vector search (the value is in ``args.exact``)."""
+    parser.add_argument(
+        "--exact", choices=list(EXACT_CHOICES), default="true", type=str.lower,
+        help=f"true (the default): {what} finds every match; false: an approximate search of the vector "
+        "dimensions (semantic, instance, style), faster at hundreds of thousands of images, may miss a "
+        "match but never reports one below the threshold; auto: approximate from 50,000 images",
     )
 
 

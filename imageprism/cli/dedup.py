@@ -32,6 +32,8 @@ from imageprism._keep import KEEP_POLICIES, dedup_in_order, keep_order
 from imageprism._search.components import DEFAULT_MAX_HOPS, LINKAGES
 from imageprism._video import dedup_inputs, is_video, write_frames
 from imageprism.cli._common import (
+    EXACT_CHOICES,
+    add_exact_flag,
     add_selection_flags,
     add_workers_flag,
     check_output_files,
@@ -73,6 +75,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="representative (the default): an image joins a group when it matches the kept copy; connected: "
         "when it matches any member (finds every copy; groups can link through members)",
     )
+    add_exact_flag(parser, "dedup")
     parser.add_argument(
         "--max-hops", type=int, default=None, metavar="N",
         help=f"with --linkage connected: the most links (pairs reaching the threshold) between a member and the "
@@ -117,6 +120,9 @@ def run(args: argparse.Namespace) -> int:
     if args.frames:
         check_writable_folder(args.frames, what="--frames")
     max_hops = _max_hops(args)
+    exact = EXACT_CHOICES[args.exact]
+    if exact is False and args.linkage == "connected":
+        raise ConfigError("--exact false is for --linkage representative (--linkage connected searches exactly); drop one of the two")
     prism = prism_from_args(args)
     threshold = check_threshold(default_threshold(prism.blend, prism.plugins) if args.threshold is None else args.threshold)
     if table is not None:
@@ -126,11 +132,11 @@ def run(args: argparse.Namespace) -> int:
         keep, files, embeddings = args.keep, loaded.paths, loaded.embeddings
         order = table_keep_order(table, keep)
         result = dedup_in_order(
-            prism, embeddings, loaded.failures, order, threshold, linkage=args.linkage, max_hops=max_hops
+            prism, embeddings, loaded.failures, order, threshold, linkage=args.linkage, max_hops=max_hops, exact=exact
         )
     elif videos:
         embedded, result = dedup_inputs(
-            prism, files, threshold, fps=args.fps, linkage=args.linkage, max_hops=max_hops, workers=args.workers
+            prism, files, threshold, fps=args.fps, linkage=args.linkage, max_hops=max_hops, workers=args.workers, exact=exact
         )
         inputs, files, embeddings, keep = files, list(embedded.labels), embedded.embeddings, "first"
     else:
@@ -138,7 +144,7 @@ def run(args: argparse.Namespace) -> int:
         order = keep_order(files, keep)
         batch = prism.embed_batch(files, on_error="skip", workers=args.workers)
         result = dedup_in_order(
-            prism, batch.embeddings, batch.failures, order, threshold, linkage=args.linkage, max_hops=max_hops
+            prism, batch.embeddings, batch.failures, order, threshold, linkage=args.linkage, max_hops=max_hops, exact=exact
         )
         embeddings = batch.embeddings
     rows = members(prism, result, files, embeddings)

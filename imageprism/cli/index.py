@@ -11,7 +11,9 @@ from imageprism._index import ImageIndex
 from imageprism._results import Failure
 from imageprism._video import frame_label
 from imageprism.cli._common import (
+    EXACT_CHOICES,
     add_cache_flag,
+    add_exact_flag,
     add_limit_flags,
     add_selection_flags,
     add_workers_flag,
@@ -41,6 +43,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     build.add_argument("--out", required=True, metavar="INDEX", help="directory to write the index to")
     build.add_argument("--force", action="store_true", help="replace an index already at --out")
+    add_exact_flag(build, "a search of the index")
     add_selection_flags(build)
     add_workers_flag(build)
     _add_fps(build)
@@ -80,7 +83,7 @@ def run_build(args: argparse.Namespace) -> int:
         )
     if (args.table is None) == (not args.paths):
         raise InputError("give either image paths or --from PARQUET (a table from 'imageprism embed --out'), one of the two")
-    index = ImageIndex(prism_from_args(args))
+    index = ImageIndex(prism_from_args(args), exact=EXACT_CHOICES[args.exact])
     failures: Sequence[Failure]
     if args.table is not None:
         failures = _add_table(index, args)
