@@ -27,19 +27,19 @@ import threading
 import time
 import warnings
 from collections import OrderedDict
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Optional, TypeVar
+from typing import Any, Optional
 
 import numpy as np
 
 from imageprism._cache_files import FILES_TABLE, FileIdentity, read_file_keys, write_file_keys
+from imageprism._sqlite import BUSY_RETRIES, describe, is_busy, is_damaged, retry_busy, text_value
 from imageprism.errors import CacheError, ConfigError
 
 __all__ = ["CacheKey", "CacheStats", "CacheWarning", "EmbeddingCache", "PersistentCache"]
 
 CacheKey = tuple[str, str]
-T = TypeVar("T")
 
 
 class CacheWarning(UserWarning):
@@ -88,18 +88,7 @@ class EmbeddingCache:
 
     def lookup(self, key: CacheKey) -> tuple[bool, Embedding]:
         """``(True, embedding)`` on a hit, ``(False, None)`` on a miss."""
-        with self._lock:
-            if key in self._data:
-                self._data.move_to_end(key)
-                self._hits += 1
-                return True, self._data[key]
-        found, embedding = self._lookup_backing(key)
-        with self._lock:
-            if found:
-                self._hits += 1
-            else:
-                self._misses += 1
-        return found, embedding
+        return self.lookup_many([key])[0]
 
     def lookup_many(self, keys: Sequence[CacheKey]) -> list[tuple[bool, Embedding]]:
         """:meth:`lookup` of every key, in order (one round trip to a backing store for the memory misses)."""
@@ -123,13 +112,9 @@ class EmbeddingCache:
                 self._misses += len(found) - hits
         return out
 
-    def _lookup_backing(self, key: CacheKey) -> tuple[bool, Embedding]:
-        """Where a lookup that missed in memory looks next: nowhere, for the in-memory cache."""
-        return False, None
-
     def _lookup_backing_many(self, keys: Sequence[CacheKey]) -> list[tuple[bool, Embedding]]:
-        """:meth:`_lookup_backing` of several keys."""
-        return [self._lookup_backing(key) for key in keys]
+        """Where lookups that missed in memory look next: nowhere, for the in-memory cache."""
+        return [(False, None)] * len(keys)
 
     def put(self, key: CacheKey, embedding: Embedding) -> Embedding:
         """Store a read-only copy of an embedding, evicting old entries past the bounds; return the copy."""
@@ -254,9 +239,9 @@ class PersistentCache(EmbeddingCache):
             self._check_identity(read_only=True)
             self._disable("is read-only (no write permission)")
         else:
-            for attempt in range(_BUSY_RETRIES):
+            for attempt in range(BUSY_RETRIES):
                 try:
-                    self._check_identity(read_only=False, final=attempt == _BUSY_RETRIES - 1)
+                    self._check_identity(read_only=False, final=attempt == BUSY_RETRIES - 1)
                     break
                 except sqlite3.OperationalError:  # busy beyond the timeout's reach: try again
                     time.sleep(0.05 * 2**attempt)
@@ -298,11 +283,11 @@ class PersistentCache(EmbeddingCache):
                 raise
             conn.execute("PRAGMA journal_mode=WAL")  # only once the file is known to be ours
         except sqlite3.Error as exc:
-            if _damaged(exc):
-                raise self._error(_describe(exc)) from None
-            if _busy(exc) and not final:
+            if is_damaged(exc):
+                raise self._error(describe(exc)) from None
+            if is_busy(exc) and not final:
                 raise
-            self._disable(_describe(exc))  # e.g. a full disk: the run goes on without the file
+            self._disable(describe(exc))  # e.g. a full disk: the run goes on without the file
         finally:
             conn.close()
 
@@ -354,15 +339,12 @@ class PersistentCache(EmbeddingCache):
             stacklevel=4,
         )
 
-    def _lookup_backing(self, key: CacheKey) -> tuple[bool, Embedding]:
-        """The SQLite file: a hit there is copied into memory and counted as a disk hit."""
-        return self._lookup_backing_many([key])[0]
-
     def _query(self, sql: str, args: Sequence[object]) -> list[Any]:
         return self._connect().execute(sql, args).fetchall()
 
     def _lookup_backing_many(self, keys: Sequence[CacheKey]) -> list[tuple[bool, Embedding]]:
-        """One query per token and :data:`_QUERY_KEYS` keys; a row whose checksum fails is a miss."""
+        """The SQLite file, one query per token and :data:`_QUERY_KEYS` keys: a hit is copied into memory and
+        counted as a disk hit; a row whose checksum fails is a miss."""
         out: list[tuple[bool, Embedding]] = [(False, None)] * len(keys)
         if self.disabled is not None:
             return out
@@ -378,10 +360,10 @@ class PersistentCache(EmbeddingCache):
                         "SELECT pixel_key, dtype, shape, data, checksum FROM embeddings "
                         f"WHERE token = ? AND pixel_key IN ({','.join('?' * len(part))})"
                     )
-                    found = _retry_busy(functools.partial(self._query, sql, (token, *part)))
-                    rows.update(((_str(row[0]), token), row[1:]) for row in found)
+                    found = retry_busy(functools.partial(self._query, sql, (token, *part)))
+                    rows.update(((text_value(row[0]), token), row[1:]) for row in found)
         except sqlite3.Error as exc:
-            self._disable(_describe(exc))
+            self._disable(describe(exc))
             return out
         for i, key in enumerate(keys):
             row = rows.get(key)
@@ -406,12 +388,12 @@ class PersistentCache(EmbeddingCache):
             row = (data.dtype.str, ",".join(map(str, data.shape)), data.tobytes())
         values = (*key, *row, _checksum(key, *row))
         try:
-            _retry_busy(lambda: self._connect().execute(
+            retry_busy(lambda: self._connect().execute(
                 "INSERT OR REPLACE INTO embeddings (pixel_key, token, dtype, shape, data, checksum) VALUES (?, ?, ?, ?, ?, ?)",
                 values,
             ))
         except sqlite3.Error as exc:
-            self._disable(_describe(exc))
+            self._disable(describe(exc))
         return stored
 
     remembers_files = True
@@ -419,17 +401,17 @@ class PersistentCache(EmbeddingCache):
     def file_keys(self, identities: Sequence[FileIdentity], tokens: Sequence[str]) -> list[dict[str, str] | None]:
         if self.disabled is None:
             try:
-                return _retry_busy(lambda: read_file_keys(self._connect(), identities, tokens))
+                return retry_busy(lambda: read_file_keys(self._connect(), identities, tokens))
             except sqlite3.Error as exc:
-                self._disable(_describe(exc))
+                self._disable(describe(exc))
         return [None] * len(identities)
 
     def put_file_keys(self, identity: FileIdentity, keys: Mapping[str, str]) -> None:
         if self.disabled is None:
             try:
-                _retry_busy(lambda: write_file_keys(self._connect(), identity, keys))
+                retry_busy(lambda: write_file_keys(self._connect(), identity, keys))
             except sqlite3.Error as exc:
-                self._disable(_describe(exc))
+                self._disable(describe(exc))
 
     def clear(self) -> None:
         """Drop every entry, in memory and on disk, and reset the counters."""
@@ -443,7 +425,7 @@ class PersistentCache(EmbeddingCache):
         try:
             return self._connect().execute(sql)
         except sqlite3.Error as exc:
-            raise self._error(_describe(exc)) from None
+            raise self._error(describe(exc)) from None
 
     @property
     def stats(self) -> CacheStats:
@@ -476,47 +458,6 @@ class _Corrupt:
 _CORRUPT = _Corrupt()
 
 
-#: attempts of a statement that SQLite reports busy without waiting (its busy timeout does not cover
-#: every case, e.g. while another process switches the file to WAL or checkpoints it on close)
-_BUSY_RETRIES = 6
-
-
-def _busy(exc: sqlite3.Error) -> bool:
-    return "locked" in str(exc) or "busy" in str(exc).lower()
-
-
-def _retry_busy(run: Callable[[], T]) -> T:
-    """``run()``, tried again after a short pause while SQLite reports the file busy."""
-    for attempt in range(_BUSY_RETRIES - 1):
-        try:
-            return run()
-        except sqlite3.OperationalError as exc:
-            if not _busy(exc):
-                raise
-            time.sleep(0.05 * 2**attempt)
-    return run()
-
-
-def _damaged(exc: sqlite3.Error) -> bool:
-    """Whether an error says the file is not (or no longer) a readable SQLite database."""
-    return any(word in str(exc) for word in ("not a database", "malformed", "corrupt"))
-
-
-def _describe(exc: sqlite3.Error) -> str:
-    """What an SQLite error means for the user."""
-    text = str(exc)
-    if "not a database" in text:
-        return "is not an SQLite database, so not an imageprism cache; it was left unchanged: pass another path"
-    if "malformed" in text or "corrupt" in text:
-        return f"is damaged ({text}); it only holds cached embeddings: pass another path, or remove it to start afresh"
-    name = getattr(exc, "sqlite_errorname", None) or type(exc).__name__
-    if "full" in text or "I/O error" in text:
-        return f"could not be written: the disk is full, a file size limit was reached or the device failed ({name}: {text})"
-    if "readonly" in text or "read-only" in text:
-        return f"is read-only ({name}: {text})"
-    return f"failed ({name}: {text})"
-
-
 def _checksum(key: CacheKey, dtype: str | bytes | None, shape: str | bytes | None, data: bytes | None) -> bytes:
     """BLAKE2b-128 over the key, the metadata and the bytes, each length-prefixed (``None`` distinct from empty)."""
     chunks: list[bytes] = []
@@ -527,16 +468,6 @@ def _checksum(key: CacheKey, dtype: str | bytes | None, shape: str | bytes | Non
         raw = part.encode() if isinstance(part, str) else bytes(part)
         chunks += (len(raw).to_bytes(8, "little"), raw)
     return hashlib.blake2b(b"".join(chunks), digest_size=16, person=b"imageprism-c2").digest()
-
-
-def _str(value: object) -> object:
-    """A TEXT value read through ``text_factory = bytes`` as ``str`` (undecodable bytes stay bytes: no key matches)."""
-    if isinstance(value, bytes):
-        try:
-            return value.decode("utf-8")
-        except UnicodeDecodeError:
-            return value
-    return value
 
 
 def _decode(dtype_raw: bytes | None, shape_raw: bytes | None, data: bytes | None) -> Embedding | _Corrupt:

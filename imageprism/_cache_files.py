@@ -14,6 +14,8 @@ import hashlib
 import sqlite3
 from collections.abc import Mapping, Sequence
 
+from imageprism._sqlite import text_value
+
 __all__ = ["FILES_TABLE", "FileIdentity", "read_file_keys", "write_file_keys"]
 
 #: paths per lookup query (SQLite allows 32766 parameters; small enough to stay quick)
@@ -51,7 +53,7 @@ def read_file_keys(
         for row in conn.execute(
             f"SELECT path, token, size, mtime_ns, inode, pixel_key, checksum FROM files WHERE path IN ({marks})", part
         ):
-            path = _text(row[0])
+            path = text_value(row[0])
             if path is not None:
                 rows.setdefault(path, []).append(row[1:])
     return [_keys(identity, rows.get(identity.path, ()), tokens) for identity in identities]
@@ -60,7 +62,7 @@ def read_file_keys(
 def _keys(identity: FileIdentity, rows: Sequence[tuple[object, ...]], tokens: Sequence[str]) -> dict[str, str] | None:
     keys: dict[str, str] = {}
     for token_raw, size, mtime_ns, inode, key_raw, checksum in rows:
-        token, key = _text(token_raw), _text(key_raw)
+        token, key = text_value(token_raw), text_value(key_raw)
         if token is None or key is None or not all(isinstance(x, int) for x in (size, mtime_ns, inode)):
             continue  # a tampered row: a miss
         if (size, mtime_ns, inode) == (identity.size, identity.mtime_ns, identity.inode) and checksum == _checksum(
@@ -85,16 +87,6 @@ def write_file_keys(conn: sqlite3.Connection, identity: FileIdentity, keys: Mapp
         if conn.in_transaction:
             conn.execute("ROLLBACK")
         raise
-
-
-def _text(value: object) -> str | None:
-    """A TEXT column read as ``str`` or, by a connection with ``text_factory = bytes``, as bytes."""
-    if isinstance(value, bytes):
-        try:
-            return value.decode("utf-8")
-        except UnicodeDecodeError:
-            return None
-    return value if isinstance(value, str) else None
 
 
 def _checksum(identity: FileIdentity, token: str, key: str) -> bytes:

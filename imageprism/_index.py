@@ -48,12 +48,13 @@ from imageprism._cache import EmbeddingCache
 from imageprism._image import ImageInput, describe_input
 from imageprism._index_files import FORMAT_VERSION, MANIFEST, Manifest, is_leftover, read_manifest
 from imageprism._index_store import Saved, load_columns, save_columns
-from imageprism._prism import ImagePrism, build_plugins, resolve_blend
+from imageprism._prism import ImagePrism
 from imageprism._profiles import load_profile, normalize_weights
 from imageprism._results import Failure, SearchHit
 from imageprism._search.ann import Exact, check_exact
 from imageprism._search.columns import Column, plugin_column
 from imageprism._search.topk import Searcher, searcher_for, top_positions
+from imageprism._selection import build_plugins, resolve_blend
 from imageprism._types import Dimension, Embeddings, OnError, Profile
 from imageprism._video import embed_inputs, is_video
 from imageprism.dimensions import DimensionPlugin, known_names, parse_dimension

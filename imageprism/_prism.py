@@ -7,11 +7,10 @@ import functools
 import os
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 import numpy as np
 
-from imageprism._blend import Blend
 from imageprism._cache import EmbeddingCache
 from imageprism._dedup import (
     DedupResult,
@@ -28,12 +27,12 @@ from imageprism._image import (
     open_image,
 )
 from imageprism._keep import Keep, dedup_in_order, keep_order
-from imageprism._profiles import ProfileSpec, load_profile, normalize_weights
 from imageprism._results import BatchEmbedding, CompareResult, EmbeddedImage, Failure
 from imageprism._resume import resumed_chunks
 from imageprism._runtime import ModelRuntime, prefetch, progress_bar
 from imageprism._search.ann import Exact, check_exact
 from imageprism._search.components import DEFAULT_MAX_HOPS, Linkage, check_linkage
+from imageprism._selection import build_plugins, resolve_blend
 from imageprism._types import Dimension, OnError, Profile
 from imageprism._types import EmbeddingDict as Embeddings
 from imageprism._video import VideoDedup, dedup_video
@@ -459,63 +458,6 @@ def _worker_prism(
         registry=registry, cache=EmbeddingCache(max_entries=0), max_pixels=limits["max_pixels"],
         max_bytes=limits["max_bytes"], batch_size=limits["batch_size"],
     )
-
-
-def build_plugins(
-    names: Iterable[str], configs: Mapping[str, object], runtime: ModelRuntime, registry: Registry | None = None
-) -> dict[str, DimensionPlugin]:
-    """One plugin per dimension name, with its config from ``configs`` (else the default config)."""
-    plugins: dict[str, DimensionPlugin] = {}
-    for name in names:
-        cls = plugin_class(name, registry)
-        plugins[name] = cls(configs.get(name) or cls.config_type(), runtime)
-    return plugins
-
-
-def resolve_blend(
-    *,
-    dimensions: Iterable[Dimension | str] | Dimension | str | None = None,
-    weights: Mapping[Dimension | str, float] | None = None,
-    profile: Profile | str | os.PathLike[str] | ProfileSpec | None = None,
-    registry: Registry | None = None,
-) -> tuple[Blend, ProfileSpec | None]:
-    """The one resolver of ``dimensions=`` / ``weights=`` / ``profile=`` into a :class:`Blend`.
-
-    ``weights=`` selects the dimensions (and replaces a profile's weights);
-    ``dimensions=`` alone weights them equally; a profile gives weights, missing
-    policy and threshold; nothing at all means hash alone. Returns the blend and the
-    loaded profile (``None`` without one). ``registry`` adds dimension names (see ``ImagePrism``).
-    """
-    known = known_names(registry)
-    spec = profile if isinstance(profile, ProfileSpec) else load_profile(profile) if profile is not None else None
-    if isinstance(dimensions, (str, Dimension)):
-        dimensions = [dimensions]
-    if spec is not None and dimensions is not None:
-        raise ConfigError(
-            f"give either profile= or dimensions=, not both (profile {spec.name!r}); "
-            "to change a profile's dimensions, pass weights="
-        )
-    if weights is not None:
-        chosen = normalize_weights(cast("Mapping[object, object]", weights), source="ImagePrism(weights=...)", known=known)
-        if dimensions is not None:
-            names = [parse_dimension(d, known) for d in dimensions]
-            if sorted(set(names)) != sorted(chosen):
-                raise ConfigError(
-                    f"dimensions={names} and the keys of weights={sorted(chosen)} differ; "
-                    "give weights= alone (its keys select the dimensions)"
-                )
-    elif dimensions is not None:
-        names = list(dict.fromkeys(parse_dimension(d, known) for d in dimensions))
-        if not names:
-            raise ConfigError("dimensions= is empty; give at least one of: " + ", ".join(d.value for d in Dimension))
-        chosen = {name: 1.0 / len(names) for name in names}
-    elif spec is not None:
-        chosen = dict(spec.weights)
-    else:
-        chosen = {"hash": 1.0}
-    if spec is None:
-        return Blend(chosen), None
-    return Blend(chosen, spec.missing, spec.threshold), spec
 
 
 def _pick(embeddings: Mapping[str, np.ndarray | None], name: str, which: str) -> np.ndarray | None:
