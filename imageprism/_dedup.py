@@ -229,10 +229,10 @@ class _Scorer:
         return self.blend.scores({c.name: c.pair_scores(a, b) for c in self.columns}, len(a))
 
 
-def _policy(columns: Sequence[Column], weights: Mapping[str, float] | None, missing: str) -> Blend:
-    if weights is None:
-        weights = {c.name: 1.0 / len(columns) for c in columns}
-    return Blend(weights, missing)
+def _scorer(columns: Sequence[Column], weights: Mapping[str, float] | None, missing: str) -> tuple[int, _Scorer]:
+    """The number of inputs and the scorer of the columns' blend (``weights`` default: equal), checked."""
+    blend = Blend(weights if weights is not None else {c.name: 1.0 / len(columns) for c in columns}, missing)
+    return _check_columns(columns, blend), _Scorer(columns, blend)
 
 
 def greedy_labels(
@@ -260,16 +260,14 @@ def greedy_labels(
     matching one, or becomes one itself).
     """
     threshold = check_threshold(threshold)
-    blend = _policy(columns, weights, missing)
-    n = _check_columns(columns, blend)
-    scorer = _Scorer(columns, blend)
+    n, scorer = _scorer(columns, weights, missing)
     leader = identical_leaders(scorer.columns, scorer, threshold, n)
     heads = np.flatnonzero(leader == np.arange(n))
     if len(heads) < n:  # an identical copy scores like its first: it takes that one's label, unsearched
         if on_block is not None:
             on_block(n - len(heads))
         kept = [_subset(c, heads) for c in scorer.columns]
-        found = greedy_labels(kept, threshold, weights=blend.weights, missing=blend.missing, block_size=block_size, on_block=on_block, exact=exact)
+        found = greedy_labels(kept, threshold, weights=scorer.blend.weights, missing=scorer.blend.missing, block_size=block_size, on_block=on_block, exact=exact)
         return heads[found][np.searchsorted(heads, leader)]
     finders = [range_finder(c, threshold, exact=check_exact(exact)) for c in scorer.columns]
     if any(isinstance(f, AllPairs) for f in finders):
@@ -314,9 +312,7 @@ def connected_labels(
     """
     threshold = check_threshold(threshold)
     check_linkage("connected", max_hops)
-    blend = _policy(columns, weights, missing)
-    _check_columns(columns, blend)
-    scorer = _Scorer(columns, blend)
+    _, scorer = _scorer(columns, weights, missing)
     return connected_components(scorer.columns, scorer, threshold, max_hops, block_size=block_size, on_block=on_block)
 
 
@@ -360,9 +356,7 @@ def labels_brute_force(
     Quadratic; for tests and benchmarks. Same scores and blend as :func:`greedy_labels`.
     """
     threshold = check_threshold(threshold)
-    blend = _policy(columns, weights, missing)
-    n = _check_columns(columns, blend)
-    scorer = _Scorer(columns, blend)
+    n, scorer = _scorer(columns, weights, missing)
     labels = np.empty(n, np.int64)
     reps = np.empty(0, np.int64)
     for x in range(n):
