@@ -47,7 +47,7 @@ from imageprism._blend import Blend
 from imageprism._cache import EmbeddingCache
 from imageprism._image import ImageInput, describe_input
 from imageprism._index_files import FORMAT_VERSION, MANIFEST, Manifest, is_leftover, read_manifest
-from imageprism._index_store import Saved, load_columns, save_columns
+from imageprism._index_store import Saved, load_columns, load_states, save_columns
 from imageprism._prism import ImagePrism
 from imageprism._profiles import load_profile, normalize_weights
 from imageprism._results import Failure, SearchHit
@@ -417,7 +417,8 @@ class ImageIndex:
             dict(self.prism.weights), self.prism.missing, _profile_ref(self.prism), [], [], exact=self.exact,
         )
         with self._lock:
-            self._saved = save_columns(folder, self._columns, self._plugins, self._ids, header, self._saved)
+            states = {name: searcher.state() for name, searcher in self._searchers.items()}
+            self._saved = save_columns(folder, self._columns, self._plugins, self._ids, header, self._saved, states)
         return folder
 
     @classmethod
@@ -430,7 +431,8 @@ class ImageIndex:
         match the saved one. Anything the index did not write (a path out of the
         directory, a link, a FIFO, a wrong type, size or shape) raises
         :class:`~imageprism.errors.IndexFormatError` before it is read. ``exact``: as saved
-        unless given; an approximate structure is trained again from the vectors on first use.
+        unless given; the approximate structure's saved training is reused (its codes are
+        encoded from the vectors on the first search that needs them).
         """
         folder = Path(os.fspath(path))
         for attempt in range(3):
@@ -461,6 +463,7 @@ class ImageIndex:
                     f"but this ImagePrism has {plugin.cache_token!r}; pass an ImagePrism configured like the index"
                 )
         index._ids, index._saved = load_columns(folder, manifest, index._columns)
+        load_states(folder, manifest, index._searchers)
         index._positions = {name: i for i, name in enumerate(index._ids)}
         index._sync()
         return index

@@ -6,6 +6,8 @@ A saved index is a directory::
     g000001.ids.json           segment written by generation 1: its item ids
     g000001.hash.codes.npy     ... and one array per column key (``Column.arrays()``)
     g000003.deleted.npy        rows removed by generation 3 (int64, numbered across segments)
+    g000002.semantic.ann-centroids.npy  a dimension's trained approximate-search state
+                               (``Searcher.state()``, written by the save that first has it)
     lock                       held (``flock``) by the one process saving
 
 A save writes its new files beside the old ones (fsync each), writes
@@ -31,7 +33,7 @@ import os
 import re
 import stat
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -109,6 +111,7 @@ class Manifest:
     deleted: list[str]
     version: int = FORMAT_VERSION
     exact: bool | str = True  # ImageIndex(exact=...): approximate vector search or not
+    ann: dict[str, dict[str, str]] = field(default_factory=dict)  # dimension -> state key -> file name
 
     @property
     def rows(self) -> int:
@@ -116,7 +119,7 @@ class Manifest:
         return sum(s.rows for s in self.segments)
 
     def names(self) -> set[str]:
-        return set(self.deleted).union(*(s.names() for s in self.segments))
+        return set(self.deleted).union(*(s.names() for s in self.segments), *(f.values() for f in self.ann.values()))
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -132,6 +135,7 @@ class Manifest:
             "profile": self.profile,
             "segments": [s.to_json() for s in self.segments],
             "deleted": self.deleted,
+            "ann": self.ann,
         }
 
 
@@ -246,8 +250,14 @@ def read_manifest(folder: Path) -> Manifest:
     deleted = _field(folder, data, "deleted", list)
     if len(deleted) > MAX_SEGMENTS or not all(isinstance(d, str) for d in deleted):
         raise _damaged(folder, "'deleted' must list at most {MAX_SEGMENTS} file names")
+    raw_ann = data.get("ann", {})  # absent from indexes saved before the approximate state was kept
+    if not isinstance(raw_ann, dict) or not set(raw_ann) <= set(dims):
+        raise _damaged(folder, f"'ann' must map some of the dimensions {sorted(dims)} to files")
+    ann = {name: _str_map(folder, files, f"'ann' of {name!r}") for name, files in raw_ann.items()}
     generation = _count(folder, data, "generation")
-    manifest = Manifest(generation, count, dims, dict(weights), missing, profile, segments, list(deleted), exact=exact)
+    manifest = Manifest(
+        generation, count, dims, dict(weights), missing, profile, segments, list(deleted), exact=exact, ann=ann
+    )
     if manifest.rows < count:
         raise _damaged(folder, f"{MANIFEST} counts {count} items in {manifest.rows} rows")
     return manifest

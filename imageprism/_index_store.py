@@ -15,6 +15,10 @@ included. The items of an index in memory are its saved items (in row order,
 
 Column data goes through :meth:`Column.arrays() <imageprism._search.columns.Column.arrays>`
 and :meth:`Column.restore`, so whatever arrays a column keeps are saved per segment.
+A searcher's trained state (:meth:`Searcher.state <imageprism._search.topk.Searcher.state>`,
+the approximate index's cells and codebook) is written once, by the first save that has it,
+and named by every later manifest (it does not change once trained); its files go
+with a full rewrite like everything else.
 """
 
 from __future__ import annotations
@@ -31,16 +35,18 @@ from imageprism._index_files import (
     Manifest,
     Segment,
     Writer,
+    load_array,
     read_deleted,
     read_ids,
     read_manifest,
     segment_arrays,
 )
 from imageprism._search.columns import Column, plugin_column
+from imageprism._search.topk import Searcher
 from imageprism.dimensions import DimensionPlugin
 from imageprism.errors import IndexConflictError, IndexFormatError, InputError
 
-__all__ = ["Saved", "load_columns", "save_columns"]
+__all__ = ["Saved", "load_columns", "load_states", "save_columns"]
 
 #: more ``deleted`` files than this are merged into one
 MAX_DELETED_FILES = 16
@@ -88,8 +94,12 @@ def save_columns(
     ids: Sequence[str],
     header: Manifest,
     saved: Saved | None,
+    states: Mapping[str, Mapping[str, np.ndarray]],
 ) -> Saved:
-    """Commit the index's state to ``folder``; ``header`` gives the settings (its segments are ignored)."""
+    """Commit the index's state to ``folder``; ``header`` gives the settings (its segments are ignored).
+
+    ``states``: each dimension's searcher state (empty: none), saved beside the segments.
+    """
     n = len(ids)
     with Writer(folder) as writer:
         current = _current(folder)
@@ -100,11 +110,13 @@ def save_columns(
                 f"was loaded (generation {saved.manifest.generation}); load it again and repeat the changes"
             )
         if not ours or saved is None or current is None or current.version != header.version:
+            generation = (current.generation if current else 0) + 1
             return _write(writer, header, columns, plugins, ids, start=0, keep=[], deleted=np.empty(0, np.int64),
-                          rows=np.empty(0, np.int64), generation=(current.generation if current else 0) + 1,
-                          previous=current.names() if current else set())
+                          rows=np.empty(0, np.int64), generation=generation,
+                          previous=current.names() if current else set(), ann=_ann(writer, generation, states, {}))
         base, n_saved = saved.manifest, len(saved.rows)
-        if n == n_saved and not len(saved.pending):
+        ann = _ann(writer, base.generation + 1, states, base.ann)
+        if n == n_saved and not len(saved.pending) and ann == base.ann:
             return saved
         j = _merge_start(base, n - n_saved)
         if len(saved.deleted) * 4 > base.rows + n - n_saved:
@@ -114,7 +126,19 @@ def save_columns(
         p0 = int(np.searchsorted(saved.rows, first))
         deleted = saved.deleted[saved.deleted < first]
         return _write(writer, header, columns, plugins, ids, start=p0, keep=kept, deleted=deleted,
-                      rows=saved.rows[:p0], generation=base.generation + 1, previous=base.names(), saved=saved)
+                      rows=saved.rows[:p0], generation=base.generation + 1, previous=base.names(), ann=ann, saved=saved)
+
+
+def _ann(
+    writer: Writer, generation: int, states: Mapping[str, Mapping[str, np.ndarray]], committed: Mapping[str, dict[str, str]]
+) -> dict[str, dict[str, str]]:
+    """The state files of each dimension: the committed ones where there are, else written now."""
+    return {
+        name: dict(committed[name]) if name in committed else {
+            key: writer.array(f"{_file_stem(generation, name)}.ann-{key}.npy", array) for key, array in state.items()
+        }
+        for name, state in states.items() if state
+    }
 
 
 def _write(
@@ -130,6 +154,7 @@ def _write(
     rows: np.ndarray,
     generation: int,
     previous: set[str],
+    ann: dict[str, dict[str, str]],
     saved: Saved | None = None,
 ) -> Saved:
     """Write items ``start..`` as one new segment after ``keep``, with ``deleted`` rows, and commit."""
@@ -157,7 +182,7 @@ def _write(
     first = sum(s.rows for s in keep)
     manifest = Manifest(
         generation, n, header.dimensions, header.weights, header.missing, header.profile, segments, deleted_files,
-        exact=header.exact,
+        exact=header.exact, ann=ann,
     )
     writer.commit(manifest, previous)
     new_rows = np.arange(first, first + n - start, dtype=np.int64)
@@ -209,3 +234,14 @@ def load_columns(folder: Path, manifest: Manifest, columns: Mapping[str, Column]
         raise IndexFormatError(f"index {str(folder)!r} is damaged: an id appears twice")
     rows = np.flatnonzero(keep).astype(np.int64)
     return ids, Saved(folder, manifest, rows, np.flatnonzero(~keep).astype(np.int64), _NONE)
+
+
+def load_states(folder: Path, manifest: Manifest, searchers: Mapping[str, Searcher]) -> None:
+    """Give each searcher that keeps a state the one saved for its dimension."""
+    for name, files in manifest.ann.items():
+        try:
+            searchers[name].restore_state({key: load_array(folder, file) for key, file in files.items()})
+        except InputError as exc:
+            if isinstance(exc, IndexFormatError):
+                raise
+            raise IndexFormatError(f"index {str(folder)!r} is damaged: unusable {name!r} search state ({exc})") from None

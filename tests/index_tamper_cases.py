@@ -181,9 +181,16 @@ CASES: dict[str, Callable[[Path], None]] = {
     "manifest a FIFO": lambda f: ((f / MANIFEST).unlink(), os.mkfifo(f / MANIFEST)) and None,
     "profile path: billion laughs YAML": lambda f: _profile(f, BILLION_LAUGHS),
     "profile path: a FIFO": lambda f: _profile(f, None),
+    "search state of an unknown dimension": _edit(lambda m: {**m, "ann": {"face": {"centroids": "x.npy"}}}),
+    "search state file ../outside.npy": lambda f: (
+        _outside(f), _edit(lambda m: {**m, "ann": {"semantic": {"centroids": "../outside.npy"}}})(f)
+    ) and None,
 }
 #: cases where loading successfully means reading a file the index did not write
-MUST_FAIL = {"file ../outside.npy", "file absolute path", "file a symlink out", "vectors hold NaN"}
+MUST_FAIL = {
+    "file ../outside.npy", "file absolute path", "file a symlink out", "vectors hold NaN",
+    "search state of an unknown dimension", "search state file ../outside.npy",
+}
 
 
 # -- running one case ------------------------------------------------------------------------

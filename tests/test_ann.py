@@ -181,7 +181,7 @@ def test_index_approximate_search_recall_exact_scores_and_updates(probing: None)
     assert approx.search_embedding(queries[4], k=1)[0].id == "new4"
 
 
-def test_index_saves_its_setting_and_trains_again_on_load(tmp_path: Path, probing: None) -> None:
+def test_index_saves_its_setting_and_its_training(tmp_path: Path, probing: None, monkeypatch: pytest.MonkeyPatch) -> None:
     prism = ImagePrism(dimensions=["semantic"])
     items = _catalogue(2000, seed=8)
     index = ImageIndex(prism, exact=False)
@@ -190,18 +190,47 @@ def test_index_saves_its_setting_and_trains_again_on_load(tmp_path: Path, probin
     before = [index.search_embedding(q, k=10) for q in queries]
     folder = index.save(tmp_path / "catalogue")
     manifest = json.loads((folder / "manifest.json").read_text())
-    assert manifest["exact"] is False
-    # the approximate structure is trained again from the saved vectors (seeded: the same hits)
+    assert manifest["exact"] is False and sorted(manifest["ann"]["semantic"]) == ["centroids", "codebook"]
+    # a loaded index reuses the saved training: it never trains, and answers as before
+    trainings = []
+    monkeypatch.setattr(AnnIndex, "trained", classmethod(lambda cls, *a, **k: trainings.append(1)))
     loaded = ImageIndex.load(folder, prism=prism)
     assert loaded.exact is False and [loaded.search_embedding(q, k=10) for q in queries] == before
+    # after a removal and new items, the same training still serves; saves keep its files
+    loaded.remove(["i1", "i2"])
+    loaded.add_embeddings(queries[:3], ids=["q0", "q1", "q2"])
+    after = [loaded.search_embedding(q, k=10) for q in queries]
+    assert after[1][0].id == "q1" and not trainings
+    loaded.save(folder)
+    again = ImageIndex.load(folder, prism=prism)
+    assert json.loads((folder / "manifest.json").read_text())["ann"] == manifest["ann"]
+    assert [again.search_embedding(q, k=10) for q in queries] == after and not trainings
     assert ImageIndex.load(folder, prism=prism, exact=True).exact is True
-    # a tampered setting is refused with a clear error
+    # a damaged state or a tampered setting is refused with a clear error
+    np.save(folder / manifest["ann"]["semantic"]["codebook"], np.zeros((3, 16, 7), np.float32))
+    with pytest.raises(IndexFormatError, match="'semantic' search state.*codebook"):
+        ImageIndex.load(folder, prism=prism)
     manifest["exact"] = "sometimes"
     (folder / "manifest.json").write_text(json.dumps(manifest))
     with pytest.raises(IndexFormatError, match="'exact'"):
         ImageIndex.load(folder, prism=prism)
     with pytest.raises(ConfigError, match="exact='sometimes'"):
         ImageIndex(prism, exact="sometimes")  # type: ignore[arg-type]
+
+
+def test_a_save_trains_a_large_approximate_index_once(tmp_path: Path, probing: None) -> None:
+    prism = ImagePrism(dimensions=["semantic"])
+    index = ImageIndex(prism, exact=False)
+    index.add_embeddings(_catalogue(1500, seed=10), ids=[f"i{i}" for i in range(1500)])
+    folder = index.save(tmp_path / "catalogue")  # no search yet: the save trains it
+    first = json.loads((folder / "manifest.json").read_text())["ann"]
+    assert set(first) == {"semantic"}
+    small = ImageIndex(prism, exact=False)
+    small.add_embeddings(_catalogue(50, seed=11), ids=[f"s{i}" for i in range(50)])
+    assert json.loads((small.save(tmp_path / "small") / "manifest.json").read_text())["ann"] == {}  # scanned exactly
+    exact = ImageIndex.load(folder, prism=prism, exact=True)
+    exact.save(tmp_path / "exact")
+    assert json.loads((tmp_path / "exact" / "manifest.json").read_text())["ann"] == {}
 
 
 def test_cli_exact_flag(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -96,9 +96,10 @@ def test_blas_runs_on_one_thread_while_hashing_and_is_restored_after(monkeypatch
     numpy's BLAS on one thread while a batch is hashed, the caller's setting back afterwards.
     (Other BLAS libraries in the process, e.g. faiss's own OpenBLAS, are not numpy's and not limited.)"""
     threadpoolctl = pytest.importorskip("threadpoolctl")
+    from imageprism import _math
     from imageprism.dimensions import _hash_batch
 
-    limited = {lib.filepath for lib in _hash_batch._blas_controller().lib_controllers if lib.user_api == "blas"}
+    limited = {lib.filepath for lib in _math._blas_controller().lib_controllers if lib.user_api == "blas"}
     assert limited, "numpy's BLAS not found by threadpoolctl"
 
     def blas_threads() -> list[int]:

@@ -26,8 +26,8 @@ import abc
 
 import numpy as np
 
-from imageprism._math import popcount
-from imageprism._search.ann import AnnIndex, Exact, use_ann
+from imageprism._math import ONE_BLAS_THREAD, popcount
+from imageprism._search.ann import AnnIndex, Exact, check_arrays, use_ann
 from imageprism._search.columns import BitsColumn, Column, VectorColumn
 
 __all__ = ["RERANK", "AnnScan", "BitsScan", "PairwiseScan", "Searcher", "VectorScan", "searcher_for", "top_positions"]
@@ -64,6 +64,16 @@ class Searcher(abc.ABC):
 
     def sync(self) -> None:
         """Bring any structure of the searcher in step with the column (after append, truncate, keep)."""
+
+    def state(self) -> dict[str, np.ndarray]:
+        """The searcher's trained state to save with the index, as plain arrays (none by default)."""
+        return {}
+
+    def restore_state(self, arrays: dict[str, np.ndarray]) -> None:
+        """Take a :meth:`state` saved earlier (ignored by a searcher that keeps none).
+
+        Raises :class:`~imageprism.errors.InputError` if it does not fit the column.
+        """
 
     @abc.abstractmethod
     def scores(self, query: np.ndarray | None) -> np.ndarray:
@@ -160,10 +170,11 @@ class VectorScan(Searcher):
 class AnnScan(VectorScan):
     """Approximate top-``m`` of unit vectors (an IVF-PQ index), the exact scan while the column is small.
 
-    The approximate index is built on the first search that needs it (training on the
-    vectors) and kept in step by :meth:`sync`: appended rows are added; after a removal
-    the codes are rebuilt with the trained state. :meth:`arrays` is that trained state,
-    so a loaded index does not train again.
+    The approximate index is trained on the vectors when first needed (a search, or
+    :meth:`state` for a save) and kept in step by :meth:`sync`: appended rows are
+    added; after a removal the codes are encoded again with the same training. The
+    training (:meth:`state`) is saved with the index, so a loaded index never trains
+    again: it encodes its vectors on the first search and answers as it did before saving.
     """
 
     def __init__(self, column: VectorColumn, exact: Exact) -> None:
@@ -183,15 +194,24 @@ class AnnScan(VectorScan):
         if n > have:  # rows appended since the last sync
             self.ann.add(self.column.data[have:], np.arange(have, n, dtype=np.int64))
         elif n < have:  # rows removed: positions moved, encode again (the training stays valid)
-            self._trained = self.ann.arrays()
             self.ann = None
+
+    def state(self) -> dict[str, np.ndarray]:
+        """The trained cells and codebook (trained now if the index is large enough to use them)."""
+        if not self._trained and self.active():
+            self._trained = AnnIndex.trained(self.column.data).arrays()
+        return self._trained
+
+    def restore_state(self, arrays: dict[str, np.ndarray]) -> None:
+        check_arrays(arrays, self.column.d or 0)
+        self._trained, self.ann = dict(arrays), None
 
     def _index(self) -> AnnIndex:
         if self.ann is None:
             data = self.column.data
-            self.ann = AnnIndex.from_arrays(self._trained, data) if self._trained else AnnIndex.trained(data)
             if not self._trained:
-                self.ann.add(data, np.arange(len(data), dtype=np.int64))
+                self._trained = AnnIndex.trained(data).arrays()
+            self.ann = AnnIndex.from_arrays(self._trained, data)
         return self.ann
 
     def top(self, query: np.ndarray | None, m: int) -> tuple[np.ndarray, np.ndarray, float]:
@@ -203,7 +223,8 @@ class AnnScan(VectorScan):
         found = found[found >= 0]
         if len(found) < min(m, len(self.column)):  # sparse cells: fewer than asked, scan instead
             return super().top(query, m)
-        fast = (self.column.data[found] @ q).astype(np.float64)
+        with ONE_BLAS_THREAD:
+            fast = (self.column.data[found] @ q).astype(np.float64)
         order = np.lexsort((found, -fast))
         return found[order], fast[order], -np.inf  # -inf: the index takes these as all the candidates
 

@@ -24,11 +24,11 @@ import functools
 import math
 import threading
 from collections.abc import Sequence
-from typing import Any
 
 import numpy as np
 from PIL import Image
 
+from imageprism._math import ONE_BLAS_THREAD
 from imageprism.dimensions import _hash_bits as hb
 
 __all__ = ["VariantPlan", "rotate_grids", "variant_bits", "variant_grid", "variant_hashes"]
@@ -162,7 +162,7 @@ _BATCH = 32
 def variant_hashes(grays: Sequence[Image.Image], plan: VariantPlan) -> np.ndarray:
     """The embeddings ``(len(grays), rows, nbytes)`` of grayscale (mode ``L``) images."""
     parts = []
-    with _ONE_BLAS_THREAD:
+    with ONE_BLAS_THREAD:
         for start in range(0, len(grays), _BATCH):
             chunk = grays[start : start + _BATCH]
             grids = np.stack([variant_grid(gray, plan.size) for gray in chunk])
@@ -170,43 +170,6 @@ def variant_hashes(grays: Sequence[Image.Image], plan: VariantPlan) -> np.ndarra
     return parts[0] if len(parts) == 1 else np.concatenate(parts)
 
 
-class _OneBlasThread:
-    """BLAS held to one thread while any batch is hashed (then its setting is restored).
-
-    These products are too small to share between threads: OpenBLAS's helper threads spend
-    the time spinning between calls, which doubled the CPU time (and the wall time, on a busy
-    machine) of ``embed_batch``, and took the second core from the second worker process.
-    Parallelism comes from workers instead (``embed_batch(workers=)``). Nested and concurrent
-    uses share one limit: the first in sets it, the last out restores it.
-    """
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._inside = 0
-        self._limiter: Any = None
-
-    def __enter__(self) -> None:
-        with self._lock:
-            if self._inside == 0:
-                self._limiter = _blas_controller().limit(limits=1, user_api="blas")
-            self._inside += 1
-
-    def __exit__(self, *exc: object) -> None:
-        with self._lock:
-            self._inside -= 1
-            if self._inside == 0:
-                self._limiter.restore_original_limits()
-                self._limiter = None
-
-
-@functools.lru_cache(maxsize=1)
-def _blas_controller() -> Any:
-    from threadpoolctl import ThreadpoolController  # after numpy, so that it finds numpy's BLAS
-
-    return ThreadpoolController()
-
-
-_ONE_BLAS_THREAD = _OneBlasThread()
 
 
 def variant_grid(gray: Image.Image, size: int) -> np.ndarray:
