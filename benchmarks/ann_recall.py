@@ -184,7 +184,7 @@ def index_section(name: str, x: np.ndarray, queries: int) -> None:
         if not exact:
             index.search_embedding({"semantic": q[0]}, k=10)  # builds the approximate index (training included)
         build = time.perf_counter() - start
-        settings = [(topk.QUERY_CELLS, topk.RERANK)] if exact else [(c, r) for c in (32, 8, 4) for r in (100, 1000)]
+        settings = [(topk.QUERY_CELLS, topk.RERANK)] if exact else [(c, r) for c in (16, 8, 4) for r in (1000, 3000, 10000)]
         for divisor, rerank in settings:
             before = topk.QUERY_CELLS, topk.RERANK
             topk.QUERY_CELLS, topk.RERANK = divisor, rerank

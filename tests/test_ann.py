@@ -11,7 +11,7 @@ import pytest
 from imageprism import ImageIndex, ImagePrism
 from imageprism._dedup import DedupColumn, greedy_labels, labels_brute_force
 from imageprism._search import ann as _ann
-from imageprism._search import cells
+from imageprism._search import cells, topk
 from imageprism._search.ann import AnnIndex, check_exact, use_ann
 from imageprism._search.range import AnnFinder, range_finder
 from imageprism._search.topk import AnnScan
@@ -47,8 +47,10 @@ def pair_recall(reference: np.ndarray, labels: np.ndarray) -> float:
 
 @pytest.fixture
 def probing(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Search only ``nprobe`` cells even in a small index (the approximation the benchmarks measure at scale)."""
+    """Search only ``nprobe`` cells even in a small index, and re-rank a tenth of it (the approximation
+    the benchmarks measure at scale)."""
     monkeypatch.setattr(_ann, "MIN_SCAN", 0)
+    monkeypatch.setattr(topk, "RERANK", 200)
 
 
 def test_approximate_dedup_recall_and_no_false_match(probing: None) -> None:
