@@ -50,7 +50,8 @@ def write_parquet(
     come in order from the path of :meth:`ImagePrism.embed_batch <imageprism.ImagePrism.embed_batch>`:
     ``workers`` processes (``None``: every core; ``1``: this process only; the table is
     the same either way), files unchanged since a previous run answered from a persistent
-    cache's file-identity records, ``progress`` as there. Memory holds one row group
+    cache's file-identity records. ``progress``: a bar on stderr as there
+    (``None``: only for long runs on a terminal; default: none). Memory holds one row group
     and the pool's window. The file appears complete at the end or not at all (temporary
     file in the same folder, fsync, rename); an existing ``out`` is refused unless
     ``overwrite``. ``on_chunk(rows_written)`` is called after each row group.
