@@ -20,12 +20,16 @@ single- vs multi-worker ratio of the same run is the number to read).
 3. ``folder``: ``imageprism embed DIR --cache C --workers all --json > /dev/null`` over
    ``--folder-files`` images: wall time, images/s, peak RSS; then the same job killed at
    half way (SIGKILL) and resumed.
-4. ``dedup``: ``greedy_labels`` on synthetic clustered codes shaped like the default robust
+4. ``parquet``: ``imageprism embed DIR --out FILE.parquet`` with ``--workers 1`` and every core,
+   taking turns for ``--rounds`` rounds over ``--images`` images (the same JPEGs as
+   ``throughput``), with ``--json`` beside them for reference; wall and CPU seconds, the load
+   after each run, and whether the tables are byte-identical.
+5. ``dedup``: ``greedy_labels`` on synthetic clustered codes shaped like the default robust
    hash (26 variants x 3 x 64 bits; ``benchmarks/dedup_scale.py``'s ``robust_codes``), brute
    force (an exhaustive faiss scan of every pair, then the greedy pass) where it finishes.
 
-Run:  PYTHONPATH=. python benchmarks/scale.py [--only throughput,rerun,folder,dedup]
-          [--images 1000] [--rerun-files 10000] [--folder-files 100000] [--dedup-sizes 10000,100000,1000000]
+Run:  PYTHONPATH=. python benchmarks/scale.py [--only throughput,rerun,folder,parquet,dedup]
+          [--images 1000] [--rounds 2] [--rerun-files 10000] [--folder-files 100000] [--dedup-sizes 10000,100000,1000000]
 """
 
 from __future__ import annotations
@@ -222,6 +226,35 @@ def folder_job(work: Path, count: int) -> None:
     print(f"load after: {load()}")
 
 
+def parquet(work: Path, count: int, rounds: int) -> None:
+    """``embed DIR --out FILE.parquet`` on one worker and on every core, side by side (``--json`` for reference)."""
+    folder = work / f"jpegs-{count}"
+    generate(folder, count)
+    cores = available_cores()
+    tables = {k: work / f"embed-w{k}.parquet" for k in (1, cores)}
+    runs = {
+        **{f"embed DIR --out FILE.parquet --workers {k}": ["--out", str(tables[k]), "--force", "--workers", str(k)] for k in (1, cores)},
+        **{f"embed DIR --json --workers {k}": ["--json", "--workers", str(k)] for k in (1, cores)},
+    }
+    print(f"\n## embed --out: {count} JPEGs (0.1-0.5 MP), {cores} cores, {rounds} rounds taking turns, load {load()}")
+    print("| round | command | s | images/s | CPU s (all processes) | load after |")
+    print("|---|---|---|---|---|---|")
+    walls: dict[str, list[float]] = {name: [] for name in runs}
+    for r in range(1, rounds + 1):
+        for name, flags in runs.items():
+            before = cpu_seconds()
+            seconds = timed(lambda flags=flags: cli(["embed", str(folder), *flags]).wait())
+            walls[name].append(seconds)
+            print(f"| {r} | {name} | {seconds:.2f} | {count / seconds:.0f} | {cpu_seconds() - before:.2f} | {load()} |", flush=True)
+    one, many = (min(walls[f"embed DIR --out FILE.parquet --workers {k}"]) for k in (1, cores))
+    same = tables[1].read_bytes() == tables[cores].read_bytes()
+    print(f"\n--out, best of {rounds}: workers={cores} {one / many:.2f}x workers=1 ({count / one:.0f} -> {count / many:.0f} images/s); "
+          f"tables byte-identical: {same}; load after: {load()}")
+    for k in (1, cores):
+        out, json_ = min(walls[f"embed DIR --out FILE.parquet --workers {k}"]), min(walls[f"embed DIR --json --workers {k}"])
+        print(f"workers={k}: --out takes {out / json_:.2f}x the time of --json")
+
+
 def dedup(sizes: list[int], brute_max: int) -> None:
     """``greedy_labels`` on synthetic robust hashes (``dedup_scale.robust_codes``), brute force up to ``brute_max``."""
     from dedup_scale import run
@@ -240,13 +273,14 @@ def dedup(sizes: list[int], brute_max: int) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--only", default="throughput,rerun,folder,dedup")
+    parser.add_argument("--only", default="throughput,rerun,folder,parquet,dedup")
     parser.add_argument("--work", type=Path, default=Path("/tmp/imageprism-scale"))
     parser.add_argument("--images", type=int, default=1000)
     parser.add_argument("--rerun-files", type=int, default=10_000)
     parser.add_argument("--folder-files", type=int, default=100_000)
     parser.add_argument("--dedup-sizes", default="10000,100000,1000000")
     parser.add_argument("--brute-max", type=int, default=10_000)
+    parser.add_argument("--rounds", type=int, default=2, help="turns of the parquet comparison")
     args = parser.parse_args()
     parts = args.only.split(",")
     print(f"# benchmarks/scale.py: {available_cores()} cores, load {load()}, Python {sys.version.split()[0]}")
@@ -256,6 +290,8 @@ def main() -> None:
         rerun(args.work, args.rerun_files)
     if "folder" in parts:
         folder_job(args.work, args.folder_files)
+    if "parquet" in parts:
+        parquet(args.work, args.images, args.rounds)
     if "dedup" in parts:
         dedup([int(s) for s in args.dedup_sizes.split(",") if s], args.brute_max)
     shutil.rmtree(args.work / "unused", ignore_errors=True)

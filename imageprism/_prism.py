@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import os
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Generator, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -226,17 +226,14 @@ class ImagePrism:
         items = list(images)
         embeddings: list[Embeddings | None] = [None] * len(items)
         failures: list[Failure] = []
-        with progress_bar(len(items), progress=progress, description="embedding") as bar:
-            tokens = {name: plugin.cache_token for name, plugin in self._plugins.items()}
-            for chunk in resumed_chunks(self.cache, tokens, items, lambda todo: self._embedded_chunks(todo, workers)):
-                for i, outcome in chunk:
-                    if isinstance(outcome, Failure):
-                        if on_error == "raise":
-                            raise outcome.error
-                        failures.append(outcome)
-                    else:
-                        embeddings[i] = outcome[0]
-                bar.update(len(chunk))
+        for chunk in self._embedded_in_order(items, workers=workers, progress=progress):
+            for i, outcome in chunk:
+                if isinstance(outcome, Failure):
+                    if on_error == "raise":
+                        raise outcome.error
+                    failures.append(outcome)
+                else:
+                    embeddings[i] = outcome.embeddings
         return BatchEmbedding(tuple(embeddings), tuple(failures))
 
     # -- dedup --------------------------------------------------------------------
@@ -339,6 +336,22 @@ class ImagePrism:
             linkage=linkage, max_hops=max_hops, exact=exact,
         )
 
+    def _embedded_in_order(self, items: Sequence[Any], *, workers: int, progress: bool | None) -> Generator[ChunkResult, None, None]:
+        """The outcome of every input, chunk by chunk in input order: the one path of every batch embedding.
+
+        Files unchanged since a previous run come from a persistent cache's file-identity
+        records (their ``size`` is ``None``: see :func:`~imageprism._resume.resumed_chunks`),
+        the rest are computed here or on ``workers`` processes. Memory holds one window of
+        results, however many ``items``. ``progress``: as for :meth:`embed_batch`.
+        :meth:`embed_batch` collects the chunks; ``imageprism embed --out`` streams them to
+        a Parquet table (:func:`~imageprism.columnar.parquet.write_parquet`).
+        """
+        tokens = {name: plugin.cache_token for name, plugin in self._plugins.items()}
+        with progress_bar(len(items), progress=progress, description="embedding") as bar:
+            for chunk in resumed_chunks(self.cache, tokens, items, lambda todo: self._embedded_chunks(todo, workers)):
+                yield chunk
+                bar.update(len(chunk))
+
     def _embedded_chunks(self, items: Sequence[Any], workers: int) -> Iterator[ChunkResult]:
         """Chunks of embedded inputs in order: here (decoding one chunk ahead in a thread) or on workers.
 
@@ -348,7 +361,7 @@ class ImagePrism:
             for chunk in parallel_chunks(self._worker_recipe(), items, workers, self._embed_chunk):
                 for _, outcome in chunk:
                     if not isinstance(outcome, Failure):
-                        self._file(*outcome)
+                        self._file(outcome.embeddings, outcome.pixel_keys)
                 yield chunk
             return
         starts = range(0, len(items), self.batch_size)

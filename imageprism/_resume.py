@@ -26,8 +26,7 @@ from typing import Any
 from imageprism._cache import EmbeddingCache
 from imageprism._cache_files import FileIdentity
 from imageprism._results import Failure
-from imageprism._types import EmbeddingDict as Embeddings
-from imageprism._workers import ChunkResult
+from imageprism._workers import ChunkResult, Embedded
 
 __all__ = ["WINDOW", "file_identity", "resumed_chunks"]
 
@@ -54,11 +53,13 @@ def resumed_chunks(
     items: Sequence[Any],
     compute: Callable[[Sequence[Any]], Iterator[ChunkResult]],
 ) -> Iterator[ChunkResult]:
-    """Outcomes with their input index: known files from ``cache`` (first, per window), the rest from
+    """Outcomes with their input index, in input order: known files from ``cache``, the rest from
     ``compute`` (then recorded).
 
-    ``tokens``: dimension -> cache token. ``compute(sub_items)`` yields chunks whose
-    indices are positions in ``sub_items``; they are mapped back to ``items``.
+    ``tokens``: dimension -> cache token. ``compute(sub_items)`` yields chunks in order
+    whose indices are positions in ``sub_items``; they are mapped back to ``items``. The
+    known files of a window (:data:`WINDOW` inputs) are handed on in their place between
+    the computed ones, so a writer can stream the outcomes as they come.
     """
     if not cache.remembers_files:
         yield from compute(items)
@@ -69,37 +70,45 @@ def resumed_chunks(
         seen = [(k, identity) for k, identity in enumerate(identities) if identity is not None]
         recorded = cache.file_keys([identity for _, identity in seen], list(tokens.values()))
         found = _cached(cache, {k: keys for (k, _), keys in zip(seen, recorded) if keys is not None}, tokens)
-        known: ChunkResult = [(start + k, hit) for k, hit in found.items()]
+        known = iter(sorted(found))
+        after = next(known, None)  # the next known position not handed on yet
         todo = [k for k in range(len(window)) if k not in found]
-        if known:
-            yield known
         for chunk in compute([window[k] for k in todo]):
             out: ChunkResult = []
             for i, outcome in chunk:
                 k = todo[i]
+                while after is not None and after < k:
+                    out.append((start + after, found[after]))
+                    after = next(known, None)
                 identity = identities[k]
                 if isinstance(outcome, Failure):
                     outcome = dataclasses.replace(outcome, index=start + k)
                 elif identity is not None:
-                    cache.put_file_keys(identity, {tokens[name]: key for name, key in outcome[1].items()})
+                    cache.put_file_keys(identity, {tokens[name]: key for name, key in outcome.pixel_keys.items()})
                 out.append((start + k, outcome))
             yield out
+        rest: ChunkResult = []
+        while after is not None:
+            rest.append((start + after, found[after]))
+            after = next(known, None)
+        if rest:
+            yield rest
 
 
 def _cached(
     cache: EmbeddingCache, recorded: Mapping[int, Mapping[str, str]], tokens: Mapping[str, str]
-) -> dict[int, tuple[Embeddings, dict[str, str]]]:
+) -> dict[int, Embedded]:
     """The embeddings and pixel keys of the unchanged files (``recorded``: position -> token -> pixel key)
     whose every dimension's embedding is cached, in one batched lookup."""
     wanted = [(k, name, (keys[token], token)) for k, keys in recorded.items() for name, token in tokens.items()]
     hits = cache.lookup_many([key for _, _, key in wanted])
-    found: dict[int, tuple[Embeddings, dict[str, str]]] = {}
+    found: dict[int, Embedded] = {}
     missed: set[int] = set()
     for (k, name, (pixel_key, _)), (hit, embedding) in zip(wanted, hits):
         if not hit:
             missed.add(k)
         elif k not in missed:
-            found.setdefault(k, ({}, {}))
-            found[k][0][name] = embedding
-            found[k][1][name] = pixel_key
+            found.setdefault(k, Embedded({}, {}))
+            found[k].embeddings[name] = embedding
+            found[k].pixel_keys[name] = pixel_key
     return {k: hit for k, hit in found.items() if k not in missed}

@@ -9,7 +9,7 @@ pool of processes cost no more CPU than one worker.
 Each worker builds its own :class:`~imageprism.ImagePrism` once from a picklable
 recipe (dimension configs, runtime settings, size limits: models and caches never
 travel), decodes and embeds whole chunks of inputs, and sends back the embeddings with
-the pixel keys they were computed from. The calling process owns the cache: it files every result under
+the pixel keys they were computed from and the image sizes. The calling process owns the cache: it files every result under
 its pixel key, so a later run (or the file-identity layer) finds it.
 
 Only inputs that pickle cheaply travel (paths and bytes); arrays, PIL images and file
@@ -25,23 +25,40 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 from imageprism._results import EmbeddedImage, Failure
 from imageprism._types import EmbeddingDict as Embeddings
 from imageprism.errors import ConfigError
 
-__all__ = ["TASK_SIZE", "ChunkEmbedder", "ChunkResult", "available_cores", "check_workers", "chunk_result", "parallel_chunks"]
+__all__ = [
+    "TASK_SIZE", "ChunkEmbedder", "ChunkResult", "Embedded", "Outcome", "available_cores", "check_workers", "chunk_result",
+    "parallel_chunks",
+]
 
-#: one input's outcome: its embeddings and ``{dimension: pixel key}``, or why it failed
-Outcome = tuple[Embeddings, dict[str, str]] | Failure
+
+class Embedded(NamedTuple):
+    """One input embedded: its embeddings, ``{dimension: pixel key}`` and ``(width, height)``.
+
+    ``size`` is ``None`` for a file answered from the file-identity records of a
+    persistent cache (see :mod:`imageprism._resume`), which keep no image size.
+    """
+
+    embeddings: Embeddings
+    pixel_keys: dict[str, str]
+    size: tuple[int, int] | None = None
+
+
+#: one input's outcome: embedded, or why it failed
+Outcome = Embedded | Failure
 #: ``(input index, outcome)`` for each input of a chunk, in order
 ChunkResult = list[tuple[int, Outcome]]
 
 
 def chunk_result(entries: Sequence[EmbeddedImage | Failure]) -> ChunkResult:
-    """The outcomes of :meth:`ImagePrism.embed_chunk`'s entries (embeddings and pixel keys, or the failure)."""
-    return [(e.index, e if isinstance(e, Failure) else (dict(e.embeddings), dict(e.pixel_keys))) for e in entries]
+    """The outcomes of :meth:`ImagePrism.embed_chunk`'s entries (embeddings, pixel keys and size, or the failure)."""
+    return [(e.index, e if isinstance(e, Failure) else Embedded(dict(e.embeddings), dict(e.pixel_keys), (e.width, e.height)))
+            for e in entries]
 
 
 #: forked workers start in milliseconds and need no ``if __name__ == "__main__"`` guard in the caller's

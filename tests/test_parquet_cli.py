@@ -174,7 +174,97 @@ def test_without_pyarrow_the_error_names_the_extra(tmp_path: Path) -> None:
 def test_usage_errors(folder: Path) -> None:
     both = cli("dedup", "imgs", "--from", "e.parquet", cwd=folder)
     neither = cli("dedup", cwd=folder)
-    workers = cli("embed", "imgs", "--out", "w.parquet", "--workers", "2", cwd=folder)
-    for out in (both, neither, workers):
+    for out in (both, neither):
         assert out.returncode == 1 and "Traceback" not in out.stderr, out.stderr
-    assert "--from" in neither.stderr and "drop --workers" in workers.stderr and not (folder / "w.parquet").exists()
+    assert "--from" in neither.stderr
+    workers = cli("embed", "imgs", "--out", "w.parquet", "--workers", "0", cwd=folder)
+    assert workers.returncode == 2 and "--workers" in workers.stderr and not (folder / "w.parquet").exists()
+
+
+@pytest.fixture(scope="module")
+def many(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """300 small JPEGs cut from the examples (several pool tasks, row groups of 256) with a corrupt
+    file and a truncated JPEG among them, and an identical copy (equal pixels in two files)."""
+    from PIL import Image
+
+    rng = __import__("numpy").random.default_rng(7)
+    root = tmp_path_factory.mktemp("many")
+    folder = root / "imgs"
+    folder.mkdir()
+    photos = [Image.open(p).convert("RGB") for p in sorted(EXAMPLES.iterdir())]
+    for i in range(300):
+        photo = photos[i % len(photos)]
+        w, h = photo.size
+        x, y = int(rng.integers(0, w // 3)), int(rng.integers(0, h // 3))
+        side = int(rng.integers(40, 120))
+        photo.crop((x, y, x + w // 2, y + h // 2)).resize((side, side * 3 // 4)).save(folder / f"{i:03d}.jpg", quality=80)
+    (folder / "100.jpg").write_bytes(b"not an image")
+    whole = (folder / "200.jpg").read_bytes()
+    (folder / "201.jpg").write_bytes(whole[: len(whole) // 2])  # truncated
+    shutil.copy(folder / "000.jpg", folder / "299.jpg")
+    return root
+
+
+def test_parallel_and_serial_tables_are_identical(many: Path) -> None:
+    runs = {k: cli("embed", "imgs", "--out", f"w{k}.parquet", "--workers", k, cwd=many) for k in ("1", "2")}
+    for run in runs.values():
+        assert run.returncode == 1 and "300 rows (2 failed)" in run.stderr, run.stderr
+    assert (many / "w1.parquet").read_bytes() == (many / "w2.parquet").read_bytes()  # rows, embeddings, errors
+    table = pq.read_table(many / "w2.parquet")
+    assert table.column("path").to_pylist() == [f"imgs/{i:03d}.jpg" for i in range(300)]  # input order
+    errors = table.column("error").to_pylist()
+    assert [i for i, e in enumerate(errors) if e is not None] == [100, 201]
+    assert errors[100].startswith("ImageLoadError") and errors[201].startswith("ImageLoadError")
+    assert table.column("pixel_key")[0].as_py() == table.column("pixel_key")[299].as_py()
+    assert pq.ParquetFile(many / "w2.parquet").metadata.num_row_groups == 2  # streamed: 256 rows, then 44
+    default = cli("embed", "imgs", "--out", "all.parquet", cwd=many)  # every core by default
+    assert default.returncode == 1 and (many / "all.parquet").read_bytes() == (many / "w1.parquet").read_bytes()
+
+
+def test_parallel_writer_matches_embed_batch(many: Path) -> None:
+    from imageprism import HashConfig, ImagePrism
+    from imageprism.columnar import embeddings_from_table
+    from imageprism.columnar.parquet import write_parquet
+
+    paths = sorted(str(p) for p in (many / "imgs").iterdir())
+    out = many / "lib.parquet"
+    assert write_parquet(_embedder(), paths, out, chunk_size=50, workers=2) == 2
+    back = embeddings_from_table(pq.read_table(out))
+    batch = ImagePrism(config={"hash": HashConfig.plain()}).embed_batch(paths, on_error="skip")
+    assert sorted(back.errors) == [f.index for f in batch.failures] == [100, 201]
+    expected = [e["hash"] for e in batch.embeddings if e is not None]
+    assert (back.embeddings["hash"] == __import__("numpy").stack(expected)).all()
+    assert pq.ParquetFile(out).metadata.num_row_groups == 6
+
+
+def test_killed_parallel_run_leaves_no_output_and_resumes(many: Path, tmp_path: Path) -> None:
+    from imageprism import HashConfig, ImagePrism, PersistentCache
+    from imageprism.columnar import ArrowEmbedder
+    from imageprism.columnar.parquet import write_parquet
+
+    paths = sorted(str(p) for p in (many / "imgs").iterdir())
+    out, db = tmp_path / "e.parquet", tmp_path / "cache.sqlite3"
+    script = textwrap.dedent(f"""
+        import os, signal
+        from imageprism import HashConfig, ImagePrism, PersistentCache
+        from imageprism.columnar import ArrowEmbedder
+        from imageprism.columnar.parquet import write_parquet
+        prism = ImagePrism(config={{"hash": HashConfig.plain()}}, cache=PersistentCache({str(db)!r}))
+        write_parquet(ArrowEmbedder.from_prism(prism), {paths!r}, {str(out)!r}, chunk_size=100, workers=2,
+                      on_chunk=lambda rows: rows < 200 or os.kill(os.getpid(), signal.SIGKILL))
+    """)
+    run = subprocess.run([sys.executable, "-c", script], env=ENV, capture_output=True, text=True, timeout=120)
+    assert run.returncode == -9, run.stderr
+    assert not out.exists()  # no partial table under the output's name
+    assert [p.name.startswith(".e.parquet.") for p in tmp_path.iterdir() if not p.name.startswith("cache")] == [True]
+
+    prism = ImagePrism(config={"hash": HashConfig.plain()}, cache=PersistentCache(db))
+    assert write_parquet(ArrowEmbedder.from_prism(prism), paths, out, workers=2) == 2
+    resumed = prism.cache.stats.disk_hits - 1  # less the probe image that learns the column shapes
+    assert 200 <= resumed < 298, resumed  # the files embedded before the kill were not decoded again
+    fresh = tmp_path / "fresh.parquet"
+    write_parquet(_embedder(), paths, fresh, workers=1)
+    assert out.read_bytes() == fresh.read_bytes()  # sizes of resumed files read from their headers
+    again = ImagePrism(config={"hash": HashConfig.plain()}, cache=PersistentCache(db))
+    write_parquet(ArrowEmbedder.from_prism(again), paths, out, workers=2, overwrite=True)
+    assert again.cache.stats.disk_hits == 1 + 298 and out.read_bytes() == fresh.read_bytes()  # the probe, all but the 2 failures

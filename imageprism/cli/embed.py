@@ -6,8 +6,10 @@ stderr (exit code 1) and, with --json, listed with their error.
 With --out FILE.parquet the embeddings go to a Parquet table instead (needs pyarrow:
 pip install ".[parquet]"): one row per input with path, file size, mtime, pixel key,
 width, height, one column per dimension and an error column (failed inputs are rows
-too). Written in chunks and atomically; 'imageprism dedup --from FILE.parquet' and
-'imageprism index build --from FILE.parquet' start from it without decoding again.
+too), in input order, the same table whatever --workers. Written in chunks and
+atomically (a killed run leaves no table; with --cache, running it again resumes);
+'imageprism dedup --from FILE.parquet' and 'imageprism index build --from FILE.parquet'
+start from it without decoding again.
 """
 
 from __future__ import annotations
@@ -44,7 +46,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     output.add_argument("--json", action="store_true", help="print JSON (hashes as hex, vectors as lists; failures with their error)")
     output.add_argument(
         "--out", metavar="PARQUET",
-        help="write the embeddings to a Parquet table, one row per input (runs in one process: --workers is refused)",
+        help="write the embeddings to a Parquet table, one row per input in input order (any --workers: the same table)",
     )
     parser.add_argument("--force", action="store_true", help="let --out replace an existing file")
     parser.set_defaults(func=run)
@@ -80,11 +82,10 @@ def _write_table(args: argparse.Namespace, files: list[str]) -> int:
     from imageprism.columnar.parquet import write_parquet
     from imageprism.columnar.schema import pyarrow
 
-    if args.workers is not None:
-        raise InputError(f"--workers {args.workers} does not apply to --out yet (the table is written by one process); drop --workers")
     pyarrow()  # a missing extra fails before any work
     check_output_files([args.out], files, force=args.force)
-    failures = write_parquet(ArrowEmbedder.from_prism(prism_from_args(args)), files, args.out, overwrite=args.force)
+    embedder = ArrowEmbedder.from_prism(prism_from_args(args))
+    failures = write_parquet(embedder, files, args.out, overwrite=args.force, workers=args.workers, progress=None)
     sys.stderr.write(f"{len(files)} rows ({failures} failed) written to {args.out}\n")
     return 1 if failures else 0
 

@@ -12,10 +12,11 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from imageprism._image import DEFAULT_MAX_PIXELS
+from imageprism._image import DEFAULT_MAX_PIXELS, describe_input, open_image
 from imageprism._prism import ImagePrism
 from imageprism._results import Failure
 from imageprism._types import Dimension, Profile
+from imageprism._workers import Outcome
 from imageprism.columnar.schema import (
     BASE_COLUMNS,
     ERROR_COLUMN,
@@ -26,7 +27,7 @@ from imageprism.columnar.schema import (
     numpy_to_column,
     pyarrow,
 )
-from imageprism.errors import InputError
+from imageprism.errors import ImageLoadError, InputError
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -93,8 +94,9 @@ class ArrowEmbedder:
     def from_prism(cls, prism: ImagePrism, *, column: str = "path") -> ArrowEmbedder:
         """An embedder doing its work with ``prism`` (its configuration, limits and cache) in this process.
 
-        For a single-process writer such as ``imageprism embed --out``; sent to another
-        process, it rebuilds a prism from the dimensions, weights and pixel limit only.
+        For :func:`~imageprism.columnar.parquet.write_parquet` (``imageprism embed --out``),
+        whose worker processes are built from the prism's own settings; sent to another
+        process (an engine), it rebuilds a prism from the dimensions, weights and pixel limit only.
         """
         embedder = cls(list(prism.plugins), weights=prism.weights, column=column, max_pixels=prism.max_pixels,
                        batch_size=prism.batch_size)
@@ -173,6 +175,15 @@ class ArrowEmbedder:
         return out
 
     def _embed(self, items: list[Any], paths: list[str | None]) -> dict[str, pa.Array]:
+        outcomes = self.prism._embed_chunk(items, 0)  # the per-chunk step of ImagePrism.embed_batch, in this process
+        return self._columns(items, paths, [outcome for _, outcome in outcomes])
+
+    def _columns(self, items: Sequence[Any], paths: Sequence[str | None], outcomes: Sequence[Outcome]) -> dict[str, pa.Array]:
+        """The embedding columns of ``items`` (``paths`` fill the path column) from their ``outcomes``, one each.
+
+        The image size of a file answered from the file-identity records (``size is None``)
+        is read from its header; a file that no longer opens is an error row.
+        """
         pa = pyarrow()
         prism = self.prism
         n = len(items)
@@ -184,7 +195,7 @@ class ArrowEmbedder:
         heights: list[int | None] = [None] * n
         errors: list[str | None] = [None] * n
         embedded: dict[str, list[np.ndarray | None]] = {f.name: [None] * n for f in self.fields}
-        for i, item in enumerate(items):
+        for i, (item, outcome) in enumerate(zip(items, outcomes, strict=True)):
             if isinstance(item, (bytes, bytearray)):
                 sizes[i] = len(item)
             elif isinstance(item, str):
@@ -192,17 +203,20 @@ class ArrowEmbedder:
                     st = os.stat(item)
                     sizes[i], mtimes[i] = st.st_size, st.st_mtime_ns
                 except (OSError, ValueError):
-                    pass  # the load fails below with a message naming the path
-        for s in range(0, n, prism.batch_size):  # the per-chunk step of ImagePrism.embed_batch
-            for entry in prism.embed_chunk(items[s : s + prism.batch_size], s):
-                i = entry.index
-                if isinstance(entry, Failure):
-                    errors[i] = f"{type(entry.error).__name__}: {entry.error}"
-                    continue
-                widths[i], heights[i] = entry.width, entry.height
-                keys[i] = entry.pixel_keys[first]
-                for name, value in entry.embeddings.items():
-                    embedded[name][i] = value
+                    pass  # the load failed with a message naming the path
+            if not isinstance(outcome, Failure) and outcome.size is None:
+                try:
+                    outcome = outcome._replace(size=open_image(item, max_pixels=prism.max_pixels, max_bytes=prism.max_bytes).size)
+                except ImageLoadError as exc:
+                    outcome = Failure(i, describe_input(item), exc)
+            if isinstance(outcome, Failure):
+                errors[i] = f"{type(outcome.error).__name__}: {outcome.error}"
+                continue
+            assert outcome.size is not None
+            widths[i], heights[i] = outcome.size
+            keys[i] = outcome.pixel_keys[first]
+            for name, value in outcome.embeddings.items():
+                embedded[name][i] = value
         return {
             "path": pa.array(paths, pa.string()),
             "file_size": pa.array(sizes, pa.int64()),
@@ -213,6 +227,13 @@ class ArrowEmbedder:
             **{f.name: numpy_to_column(embedded[f.name], f) for f in self.fields},
             ERROR_COLUMN: pa.array(errors, pa.string()),
         }
+
+    def _table(self, paths: Sequence[str], outcomes: Sequence[Outcome]) -> pa.Table:
+        """The embedding table of files ``paths`` from their outcomes (what :func:`~imageprism.columnar.parquet.write_parquet` writes)."""
+        pa = pyarrow()
+        schema = self.schema
+        columns = self._columns(paths, paths, outcomes)
+        return pa.table([columns[name] for name in schema.names], schema=schema)
 
 
 def _string_column(table: pa.Table, name: str) -> list[str | None]:

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import os
 import stat
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import closing
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -18,6 +19,7 @@ import numpy as np
 from imageprism._files import atomic_file
 from imageprism._prism import ImagePrism
 from imageprism._results import Failure
+from imageprism._workers import ChunkResult, Outcome, check_workers
 from imageprism.columnar.embed import ArrowEmbedder, embeddings_from_table
 from imageprism.columnar.schema import VERSION_KEY, pyarrow
 from imageprism.errors import ConfigError, ImageLoadError, InputError
@@ -39,27 +41,54 @@ def write_parquet(
     overwrite: bool = False,
     chunk_size: int = CHUNK_SIZE,
     on_chunk: Callable[[int], None] | None = None,
+    workers: int | None = 1,
+    progress: bool | None = False,
 ) -> int:
     """Embed ``paths`` into the Parquet file ``out``, ``chunk_size`` inputs per row group; returns the failures.
 
-    One row per path, in order (failed inputs are rows with ``error`` set). Memory holds one
-    chunk at a time. The file appears complete at the end or not at all (temporary file in
-    the same folder, fsync, rename); an existing ``out`` is refused unless ``overwrite``.
-    ``on_chunk(rows_written)`` is called after each chunk.
+    One row per path, in order (failed inputs are rows with ``error`` set). The outcomes
+    come in order from the path of :meth:`ImagePrism.embed_batch <imageprism.ImagePrism.embed_batch>`:
+    ``workers`` processes (``None``: every core; ``1``: this process only; the table is
+    the same either way), files unchanged since a previous run answered from a persistent
+    cache's file-identity records. ``progress``: a bar on stderr as there
+    (``None``: only for long runs on a terminal; default: none). Memory holds one row group
+    and the pool's window. The file appears complete at the end or not at all (temporary
+    file in the same folder, fsync, rename); an existing ``out`` is refused unless
+    ``overwrite``. ``on_chunk(rows_written)`` is called after each row group.
     """
-    pa = pyarrow()
+    pyarrow()  # a missing extra fails before any work
     import pyarrow.parquet as pq
 
+    workers = check_workers(workers)
+    if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1:
+        raise ConfigError(f"chunk_size={chunk_size!r} is invalid; use a positive number of rows per row group")
+    schema = embedder.schema  # learnt before any worker starts
     failures = 0
-    with atomic_file(out, overwrite=overwrite) as handle:
-        with pq.ParquetWriter(handle, embedder.schema) as writer:
-            for start in range(0, len(paths), chunk_size):
-                table = embedder(pa.table({"path": pa.array(paths[start : start + chunk_size], pa.string())}))
-                failures += table.column("error").null_count - table.num_rows
-                writer.write_table(table)
-                if on_chunk is not None:
-                    on_chunk(start + table.num_rows)
-    return -failures
+    outcomes = embedder.prism._embedded_in_order(paths, workers=workers, progress=progress)
+    # closing: a failed write stops the workers at once, not when the generator is collected
+    with closing(outcomes), atomic_file(out, overwrite=overwrite) as handle, pq.ParquetWriter(handle, schema) as writer:
+        for start, group in _row_groups(outcomes, chunk_size):
+            table = embedder._table(paths[start : start + len(group)], group)
+            failures += table.num_rows - table.column("error").null_count
+            writer.write_table(table)
+            if on_chunk is not None:
+                on_chunk(start + table.num_rows)
+    return failures
+
+
+def _row_groups(chunks: Iterator[ChunkResult], size: int) -> Iterator[tuple[int, list[Outcome]]]:
+    """``(first row, outcomes)`` of ``size`` rows at a time (the last may be shorter), from chunks in input order."""
+    group: list[Outcome] = []
+    start = 0
+    for chunk in chunks:
+        for i, outcome in chunk:
+            assert i == start + len(group), f"outcome {i} out of order (expected {start + len(group)})"
+            group.append(outcome)
+            if len(group) == size:
+                yield start, group
+                start, group = start + size, []
+    if group:
+        yield start, group
 
 
 def read_parquet(path: str | os.PathLike[str]) -> pa.Table:
