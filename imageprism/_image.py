@@ -125,18 +125,21 @@ class SourceImage:
         self._lock = threading.Lock()
         self._format: str | None = None
         self._opened: Image.Image | None = None  # the header parsed here, reused by the first decode
+        self._declared: tuple[int, int] | None = None  # its displayed size (a draft decode shrinks .size)
         if data is not None:
             self._opened = self._open_checked()
+            self._declared = _displayed_size(self._opened)
             self._format = self._opened.format
             if self._format in ("JPEG", "MPO"):
                 _check_jpeg_scans(data, label)
 
-    @functools.cached_property
+    @property
     def size(self) -> tuple[int, int]:
         """``(width, height)`` of the whole image as displayed (EXIF orientation applied), from its header."""
-        header = self._image if self._image is not None else self._open_checked()
-        width, height = header.size
-        return (height, width) if _exif_orientation(header) in (5, 6, 7, 8) else (width, height)
+        if self._declared is None:
+            assert self._image is not None  # a SourceImage holds data (measured when opened) or an image
+            self._declared = _displayed_size(self._image)
+        return self._declared
 
     def pixels(self, request: ImageRequest) -> Pixels:
         """The normalised pixels for ``request`` (memoised)."""
@@ -270,6 +273,11 @@ def _exif_orientation(image: Image.Image) -> int:
     except Exception:  # corrupt EXIF: treat as no orientation
         return 1
     return orientation if isinstance(orientation, int) else 1
+
+
+def _displayed_size(image: Image.Image) -> tuple[int, int]:
+    width, height = image.size
+    return (height, width) if _exif_orientation(image) in (5, 6, 7, 8) else (width, height)
 
 
 def _oriented(image: Image.Image) -> Image.Image:
