@@ -147,6 +147,7 @@ class AnnIndex:
         probe.cp.niter = 10
         probe.cp.seed = seed
         probe.cp.max_points_per_centroid = _TRAIN_PER_CELL
+        probe.cp.min_points_per_centroid = _TRAIN_PER_CELL  # faiss warns on stderr below 39 per cell otherwise
         with _threads():
             probe.train(sample)
         centroids = probe.quantizer.reconstruct_n(0, params.nlist)
