@@ -174,6 +174,12 @@ MAX_CHUNK_BITS = 24
 SIDE_BUDGET = 4 << 30
 #: most flip masks probed per chunk
 _MAX_PROBES = 5000
+#: probes or rows a search handles per chunk and pass (temporaries of a few MB at most: in cache, no page faults)
+_STEP_ROWS = 1 << 16
+#: inputs a :class:`VariantsFinder` searches at a time, ahead of the blocks that need their hits
+SEARCH_AHEAD = 8192
+#: most queries a thread searches at a time (several per core: the cores share the work evenly)
+_PIECE = 1024
 # cost model of chunk_plan, in rough nanoseconds on one core: a probe (two random reads),
 # a candidate (its side word: a random read per bucket, then in sequence; a popcount), building one chunk (per row, per bucket),
 # and a flat scan (per query, row and 64-bit word)
@@ -251,6 +257,14 @@ def _bits_at(columns: list[np.ndarray], start: int, bits: int) -> np.ndarray:
     return (key & np.uint64((1 << bits) - 1)).astype(np.int64)
 
 
+def _bucket_bounds(starts: np.ndarray) -> np.ndarray:
+    """Each bucket's range from its first positions ``starts`` (one past the end last): packed ``start | end << 32``
+    (uint64: a probe reads one number, not two), or ``starts`` itself from 2**32 rows."""
+    if starts[-1] >= 2**32:  # pragma: no cover (over four billion rows)
+        return starts
+    return starts[:-1].astype(np.uint64) | (starts[1:].astype(np.uint64) << np.uint64(32))
+
+
 def _flip_masks(bits: int, flips: int) -> np.ndarray:
     return np.array(
         [sum(1 << p for p in combo) for j in range(flips + 1) for combo in itertools.combinations(range(bits), j)],
@@ -263,7 +277,7 @@ class _Chunk(NamedTuple):
     bits: int
     masks: np.ndarray  # the flips probed
     order: np.ndarray  # the rows, sorted by their chunk value
-    starts: np.ndarray  # each value's first position in order (direct-addressed, one past the end last)
+    bounds: np.ndarray  # each value's range of order (direct-addressed): see _bucket_bounds
     side_word: int  # the word column copied beside order
     side: np.ndarray | None  # that word of each row of order (None: over the memory budget)
 
@@ -273,7 +287,7 @@ class ChunkIndex:
 
     ``words`` ``(T, W)`` uint64 (bits ``nbits`` and above zero), kept as ``W`` word
     columns. Each chunk of :func:`chunk_plan` sorts the rows by their chunk value once
-    (``order``), keeps each value's first position (``starts``, direct-addressed) and,
+    (``order``), keeps each value's range of ``order`` (``bounds``, direct-addressed) and,
     beside ``order``, a copy of one word of each row that the chunk does not cover
     (``side``, within :data:`SIDE_BUDGET`). A query's probes are ranges of ``order``:
     their ``side`` words are read in sequence, and the rows whose distance on that one
@@ -295,6 +309,8 @@ class ChunkIndex:
         self.candidates = self.verified = 0  # rows read by the searches so far, and rows checked on every word
         with ThreadPoolExecutor(available_cores()) as pool:  # numpy sorts and gathers without the GIL
             self.chunks = list(pool.map(self._chunk, starts, self.plan or ()))
+        per_query = max((max(len(c.masks), len(c.masks) * self.size >> c.bits) for c in self.chunks), default=1)
+        self.step = max(1, _STEP_ROWS // per_query)  # queries per pass of _search
 
     def _chunk(self, start: int, plan: tuple[int, int]) -> _Chunk:
         bits, flips = plan
@@ -307,10 +323,12 @@ class ChunkIndex:
             order = np.argsort(keys, kind="stable").astype(self.index_type)
         starts = np.zeros((1 << bits) + 1, self.index_type)
         np.cumsum(np.bincount(keys, minlength=1 << bits), out=starts[1:])
+        bounds = _bucket_bounds(starts)
+        del starts
         width = len(self.columns)
         side_word = (start // 64 + width // 2 + 1) % width  # a word away from the chunk, where it can
         side = self.columns[side_word][order] if self.with_side else None
-        return _Chunk(start, bits, _flip_masks(bits, flips), order, starts, side_word, side)
+        return _Chunk(start, bits, _flip_masks(bits, flips), order, bounds, side_word, side)
 
     def __repr__(self) -> str:
         return f"ChunkIndex({self.size} rows, radius={self.radius}, chunks={self.plan})"
@@ -322,9 +340,9 @@ class ChunkIndex:
     def search(self, queries: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
         """Pairs ``(query position, row)`` within ``radius`` of the query rows (word columns, as :meth:`rows`); a pair can repeat."""
         count = len(queries[0])
-        parts = min(available_cores(), max(1, count // 128))
+        parts = max(1, min(-(-count // _PIECE), count // 128))  # pieces of at most _PIECE queries, shared by the cores
         cuts = np.linspace(0, count, parts + 1).astype(np.int64)
-        with ThreadPoolExecutor(parts) as pool:
+        with ThreadPoolExecutor(min(parts, available_cores())) as pool:
             found = list(pool.map(lambda k: self._search([c[cuts[k] : cuts[k + 1]] for c in queries]), range(parts)))
         self.candidates += sum(f[2] for f in found)
         self.verified += sum(f[3] for f in found)
@@ -337,34 +355,47 @@ class ChunkIndex:
             return q, r, len(queries[0]) * len(self.flat), len(queries[0]) * len(self.flat)
         found_q, found_r = [], []
         candidates = verified = 0
-        for chunk in self.chunks:
-            probe = (_bits_at(queries, chunk.start, chunk.bits)[:, None] ^ chunk.masks[None, :]).ravel()
-            lo = chunk.starts[probe]
-            sizes = chunk.starts[probe + 1] - lo
-            hit = np.flatnonzero(sizes)
-            lo, sizes = lo[hit], sizes[hit]
-            ends = np.cumsum(sizes, dtype=np.int64)
-            total = int(ends[-1]) if len(ends) else 0
-            candidates += total
-            at = np.repeat((lo - ends + sizes).astype(self.index_type), sizes) + np.arange(total, dtype=self.index_type)
-            owner = hit // len(chunk.masks)  # the query of each probe that hit
-            if chunk.side is not None:  # one word first, read in sequence: most candidates stop here
-                far = popcount(chunk.side[at] ^ np.repeat(queries[chunk.side_word][owner], sizes)) > self.radius
-                near = np.flatnonzero(~far)
-                at, q = at[near], owner[np.searchsorted(ends, near, side="right")]
-            else:
-                q = np.repeat(owner, sizes)
-            rows = chunk.order[at]
-            verified += len(rows)
-            dist = np.zeros(len(rows), np.int32)
-            for w in range(len(self.columns)):
-                dist += popcount(self.columns[w][rows] ^ queries[w][q])
-            close = dist <= self.radius
-            found_q.append(q[close])
-            found_r.append(rows[close].astype(np.int64))
+        for s in range(0, len(queries[0]), self.step):  # a few queries at a time: the temporaries stay in cache
+            part = [c[s : s + self.step] for c in queries]
+            for chunk in self.chunks:
+                q, rows, read = self._probe(chunk, part)
+                candidates += read
+                verified += len(rows)
+                dist = np.zeros(len(rows), np.int32)
+                for w in range(len(self.columns)):
+                    dist += popcount(self.columns[w][rows] ^ part[w][q])
+                close = dist <= self.radius
+                found_q.append(q[close] + s)
+                found_r.append(rows[close].astype(np.int64))
         if not found_q:
             return np.empty(0, np.int64), np.empty(0, np.int64), candidates, verified
         return np.concatenate(found_q), np.concatenate(found_r), candidates, verified
+
+    def _probe(self, chunk: _Chunk, queries: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray, int]:
+        """The candidates of one chunk: (query position, row) pairs left by the side word, and the count of rows read."""
+        probe = (_bits_at(queries, chunk.start, chunk.bits)[:, None] ^ chunk.masks[None, :]).ravel()  # by query, then mask
+        if chunk.bounds.dtype == np.uint64:  # one read per probe (take: faster than fancy indexing)
+            both = np.take(chunk.bounds, probe)
+            lo = (both & np.uint64(0xFFFFFFFF)).astype(self.index_type)
+            sizes = (both >> np.uint64(32)).astype(self.index_type)
+        else:  # pragma: no cover (over four billion rows)
+            lo, sizes = np.take(chunk.bounds, probe), np.take(chunk.bounds, probe + 1)
+        sizes -= lo
+        hit = np.flatnonzero(sizes)
+        owner = hit // len(chunk.masks)  # the query of each probe that hit
+        lo, sizes = lo[hit], sizes[hit]
+        ends = np.cumsum(sizes, dtype=np.int64)
+        total = int(ends[-1]) if len(ends) else 0
+        lo -= (ends - sizes).astype(lo.dtype)
+        at = np.repeat(lo, sizes)
+        at += np.arange(total, dtype=at.dtype)  # each hit's rows: consecutive positions of order
+        if chunk.side is not None:  # one word first, read in sequence: most candidates stop here
+            far = popcount(np.take(chunk.side, at) ^ np.repeat(np.take(queries[chunk.side_word], owner), sizes)) > self.radius
+            near = np.flatnonzero(~far)
+            at, q = at[near], owner[np.searchsorted(ends, near, side="right")]
+        else:
+            q = np.repeat(owner, sizes)
+        return q, np.take(chunk.order, at), total
 
     def _close(self, a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         dist = np.zeros((len(a), len(b)), np.int32)
@@ -405,22 +436,31 @@ class VariantsFinder(Finder):
         empty = np.empty(0, np.int64)
         self.pending = (empty, empty)  # (later input, representative that hit it)
         self.done = -1  # the largest input queried so far: hits on it or before are stale
-        self.memo = (empty, empty, empty)  # (inputs searched this block, their hits as pairs (x, y))
+        self.memo = (0, 0, empty, empty)  # inputs lo..hi-1 searched ahead, and their hits as pairs (x, y), sorted
 
     def __repr__(self) -> str:
         return f"VariantsFinder({self.index!r})"
 
     def _hits(self, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Pairs ``(x, y)``, ``x`` in ``ids``: input ``y != x`` has a group within range of ``x``'s whole image."""
-        searched, xs, ys = self.memo
-        missing = ids[~np.isin(ids, searched)]
-        if len(missing):
-            q, rows = self.index.search(self.index.rows(missing * self.variants))
-            x, y = missing[q], rows // self.variants
+        """Pairs ``(x, y)``, ``x`` in ``ids``: input ``y != x`` has a group within range of ``x``'s whole image.
+
+        The searches run ahead of the blocks (:data:`SEARCH_AHEAD` inputs at a time, in input
+        order, as dedup asks): the cores share one large search instead of many small ones.
+        """
+        lo, hi, xs, ys = self.memo
+        first, last = int(ids.min(initial=0)), int(ids.max(initial=-1))
+        if len(ids) and not lo <= first <= last < hi:
+            start = hi if lo <= first <= hi else first
+            end = max(last + 1, min(self.n, start + SEARCH_AHEAD))
+            todo = np.arange(start, end, dtype=np.int64)
+            q, rows = self.index.search(self.index.rows(todo * self.variants))
+            x, y = todo[q], rows // self.variants
             pairs = np.unique(x[x != y] * self.n + y[x != y])
-            self.memo = (np.concatenate([searched, missing]), np.concatenate([xs, pairs // self.n]), np.concatenate([ys, pairs % self.n]))
-            searched, xs, ys = self.memo
-        mine = np.isin(xs, ids)
+            kept = xs >= first if start == hi else np.zeros(len(xs), bool)
+            xs, ys = np.concatenate([xs[kept], pairs // self.n]), np.concatenate([ys[kept], pairs % self.n])
+            self.memo = lo, hi, xs, ys = (first if start == hi else start), end, xs, ys
+        a, b = np.searchsorted(xs, [first, last + 1])
+        mine = a + np.flatnonzero(np.isin(xs[a:b], ids))
         return xs[mine], ys[mine]
 
     def add(self, ids: np.ndarray) -> None:
@@ -431,8 +471,6 @@ class VariantsFinder(Finder):
 
     def query(self, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         self.done = max(self.done, int(ids.max(initial=-1)))
-        empty = np.empty(0, np.int64)
-        self.memo = (empty, empty, empty)
         x, y = self._hits(ids)
         back = y[self.is_rep[y]]
         back_q = _positions(ids, x[self.is_rep[y]])
