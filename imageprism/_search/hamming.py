@@ -180,10 +180,14 @@ _STEP_ROWS = 1 << 16
 SEARCH_AHEAD = 8192
 #: most queries a thread searches at a time (several per core: the cores share the work evenly)
 _PIECE = 1024
-# cost model of chunk_plan, in rough nanoseconds on one core: a probe (two random reads),
-# a candidate (its side word: a random read per bucket, then in sequence; a popcount), building one chunk (per row, per bucket),
-# and a flat scan (per query, row and 64-bit word)
-_PROBE_NS, _CANDIDATE_NS, _BUILD_ROW_NS, _BUCKET_NS, _FLAT_NS = 30.0, 25.0, 150.0, 2.0, 3.0
+# cost model of chunk_plan, in nanoseconds of one core: a probe (one random read of its bucket's bounds, then numpy's
+# passes over the probes), a candidate (its side word, read in sequence within the bucket, and a popcount), building one
+# chunk (per row: key, sort, side copy; per bucket), and a flat scan (per query, row and 64-bit word). Probe and
+# candidate: least squares over one-thread search times of single chunks of the 26-million-row table of 1M robust
+# hashes (benchmarks/dedup_scale.py's codes; AMD EPYC, 2 cores, load ~1): (24 bits, 2 flips) 11.1 us per query for 301
+# probes and 467 rows, (24, 1) 1.15 us for 25 and 39, (20, 1) 3.5 us for 21 and 521: 28 and 5.6 ns. Build: 12 s of CPU
+# for 8 chunks of 26M rows, about 60 ns per row and chunk. The flat scan's 3 ns is the earlier estimate, not re-measured.
+_PROBE_NS, _CANDIDATE_NS, _BUILD_ROW_NS, _BUCKET_NS, _FLAT_NS = 30.0, 6.0, 60.0, 2.0, 3.0
 
 
 def chunk_plan(nbits: int, radius: int, table: int, queries: int) -> tuple[tuple[int, int], ...] | None:
@@ -194,32 +198,37 @@ def chunk_plan(nbits: int, radius: int, table: int, queries: int) -> tuple[tuple
     ``table`` of rows: per query, each chunk's probes (``sum over j <= flips of
     comb(bits, j)``) and the ``table / 2**bits`` rows each probe finds on random codes,
     plus the build of each chunk; against a flat popcount scan. Chunks have ``f`` or
-    ``f + 1`` flips and near-equal widths (at most :data:`MAX_CHUNK_BITS`), so a larger
-    table gets wider chunks with more flips: buckets stay small as it grows.
+    ``f + 1`` flips, each kind of near-equal width (at most :data:`MAX_CHUNK_BITS`; the
+    chunks with a flip more may be wider), so a larger table gets wider chunks with more
+    flips: buckets stay small as it grows.
     """
     if radius < 0:
         return ()
     words = -(-nbits // 64)
     best: tuple[float, tuple[tuple[int, int], ...] | None] = (queries * table * words * _FLAT_NS, None)
+
+    def cost(bits: int, flips: int) -> float:
+        probes = sum(math.comb(bits, j) for j in range(flips + 1))
+        if flips > bits or probes > _MAX_PROBES:
+            return math.inf
+        return queries * probes * (_PROBE_NS + _CANDIDATE_NS * table / 2.0**bits) + table * _BUILD_ROW_NS + 2.0**bits * _BUCKET_NS
+
     for flips in range(4):
         for chunks in range(1, radius + 2):
             extra = max(0, radius + 1 - chunks * (flips + 1))  # chunks that need one flip more
-            base, wider = divmod(nbits, chunks)
-            if extra > chunks or base < 4:
+            if extra > chunks:
                 continue
-            plan = tuple(
-                (min(MAX_CHUNK_BITS, base + (i < wider)), flips + (i < extra)) for i in range(chunks)
-            )
-            cost = 0.0
-            for bits, f in plan:
-                probes = sum(math.comb(bits, j) for j in range(f + 1))
-                if f > bits or probes > _MAX_PROBES:
-                    cost = math.inf
-                    break
-                cost += queries * probes * (_PROBE_NS + _CANDIDATE_NS * table / 2.0**bits)
-                cost += table * _BUILD_ROW_NS + 2.0**bits * _BUCKET_NS
-            if cost < best[0]:
-                best = (cost, plan)
+            for wide in range(4, MAX_CHUNK_BITS + 1) if 0 < extra < chunks else [0]:  # the extra chunks' width (0: as the rest)
+                base, wider = divmod(nbits - wide * extra, chunks - extra if wide else chunks)
+                if base < 4:
+                    continue
+                plan = tuple((wide, flips + 1) for _ in range(extra if wide else 0)) + tuple(
+                    (min(MAX_CHUNK_BITS, base + (i < wider)), flips + (not wide and i < extra))
+                    for i in range(chunks - extra if wide else chunks)
+                )
+                total = sum(cost(bits, f) for bits, f in plan)
+                if total < best[0]:
+                    best = (total, plan)
     return best[1]
 
 
