@@ -262,8 +262,9 @@ def _bits_at(columns: list[np.ndarray], start: int, bits: int) -> np.ndarray:
     w, s = divmod(start, 64)
     key = columns[w] >> np.uint64(s)
     if s + bits > 64:
-        key = key | (columns[w + 1] << np.uint64(64 - s))
-    return (key & np.uint64((1 << bits) - 1)).astype(np.int64)
+        key |= columns[w + 1] << np.uint64(64 - s)
+    key &= np.uint64((1 << bits) - 1)
+    return key.view(np.int64)  # under 2**63: the same numbers, no copy
 
 
 def _bucket_bounds(starts: np.ndarray) -> np.ndarray:
@@ -316,19 +317,20 @@ class ChunkIndex:
         starts = np.cumsum([0, *(bits for bits, _ in self.plan or ())]).tolist()
         self.with_side = self.size * 8 * len(self.plan or ()) <= SIDE_BUDGET
         self.candidates = self.verified = 0  # rows read by the searches so far, and rows checked on every word
+        rows = itertools.repeat(np.arange(self.size, dtype=np.int64))  # shared by the chunks' sorts
         with ThreadPoolExecutor(available_cores()) as pool:  # numpy sorts and gathers without the GIL
-            self.chunks = list(pool.map(self._chunk, starts, self.plan or ()))
+            self.chunks = list(pool.map(self._chunk, starts, self.plan or (), rows))
         per_query = max((max(len(c.masks), len(c.masks) * self.size >> c.bits) for c in self.chunks), default=1)
         self.step = max(1, _STEP_ROWS // per_query)  # queries per pass of _search
 
-    def _chunk(self, start: int, plan: tuple[int, int]) -> _Chunk:
+    def _chunk(self, start: int, plan: tuple[int, int], rows: np.ndarray) -> _Chunk:
         bits, flips = plan
         keys = _bits_at(self.columns, start, bits)
         starts = np.zeros((1 << bits) + 1, self.index_type)
         np.cumsum(np.bincount(keys, minlength=1 << bits), out=starts[1:])
         if self.size < 2**32:  # sort (key, row) packed in one integer, in place: several times faster than argsort
             keys <<= 32
-            keys |= np.arange(self.size, dtype=np.int64)
+            keys |= rows
             keys.sort()
             keys &= 0xFFFFFFFF
             order = keys.astype(self.index_type)
