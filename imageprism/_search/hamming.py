@@ -404,8 +404,9 @@ class ChunkIndex:
         at = np.repeat(lo, sizes)
         at += np.arange(total, dtype=at.dtype)  # each hit's rows: consecutive positions of order
         if chunk.side is not None:  # one word first, read in sequence: most candidates stop here
-            far = popcount(np.take(chunk.side, at) ^ np.repeat(np.take(queries[chunk.side_word], owner), sizes)) > self.radius
-            near = np.flatnonzero(~far)
+            side = np.take(chunk.side, at)
+            side ^= np.repeat(np.take(queries[chunk.side_word], owner), sizes)
+            near = np.flatnonzero(popcount(side) <= self.radius)
             at, q = at[near], owner[np.searchsorted(ends, near, side="right")]
         else:
             q = np.repeat(owner, sizes)
