@@ -308,7 +308,10 @@ class ChunkIndex:
     """
 
     def __init__(self, words: np.ndarray, nbits: int, radius: int, *, queries: int) -> None:
-        self.columns = [np.ascontiguousarray(words[:, w]) for w in range(words.shape[1])]
+        columns = np.empty((words.shape[1], len(words)), np.uint64)
+        for s in range(0, len(words), _CHUNK):  # transposed a block at a time: in cache, several times faster
+            columns[:, s : s + _CHUNK] = words[s : s + _CHUNK].T
+        self.columns = list(columns)
         self.size = len(words)
         self.radius = radius
         self.plan = chunk_plan(nbits, radius, self.size, queries)
