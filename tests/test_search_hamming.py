@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from imageprism._dedup import DedupColumn, greedy_labels, labels_brute_force
+from imageprism._dedup import DedupColumn, connected_labels, greedy_labels, labels_brute_force
 from imageprism._math import popcount
 from imageprism._search import hamming
 from imageprism._search.hamming import MAX_CHUNK_BITS, ChunkIndex, chunk_plan, packed_words
@@ -133,3 +133,19 @@ def test_huge_identical_cluster_of_robust_hashes_is_fast_and_correct() -> None:
     expected = np.ones(30_000, np.int64)
     expected[::1000] = np.arange(0, 30_000, 1000)
     np.testing.assert_array_equal(labels, expected)
+
+
+@pytest.mark.parametrize("ahead", [1, 100, 700])
+def test_searches_ahead_of_the_blocks_give_the_same_labels(monkeypatch: pytest.MonkeyPatch, ahead: int) -> None:
+    """The variant finder searches inputs ahead of the blocks, in windows that blocks straddle: labels are unchanged."""
+    rng = np.random.default_rng(30)
+    codes = robust_like(rng, 2000)
+    col = DedupColumn("hash", "bit_variants", codes, bits_per_row=64, variants=26)
+    expected = labels_brute_force([col], 0.9)
+    whole = connected_labels([col], 0.9, block_size=64)  # one search of every input (the window is larger than n)
+    monkeypatch.setattr(hamming, "SEARCH_AHEAD", ahead)
+    np.testing.assert_array_equal(greedy_labels([col], 0.9, block_size=64), expected)
+    np.testing.assert_array_equal(greedy_labels([col], 0.9, block_size=300), expected)
+    for got, want in zip(connected_labels([col], 0.9, block_size=64), whole):
+        np.testing.assert_array_equal(got, want)
+    assert 1 < len(np.unique(expected)) < 1900

@@ -174,10 +174,20 @@ MAX_CHUNK_BITS = 24
 SIDE_BUDGET = 4 << 30
 #: most flip masks probed per chunk
 _MAX_PROBES = 5000
-# cost model of chunk_plan, in rough nanoseconds on one core: a probe (two random reads),
-# a candidate (its side word: a random read per bucket, then in sequence; a popcount), building one chunk (per row, per bucket),
-# and a flat scan (per query, row and 64-bit word)
-_PROBE_NS, _CANDIDATE_NS, _BUILD_ROW_NS, _BUCKET_NS, _FLAT_NS = 30.0, 25.0, 150.0, 2.0, 3.0
+#: probes or rows a search handles per chunk and pass (temporaries of a few MB at most: in cache, no page faults)
+_STEP_ROWS = 1 << 16
+#: inputs a :class:`VariantsFinder` searches at a time, ahead of the blocks that need their hits
+SEARCH_AHEAD = 8192
+#: most queries a thread searches at a time (several per core: the cores share the work evenly)
+_PIECE = 1024
+# cost model of chunk_plan, in nanoseconds of one core: a probe (one random read of its bucket's bounds, then numpy's
+# passes over the probes), a candidate (its side word, read in sequence within the bucket, and a popcount), building one
+# chunk (per row: key, sort, side copy; per bucket), and a flat scan (per query, row and 64-bit word). Probe and
+# candidate: least squares over one-thread search times of single chunks of the 26-million-row table of 1M robust
+# hashes (benchmarks/dedup_scale.py's codes; AMD EPYC, 2 cores, load ~1): (24 bits, 2 flips) 11.1 us per query for 301
+# probes and 467 rows, (24, 1) 1.15 us for 25 and 39, (20, 1) 3.5 us for 21 and 521: 28 and 5.6 ns. Build: 12 s of CPU
+# for 8 chunks of 26M rows, about 60 ns per row and chunk. The flat scan's 3 ns is the earlier estimate, not re-measured.
+_PROBE_NS, _CANDIDATE_NS, _BUILD_ROW_NS, _BUCKET_NS, _FLAT_NS = 30.0, 6.0, 60.0, 2.0, 3.0
 
 
 def chunk_plan(nbits: int, radius: int, table: int, queries: int) -> tuple[tuple[int, int], ...] | None:
@@ -188,32 +198,37 @@ def chunk_plan(nbits: int, radius: int, table: int, queries: int) -> tuple[tuple
     ``table`` of rows: per query, each chunk's probes (``sum over j <= flips of
     comb(bits, j)``) and the ``table / 2**bits`` rows each probe finds on random codes,
     plus the build of each chunk; against a flat popcount scan. Chunks have ``f`` or
-    ``f + 1`` flips and near-equal widths (at most :data:`MAX_CHUNK_BITS`), so a larger
-    table gets wider chunks with more flips: buckets stay small as it grows.
+    ``f + 1`` flips, each kind of near-equal width (at most :data:`MAX_CHUNK_BITS`; the
+    chunks with a flip more may be wider), so a larger table gets wider chunks with more
+    flips: buckets stay small as it grows.
     """
     if radius < 0:
         return ()
     words = -(-nbits // 64)
     best: tuple[float, tuple[tuple[int, int], ...] | None] = (queries * table * words * _FLAT_NS, None)
+
+    def cost(bits: int, flips: int) -> float:
+        probes = sum(math.comb(bits, j) for j in range(flips + 1))
+        if flips > bits or probes > _MAX_PROBES:
+            return math.inf
+        return queries * probes * (_PROBE_NS + _CANDIDATE_NS * table / 2.0**bits) + table * _BUILD_ROW_NS + 2.0**bits * _BUCKET_NS
+
     for flips in range(4):
         for chunks in range(1, radius + 2):
             extra = max(0, radius + 1 - chunks * (flips + 1))  # chunks that need one flip more
-            base, wider = divmod(nbits, chunks)
-            if extra > chunks or base < 4:
+            if extra > chunks:
                 continue
-            plan = tuple(
-                (min(MAX_CHUNK_BITS, base + (i < wider)), flips + (i < extra)) for i in range(chunks)
-            )
-            cost = 0.0
-            for bits, f in plan:
-                probes = sum(math.comb(bits, j) for j in range(f + 1))
-                if f > bits or probes > _MAX_PROBES:
-                    cost = math.inf
-                    break
-                cost += queries * probes * (_PROBE_NS + _CANDIDATE_NS * table / 2.0**bits)
-                cost += table * _BUILD_ROW_NS + 2.0**bits * _BUCKET_NS
-            if cost < best[0]:
-                best = (cost, plan)
+            for wide in range(4, MAX_CHUNK_BITS + 1) if 0 < extra < chunks else [0]:  # the extra chunks' width (0: as the rest)
+                base, wider = divmod(nbits - wide * extra, chunks - extra if wide else chunks)
+                if base < 4:
+                    continue
+                plan = tuple((wide, flips + 1) for _ in range(extra if wide else 0)) + tuple(
+                    (min(MAX_CHUNK_BITS, base + (i < wider)), flips + (not wide and i < extra))
+                    for i in range(chunks - extra if wide else chunks)
+                )
+                total = sum(cost(bits, f) for bits, f in plan)
+                if total < best[0]:
+                    best = (total, plan)
     return best[1]
 
 
@@ -247,8 +262,17 @@ def _bits_at(columns: list[np.ndarray], start: int, bits: int) -> np.ndarray:
     w, s = divmod(start, 64)
     key = columns[w] >> np.uint64(s)
     if s + bits > 64:
-        key = key | (columns[w + 1] << np.uint64(64 - s))
-    return (key & np.uint64((1 << bits) - 1)).astype(np.int64)
+        key |= columns[w + 1] << np.uint64(64 - s)
+    key &= np.uint64((1 << bits) - 1)
+    return key.view(np.int64)  # under 2**63: the same numbers, no copy
+
+
+def _bucket_bounds(starts: np.ndarray) -> np.ndarray:
+    """Each bucket's range from its first positions ``starts`` (one past the end last): packed ``start | end << 32``
+    (uint64: a probe reads one number, not two), or ``starts`` itself from 2**32 rows."""
+    if starts[-1] >= 2**32:  # pragma: no cover (over four billion rows)
+        return starts
+    return starts[:-1].astype(np.uint64) | (starts[1:].astype(np.uint64) << np.uint64(32))
 
 
 def _flip_masks(bits: int, flips: int) -> np.ndarray:
@@ -263,7 +287,7 @@ class _Chunk(NamedTuple):
     bits: int
     masks: np.ndarray  # the flips probed
     order: np.ndarray  # the rows, sorted by their chunk value
-    starts: np.ndarray  # each value's first position in order (direct-addressed, one past the end last)
+    bounds: np.ndarray  # each value's range of order (direct-addressed): see _bucket_bounds
     side_word: int  # the word column copied beside order
     side: np.ndarray | None  # that word of each row of order (None: over the memory budget)
 
@@ -273,7 +297,7 @@ class ChunkIndex:
 
     ``words`` ``(T, W)`` uint64 (bits ``nbits`` and above zero), kept as ``W`` word
     columns. Each chunk of :func:`chunk_plan` sorts the rows by their chunk value once
-    (``order``), keeps each value's first position (``starts``, direct-addressed) and,
+    (``order``), keeps each value's range of ``order`` (``bounds``, direct-addressed) and,
     beside ``order``, a copy of one word of each row that the chunk does not cover
     (``side``, within :data:`SIDE_BUDGET`). A query's probes are ranges of ``order``:
     their ``side`` words are read in sequence, and the rows whose distance on that one
@@ -284,7 +308,10 @@ class ChunkIndex:
     """
 
     def __init__(self, words: np.ndarray, nbits: int, radius: int, *, queries: int) -> None:
-        self.columns = [np.ascontiguousarray(words[:, w]) for w in range(words.shape[1])]
+        columns = np.empty((words.shape[1], len(words)), np.uint64)
+        for s in range(0, len(words), _CHUNK):  # transposed a block at a time: in cache, several times faster
+            columns[:, s : s + _CHUNK] = words[s : s + _CHUNK].T
+        self.columns = list(columns)
         self.size = len(words)
         self.radius = radius
         self.plan = chunk_plan(nbits, radius, self.size, queries)
@@ -293,24 +320,32 @@ class ChunkIndex:
         starts = np.cumsum([0, *(bits for bits, _ in self.plan or ())]).tolist()
         self.with_side = self.size * 8 * len(self.plan or ()) <= SIDE_BUDGET
         self.candidates = self.verified = 0  # rows read by the searches so far, and rows checked on every word
+        rows = itertools.repeat(np.arange(self.size, dtype=np.int64))  # shared by the chunks' sorts
         with ThreadPoolExecutor(available_cores()) as pool:  # numpy sorts and gathers without the GIL
-            self.chunks = list(pool.map(self._chunk, starts, self.plan or ()))
+            self.chunks = list(pool.map(self._chunk, starts, self.plan or (), rows))
+        per_query = max((max(len(c.masks), len(c.masks) * self.size >> c.bits) for c in self.chunks), default=1)
+        self.step = max(1, _STEP_ROWS // per_query)  # queries per pass of _search
 
-    def _chunk(self, start: int, plan: tuple[int, int]) -> _Chunk:
+    def _chunk(self, start: int, plan: tuple[int, int], rows: np.ndarray) -> _Chunk:
         bits, flips = plan
         keys = _bits_at(self.columns, start, bits)
-        if self.size < 2**32:  # sort (key, row) packed in one integer: several times faster than argsort
-            packed = np.sort((keys.astype(np.uint64) << np.uint64(32)) | np.arange(self.size, dtype=np.uint64))
-            order = (packed & np.uint64(0xFFFFFFFF)).astype(self.index_type)
-            del packed
-        else:  # pragma: no cover (over four billion rows)
-            order = np.argsort(keys, kind="stable").astype(self.index_type)
         starts = np.zeros((1 << bits) + 1, self.index_type)
         np.cumsum(np.bincount(keys, minlength=1 << bits), out=starts[1:])
+        if self.size < 2**32:  # sort (key, row) packed in one integer, in place: several times faster than argsort
+            keys <<= 32
+            keys |= rows
+            keys.sort()
+            keys &= 0xFFFFFFFF
+            order = keys.astype(self.index_type)
+        else:  # pragma: no cover (over four billion rows)
+            order = np.argsort(keys, kind="stable").astype(self.index_type)
+        del keys
+        bounds = _bucket_bounds(starts)
+        del starts
         width = len(self.columns)
         side_word = (start // 64 + width // 2 + 1) % width  # a word away from the chunk, where it can
         side = self.columns[side_word][order] if self.with_side else None
-        return _Chunk(start, bits, _flip_masks(bits, flips), order, starts, side_word, side)
+        return _Chunk(start, bits, _flip_masks(bits, flips), order, bounds, side_word, side)
 
     def __repr__(self) -> str:
         return f"ChunkIndex({self.size} rows, radius={self.radius}, chunks={self.plan})"
@@ -322,9 +357,9 @@ class ChunkIndex:
     def search(self, queries: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
         """Pairs ``(query position, row)`` within ``radius`` of the query rows (word columns, as :meth:`rows`); a pair can repeat."""
         count = len(queries[0])
-        parts = min(available_cores(), max(1, count // 128))
+        parts = max(1, min(-(-count // _PIECE), count // 128))  # pieces of at most _PIECE queries, shared by the cores
         cuts = np.linspace(0, count, parts + 1).astype(np.int64)
-        with ThreadPoolExecutor(parts) as pool:
+        with ThreadPoolExecutor(min(parts, available_cores())) as pool:
             found = list(pool.map(lambda k: self._search([c[cuts[k] : cuts[k + 1]] for c in queries]), range(parts)))
         self.candidates += sum(f[2] for f in found)
         self.verified += sum(f[3] for f in found)
@@ -337,34 +372,48 @@ class ChunkIndex:
             return q, r, len(queries[0]) * len(self.flat), len(queries[0]) * len(self.flat)
         found_q, found_r = [], []
         candidates = verified = 0
-        for chunk in self.chunks:
-            probe = (_bits_at(queries, chunk.start, chunk.bits)[:, None] ^ chunk.masks[None, :]).ravel()
-            lo = chunk.starts[probe]
-            sizes = chunk.starts[probe + 1] - lo
-            hit = np.flatnonzero(sizes)
-            lo, sizes = lo[hit], sizes[hit]
-            ends = np.cumsum(sizes, dtype=np.int64)
-            total = int(ends[-1]) if len(ends) else 0
-            candidates += total
-            at = np.repeat((lo - ends + sizes).astype(self.index_type), sizes) + np.arange(total, dtype=self.index_type)
-            owner = hit // len(chunk.masks)  # the query of each probe that hit
-            if chunk.side is not None:  # one word first, read in sequence: most candidates stop here
-                far = popcount(chunk.side[at] ^ np.repeat(queries[chunk.side_word][owner], sizes)) > self.radius
-                near = np.flatnonzero(~far)
-                at, q = at[near], owner[np.searchsorted(ends, near, side="right")]
-            else:
-                q = np.repeat(owner, sizes)
-            rows = chunk.order[at]
-            verified += len(rows)
-            dist = np.zeros(len(rows), np.int32)
-            for w in range(len(self.columns)):
-                dist += popcount(self.columns[w][rows] ^ queries[w][q])
-            close = dist <= self.radius
-            found_q.append(q[close])
-            found_r.append(rows[close].astype(np.int64))
+        for s in range(0, len(queries[0]), self.step):  # a few queries at a time: the temporaries stay in cache
+            part = [c[s : s + self.step] for c in queries]
+            for chunk in self.chunks:
+                q, rows, read = self._probe(chunk, part)
+                candidates += read
+                verified += len(rows)
+                dist = np.zeros(len(rows), np.int32)
+                for w in range(len(self.columns)):
+                    dist += popcount(self.columns[w][rows] ^ part[w][q])
+                close = dist <= self.radius
+                found_q.append(q[close] + s)
+                found_r.append(rows[close].astype(np.int64))
         if not found_q:
             return np.empty(0, np.int64), np.empty(0, np.int64), candidates, verified
         return np.concatenate(found_q), np.concatenate(found_r), candidates, verified
+
+    def _probe(self, chunk: _Chunk, queries: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray, int]:
+        """The candidates of one chunk: (query position, row) pairs left by the side word, and the count of rows read."""
+        probe = (_bits_at(queries, chunk.start, chunk.bits)[:, None] ^ chunk.masks[None, :]).ravel()  # by query, then mask
+        if chunk.bounds.dtype == np.uint64:  # one read per probe (take: faster than fancy indexing)
+            both = np.take(chunk.bounds, probe)
+            lo = (both & np.uint64(0xFFFFFFFF)).astype(self.index_type)
+            sizes = (both >> np.uint64(32)).astype(self.index_type)
+        else:  # pragma: no cover (over four billion rows)
+            lo, sizes = np.take(chunk.bounds, probe), np.take(chunk.bounds, probe + 1)
+        sizes -= lo
+        hit = np.flatnonzero(sizes)
+        owner = hit // len(chunk.masks)  # the query of each probe that hit
+        lo, sizes = lo[hit], sizes[hit]
+        ends = np.cumsum(sizes, dtype=np.int64)
+        total = int(ends[-1]) if len(ends) else 0
+        lo -= (ends - sizes).astype(lo.dtype)
+        at = np.repeat(lo, sizes)
+        at += np.arange(total, dtype=at.dtype)  # each hit's rows: consecutive positions of order
+        if chunk.side is not None:  # one word first, read in sequence: most candidates stop here
+            side = np.take(chunk.side, at)
+            side ^= np.repeat(np.take(queries[chunk.side_word], owner), sizes)
+            near = np.flatnonzero(popcount(side) <= self.radius)
+            at, q = at[near], owner[np.searchsorted(ends, near, side="right")]
+        else:
+            q = np.repeat(owner, sizes)
+        return q, np.take(chunk.order, at), total
 
     def _close(self, a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         dist = np.zeros((len(a), len(b)), np.int32)
@@ -405,22 +454,31 @@ class VariantsFinder(Finder):
         empty = np.empty(0, np.int64)
         self.pending = (empty, empty)  # (later input, representative that hit it)
         self.done = -1  # the largest input queried so far: hits on it or before are stale
-        self.memo = (empty, empty, empty)  # (inputs searched this block, their hits as pairs (x, y))
+        self.memo = (0, 0, empty, empty)  # inputs lo..hi-1 searched ahead, and their hits as pairs (x, y), sorted
 
     def __repr__(self) -> str:
         return f"VariantsFinder({self.index!r})"
 
     def _hits(self, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Pairs ``(x, y)``, ``x`` in ``ids``: input ``y != x`` has a group within range of ``x``'s whole image."""
-        searched, xs, ys = self.memo
-        missing = ids[~np.isin(ids, searched)]
-        if len(missing):
-            q, rows = self.index.search(self.index.rows(missing * self.variants))
-            x, y = missing[q], rows // self.variants
+        """Pairs ``(x, y)``, ``x`` in ``ids``: input ``y != x`` has a group within range of ``x``'s whole image.
+
+        The searches run ahead of the blocks (:data:`SEARCH_AHEAD` inputs at a time, in input
+        order, as dedup asks): the cores share one large search instead of many small ones.
+        """
+        lo, hi, xs, ys = self.memo
+        first, last = int(ids.min(initial=0)), int(ids.max(initial=-1))
+        if len(ids) and not lo <= first <= last < hi:
+            start = hi if lo <= first <= hi else first
+            end = max(last + 1, min(self.n, start + SEARCH_AHEAD))
+            todo = np.arange(start, end, dtype=np.int64)
+            q, rows = self.index.search(self.index.rows(todo * self.variants))
+            x, y = todo[q], rows // self.variants
             pairs = np.unique(x[x != y] * self.n + y[x != y])
-            self.memo = (np.concatenate([searched, missing]), np.concatenate([xs, pairs // self.n]), np.concatenate([ys, pairs % self.n]))
-            searched, xs, ys = self.memo
-        mine = np.isin(xs, ids)
+            kept = xs >= first if start == hi else np.zeros(len(xs), bool)
+            xs, ys = np.concatenate([xs[kept], pairs // self.n]), np.concatenate([ys[kept], pairs % self.n])
+            self.memo = lo, hi, xs, ys = (first if start == hi else start), end, xs, ys
+        a, b = np.searchsorted(xs, [first, last + 1])
+        mine = a + np.flatnonzero(np.isin(xs[a:b], ids))
         return xs[mine], ys[mine]
 
     def add(self, ids: np.ndarray) -> None:
@@ -431,8 +489,6 @@ class VariantsFinder(Finder):
 
     def query(self, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         self.done = max(self.done, int(ids.max(initial=-1)))
-        empty = np.empty(0, np.int64)
-        self.memo = (empty, empty, empty)
         x, y = self._hits(ids)
         back = y[self.is_rep[y]]
         back_q = _positions(ids, x[self.is_rep[y]])
