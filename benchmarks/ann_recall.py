@@ -116,6 +116,7 @@ def rerank(base: np.ndarray, query: np.ndarray, candidates: np.ndarray, k: int) 
 
 
 def candidates_section(name: str, x: np.ndarray, queries: int) -> None:
+    faiss.omp_set_num_threads(_ann.THREADS)  # the structures compared on the searches' thread count
     n, d = x.shape
     split = n - queries
     base, q = x[:split], x[split:]
@@ -369,10 +370,9 @@ def main() -> None:
     parser.add_argument("--sample", type=int, default=1000)
     parser.add_argument("--queries", type=int, default=200)
     parser.add_argument("--shapes", default="clip,dino")
-    parser.add_argument("--threads", type=int, default=1, help="faiss OpenMP threads of the index (imageprism._search.ann.THREADS)")
+    parser.add_argument("--threads", type=int, default=1, help="faiss OpenMP threads of the searches (imageprism._search.ann.THREADS) and of the candidates section")
     parser.add_argument("--skip", default="", help="sections to skip: candidates,index,dedup,coverage,standins")
     args = parser.parse_args()
-    faiss.omp_set_num_threads(args.threads)
     _ann.THREADS = args.threads
     skip = set(args.skip.split(","))
     print(f"# ann_recall: threshold {THRESHOLD}, {os.cpu_count()} cores, faiss {faiss.__version__}, "

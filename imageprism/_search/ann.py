@@ -46,10 +46,14 @@ Exact = bool | Literal["auto"]
 #: below it the exact scans are fast enough, see ``benchmarks/README.md``)
 EXACT_BELOW = 50_000
 
-#: OpenMP threads of faiss while it works for this module. One: on the shared 2-core
-#: machine of the benchmarks, two threads made searches 4-40x slower whenever other jobs ran
-#: (OpenMP threads wait for each other at every call); see ``benchmarks/README.md``
+#: OpenMP threads of faiss while it searches, or adds a few vectors, for this module. One: on
+#: the shared 2-core machine of the benchmarks, two threads made searches 4-40x slower whenever
+#: other jobs ran (OpenMP threads wait for each other at every call); see ``benchmarks/README.md``
 THREADS = 1
+#: from this many vectors, training and adding run on faiss's own thread count (every core unless
+#: the process set it): one long call, where the threads wait for each other once (1M vectors
+#: added: 1.8x faster on 2 idle cores, the time of the first query after a load)
+BULK = 10_000
 #: a search scans at least about this many codes (all of them in a smaller index)
 MIN_SCAN = 1024
 _TRAIN_PER_CELL = 32  # k-means sample: points per cell
@@ -103,9 +107,12 @@ def _faiss() -> Any:
 
 
 @contextlib.contextmanager
-def _threads() -> Iterator[None]:
-    """faiss limited to :data:`THREADS` OpenMP threads (its process-wide setting, restored after)."""
+def _threads(n: int = 0) -> Iterator[None]:
+    """faiss limited to :data:`THREADS` OpenMP threads for work on ``n < BULK`` vectors (its process-wide setting, restored after)."""
     faiss = _faiss()
+    if n >= BULK:
+        yield
+        return
     before = faiss.omp_get_max_threads()
     faiss.omp_set_num_threads(THREADS)
     try:
@@ -148,7 +155,7 @@ class AnnIndex:
         probe.cp.seed = seed
         probe.cp.max_points_per_centroid = _TRAIN_PER_CELL
         probe.cp.min_points_per_centroid = _TRAIN_PER_CELL  # faiss warns on stderr below 39 per cell otherwise
-        with _threads():
+        with _threads(len(sample)):
             probe.train(sample)
         centroids = probe.quantizer.reconstruct_n(0, params.nlist)
         codebook = faiss.vector_to_array(probe.pq.centroids).reshape(params.m, 16, d // params.m)
@@ -164,7 +171,7 @@ class AnnIndex:
     def add(self, vectors: np.ndarray, ids: np.ndarray) -> None:
         """Add unit ``vectors`` under ``ids`` (int64)."""
         if len(ids):
-            with _threads():
+            with _threads(len(ids)):
                 self.index.add_with_ids(np.ascontiguousarray(vectors, np.float32), np.ascontiguousarray(ids, np.int64))
 
     def search(self, queries: np.ndarray, k: int, *, nprobe: int | None = None) -> np.ndarray:
