@@ -6,7 +6,7 @@ A saved index is a directory::
     g000001.ids.json           segment written by generation 1: its item ids
     g000001.hash.codes.npy     ... and one array per column key (``Column.arrays()``)
     g000003.deleted.npy        rows removed by generation 3 (int64, numbered across segments)
-    g000002.semantic.ann-centroids.npy  a dimension's trained approximate-search state
+    g000002.semantic.ann-<digest>-centroids.npy  a trained approximate-search state
                                (``Searcher.state()``, written by the save that first has it)
     lock                       held (``flock``) by the one process saving
 

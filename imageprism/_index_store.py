@@ -16,13 +16,14 @@ included. The items of an index in memory are its saved items (in row order,
 Column data goes through :meth:`Column.arrays() <imageprism._search.columns.Column.arrays>`
 and :meth:`Column.restore`, so whatever arrays a column keeps are saved per segment.
 A searcher's trained state (:meth:`Searcher.state <imageprism._search.topk.Searcher.state>`,
-the approximate index's cells and codebook) is written once, by the first save that has it,
-and named by every later manifest (it does not change once trained); its files go
-with a full rewrite like everything else.
+the approximate index's cells and codebook) is written by the first save that has it and
+named by later manifests while it is unchanged (a digest of it is in the file names); a
+state trained anew is written again.
 """
 
 from __future__ import annotations
 
+import hashlib
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -132,13 +133,27 @@ def save_columns(
 def _ann(
     writer: Writer, generation: int, states: Mapping[str, Mapping[str, np.ndarray]], committed: Mapping[str, dict[str, str]]
 ) -> dict[str, dict[str, str]]:
-    """The state files of each dimension: the committed ones where there are, else written now."""
-    return {
-        name: dict(committed[name]) if name in committed else {
-            key: writer.array(f"{_file_stem(generation, name)}.ann-{key}.npy", array) for key, array in state.items()
-        }
-        for name, state in states.items() if state
-    }
+    """The state files of each dimension: the committed ones while the state is the same, else written now.
+
+    A state's files carry a digest of its arrays in their names, so an unchanged state
+    (the usual case: it is trained once) is recognised without reading the files back.
+    """
+    files = {}
+    for name, state in states.items():
+        if not state:
+            continue
+        digest = hashlib.blake2b(digest_size=8)
+        for key in sorted(state):
+            digest.update(key.encode() + b"\0" + np.ascontiguousarray(state[key]).tobytes())
+        tag = digest.hexdigest()
+        old = committed.get(name, {})
+        if set(old) == set(state) and all(f".ann-{tag}-" in file for file in old.values()):
+            files[name] = dict(old)
+        else:
+            files[name] = {
+                key: writer.array(f"{_file_stem(generation, name)}.ann-{tag}-{key}.npy", array) for key, array in state.items()
+            }
+    return files
 
 
 def _write(

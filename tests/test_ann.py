@@ -266,3 +266,30 @@ def test_bulk_work_on_every_core_gives_the_same_index(monkeypatch: pytest.Monkey
     (one, hits_one), (every, hits_every) = found
     assert all(np.array_equal(one[key], every[key]) for key in one)
     assert np.array_equal(hits_one, hits_every)
+
+
+def test_an_index_grown_past_its_training_trains_anew_and_saves_it(tmp_path: Path, probing: None) -> None:
+    prism = ImagePrism(dimensions=["semantic"])
+    items = _catalogue(4200, seed=14)
+    index = ImageIndex(prism, exact=False)
+    index.add_embeddings(items[:1500], ids=[f"i{i}" for i in range(1500)])
+    folder = index.save(tmp_path / "catalogue")
+    first = json.loads((folder / "manifest.json").read_text())["ann"]["semantic"]
+    searcher = index._searchers["semantic"]
+    assert isinstance(searcher, AnnScan)
+    cells = len(searcher.state()["centroids"])
+    index.add_embeddings(items[1500:1800], ids=[f"i{i}" for i in range(1500, 1800)])  # a little more: kept
+    index.search_embedding(items[0], k=10)
+    assert searcher.ann is not None and searcher.ann.params.nlist == cells
+    index.save(folder)
+    assert json.loads((folder / "manifest.json").read_text())["ann"]["semantic"] == first
+    index.add_embeddings(items[1800:], ids=[f"i{i}" for i in range(1800, 4200)])  # 2.8x: twice the cells now
+    queries = _catalogue(10, seed=15)
+    before = [index.search_embedding(q, k=10) for q in queries]
+    assert searcher.ann is not None and searcher.ann.params.nlist == 2 * cells
+    index.save(folder)
+    second = json.loads((folder / "manifest.json").read_text())["ann"]["semantic"]
+    assert set(second) == set(first) and not set(second.values()) & set(first.values())
+    assert not any((folder / name).exists() for name in first.values())  # the old training is gone
+    loaded = ImageIndex.load(folder, prism=prism)
+    assert [loaded.search_embedding(q, k=10) for q in queries] == before

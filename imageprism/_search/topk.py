@@ -27,7 +27,7 @@ import abc
 import numpy as np
 
 from imageprism._math import ONE_BLAS_THREAD, popcount
-from imageprism._search.ann import AnnIndex, Exact, check_arrays, use_ann
+from imageprism._search.ann import AnnIndex, AnnParams, Exact, check_arrays, use_ann
 from imageprism._search.columns import BitsColumn, Column, VectorColumn
 
 __all__ = ["RERANK", "AnnScan", "BitsScan", "PairwiseScan", "Searcher", "VectorScan", "searcher_for", "top_positions"]
@@ -176,8 +176,11 @@ class AnnScan(VectorScan):
     The approximate index is trained on the vectors when first needed (a search, or
     :meth:`state` for a save) and kept in step by :meth:`sync`: appended rows are
     added; after a removal the codes are encoded again with the same training. The
-    training (:meth:`state`) is saved with the index, so a loaded index never trains
+    training (:meth:`state`) is saved with the index, so a loaded index does not train
     again: it encodes its vectors on the first search and answers as it did before saving.
+    It is trained anew once the column has outgrown it (about 4x the vectors it was trained
+    on: twice the cells, see :meth:`AnnParams.for_size <imageprism._search.ann.AnnParams.for_size>`),
+    so an index grown by many small adds keeps cells of the measured size.
     """
 
     def __init__(self, column: VectorColumn, exact: Exact) -> None:
@@ -201,20 +204,26 @@ class AnnScan(VectorScan):
 
     def state(self) -> dict[str, np.ndarray]:
         """The trained cells and codebook (trained now if the index is large enough to use them)."""
-        if not self._trained and self.active():
-            self._trained = AnnIndex.trained(self.column.data).arrays()
-        return self._trained
+        return self._training() if self.active() else self._trained
 
     def restore_state(self, arrays: dict[str, np.ndarray]) -> None:
         check_arrays(arrays, self.column.d or 0)
         self._trained, self.ann = dict(arrays), None
 
+    def _outgrown(self) -> bool:
+        """Whether the column would now get at least twice the cells it was trained with."""
+        n, d = self.column.data.shape
+        return AnnParams.for_size(n, d).nlist >= 2 * len(self._trained["centroids"])
+
+    def _training(self) -> dict[str, np.ndarray]:
+        if not self._trained or self._outgrown():
+            self._trained, self.ann = AnnIndex.trained(self.column.data).arrays(), None
+        return self._trained
+
     def _index(self) -> AnnIndex:
-        if self.ann is None:
-            data = self.column.data
-            if not self._trained:
-                self._trained = AnnIndex.trained(data).arrays()
-            self.ann = AnnIndex.from_arrays(self._trained, data)
+        if self.ann is None or self._outgrown():
+            training = self._training()
+            self.ann = AnnIndex.from_arrays(training, self.column.data)
         return self.ann
 
     def top(self, query: np.ndarray | None, m: int) -> tuple[np.ndarray, np.ndarray, float]:
