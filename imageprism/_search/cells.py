@@ -24,7 +24,8 @@ import math
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
-from threadpoolctl import threadpool_limits
+
+from imageprism._math import ONE_BLAS_THREAD
 
 __all__ = ["CELL_SIZE", "MARGIN", "PROBES", "TooManyPairsError", "near_pairs", "reduce_vectors", "reduced_dims"]
 
@@ -205,7 +206,7 @@ def near_pairs(
     while the greedy pass needs only those with its representatives.
     """
     n = len(unit)
-    with threadpool_limits(1, user_api="blas"), ThreadPoolExecutor(max(1, workers)) as pool:
+    with ONE_BLAS_THREAD, ThreadPoolExecutor(max(1, workers)) as pool:
         axes, k = reduced_dims(unit, threshold, near=True)
         codes = np.concatenate(list(pool.map(lambda s: reduce_vectors(unit[s : s + _CHUNK], axes, k), range(0, n, _CHUNK))))
         home, vector, cell = _cells(np.ascontiguousarray(codes[:, : min(k, _CELL_DIMS)]), seed, pool)
