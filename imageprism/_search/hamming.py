@@ -119,11 +119,7 @@ class BitsFinder(Finder):
         return scan(words, words, self._close, lower=True)
 
     def _close(self, a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        dist = np.zeros((len(a), len(b)), np.int32)
-        for w in range(a.shape[1]):
-            dist += popcount(a[:, w, None] ^ b[None, :, w])
-        q, r = np.nonzero(dist <= self.max_distance)
-        return q, r
+        return _pairs_within(a, b, self.max_distance)
 
 
 def _chunk_keys(codes: np.ndarray, chunks: int, bits: int) -> np.ndarray:
@@ -134,6 +130,15 @@ def _chunk_keys(codes: np.ndarray, chunks: int, bits: int) -> np.ndarray:
         unpacked = np.unpackbits(codes[s : s + _CHUNK], axis=1)[:, : chunks * bits]
         keys[s : s + _CHUNK] = unpacked.reshape(len(unpacked), chunks, bits).astype(np.int64) @ weights
     return keys
+
+
+def _pairs_within(a: np.ndarray, b: np.ndarray, radius: int) -> tuple[np.ndarray, np.ndarray]:
+    """Positions ``(i, j)`` of the rows of ``a`` and ``b`` (64-bit words) at most ``radius`` bits apart."""
+    dist = np.zeros((len(a), len(b)), np.int32)
+    for w in range(a.shape[1]):  # word by word: a reduction over a short last axis costs more
+        dist += popcount(a[:, w, None] ^ b[None, :, w])
+    q, r = np.nonzero(dist <= radius)
+    return q, r
 
 
 def _hamming(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -416,11 +421,7 @@ class ChunkIndex:
         return q, np.take(chunk.order, at), total
 
     def _close(self, a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        dist = np.zeros((len(a), len(b)), np.int32)
-        for w in range(a.shape[1]):
-            dist += popcount(a[:, w, None] ^ b[None, :, w])
-        q, r = np.nonzero(dist <= self.radius)
-        return q, r
+        return _pairs_within(a, b, self.radius)
 
 
 def _positions(ids: np.ndarray, values: np.ndarray) -> np.ndarray:
