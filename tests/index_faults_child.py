@@ -30,6 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from imageprism import HashConfig, ImageIndex, ImagePrism  # noqa: E402
 from imageprism._index_files import LOCK, MANIFEST, read_manifest  # noqa: E402
+from imageprism._search import topk  # noqa: E402
 from imageprism.errors import ImagePrismError  # noqa: E402
 
 
@@ -106,10 +107,15 @@ def _run_forked(folder: Path, cycle: int, how: str, k: int) -> int:
 
 #: cycle -> (items added, items removed): a plain append, a merge of small segments, a compaction
 SCENARIOS = {1: (3, 0), 2: (12, 2), 3: (5, 25)}
+#: the sweep's index is approximate (``exact=False``), searched approximately from this many
+#: items: 74 before the scenarios, 87 after the second, whose save then trains the approximate
+#: index and writes its state files (hit at every step like the rest); the third keeps them
+SWEEP_RERANK = 80
 
 
 def sweep(folder: Path, how: str) -> None:
-    base = ImageIndex(make_prism())
+    topk.RERANK = SWEEP_RERANK  # inherited by the forked savers
+    base = ImageIndex(make_prism(), exact=False)
     base.add_embeddings(items(60, seed=1), ids=[f"base-{i}" for i in range(60)])
     base.save(folder)
     for cycle in (4, 5):  # small segments and a deleted file, so the scenarios merge and compact
