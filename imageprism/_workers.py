@@ -18,6 +18,7 @@ objects are embedded in the calling process, in their place in the order.
 
 from __future__ import annotations
 
+import gc
 import multiprocessing
 import os
 import threading
@@ -132,18 +133,26 @@ def parallel_chunks(
     context = multiprocessing.get_context(_START_METHOD)
     window = 2 * workers
     pending: deque[Future[ChunkResult] | ChunkResult] = deque()
-    with ProcessPoolExecutor(workers, mp_context=context, initializer=_start_worker,
-                             initargs=(build, os.getpid())) as pool:
-        for start in range(0, len(items), TASK_SIZE):
-            chunk = items[start : start + TASK_SIZE]
-            if all(travels(item) for item in chunk):
-                pending.append(pool.submit(_embed_task, start, chunk))
-            else:
-                pending.append(local(chunk, start))
-            while len(pending) > window or (pending and not isinstance(pending[0], Future)):
+    # Forked workers inherit every object of this process, garbage included. Frozen while they
+    # are forked, none is ever collected by a worker's GC, so no inherited destructor runs there:
+    # an onnxruntime session's, run in a worker, waits forever on its thread pool's condition
+    # variable (its threads are not copied by fork) and the batch hangs.
+    gc.freeze()
+    try:
+        with ProcessPoolExecutor(workers, mp_context=context, initializer=_start_worker,
+                                 initargs=(build, os.getpid())) as pool:
+            for start in range(0, len(items), TASK_SIZE):
+                chunk = items[start : start + TASK_SIZE]
+                if all(travels(item) for item in chunk):
+                    pending.append(pool.submit(_embed_task, start, chunk))
+                else:
+                    pending.append(local(chunk, start))
+                while len(pending) > window or (pending and not isinstance(pending[0], Future)):
+                    yield _result(pending.popleft())
+            while pending:
                 yield _result(pending.popleft())
-        while pending:
-            yield _result(pending.popleft())
+    finally:
+        gc.unfreeze()
 
 
 def _result(entry: Future[ChunkResult] | ChunkResult) -> ChunkResult:

@@ -9,7 +9,9 @@ import sqlite3
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -222,3 +224,42 @@ def test_workers_leave_with_a_killed_parent(folder: list[Path], tmp_path: Path) 
         time.sleep(0.1)
     alive = [w for w in workers if Path(f"/proc/{w}").exists() and "Z" not in Path(f"/proc/{w}/stat").read_text().split()[2]]
     assert alive == [], "worker processes outlived their killed parent"
+
+
+class _Collecting:
+    """A worker's embedder that runs a full garbage collection before each chunk."""
+
+    def _embed_chunk(self, items: Sequence[Any], start: int) -> list[tuple[int, Any]]:
+        import gc  # noqa: PLC0415
+
+        gc.collect()
+        return [(start + i, item) for i, item in enumerate(items)]
+
+
+class _Finalised:
+    """Garbage whose destructor records the process it ran in (an onnxruntime session's hangs in a worker)."""
+
+    def __init__(self, record: Path) -> None:
+        self.record, self.cycle = record, self
+
+    def __del__(self) -> None:
+        with open(self.record, "a") as out:
+            out.write(f"{os.getpid()}\n")
+
+
+def test_forked_workers_never_destroy_the_callers_objects(tmp_path: Path) -> None:
+    import gc  # noqa: PLC0415
+
+    from imageprism._workers import parallel_chunks  # noqa: PLC0415
+
+    record = tmp_path / "finalised"
+    gc.disable()  # the garbage below is collected by nobody until the workers have forked
+    try:
+        _Finalised(record)  # unreachable at once: only its own cycle holds it
+        chunks = list(parallel_chunks(_Collecting, [str(i) for i in range(200)], 2, lambda c, s: []))
+    finally:
+        gc.enable()
+    assert [i for chunk in chunks for i, _ in chunk] == list(range(200))
+    assert not record.exists()  # no worker ran the destructor
+    gc.collect()
+    assert record.read_text().split() == [str(os.getpid())]  # the caller did, once
