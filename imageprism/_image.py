@@ -130,7 +130,7 @@ class SourceImage:
             self._opened = self._open_checked()
             self._declared = _displayed_size(self._opened)
             self._format = self._opened.format
-            if self._format in ("JPEG", "MPO"):
+            if self._format in ("JPEG", "MPO") and _may_have_many_scans(self._opened, data):
                 _check_jpeg_scans(data, label)
 
     @property
@@ -350,6 +350,36 @@ def _from_array(array: np.ndarray, label: str) -> Image.Image:
     return Image.fromarray(np.ascontiguousarray(array), mode=mode)
 
 
+def _may_have_many_scans(image: Image.Image, data: bytes) -> bool:
+    """Whether libjpeg would decode a second scan of this JPEG: a progressive one, or one whose
+    first scan lacks some of the frame's components (a sequential file with one scan holding them
+    all ends at that scan: libjpeg refuses any further one). MPO files are always counted."""
+    if image.format != "JPEG" or image.info.get("progressive"):
+        return True
+    components = _first_scan_components(data)
+    return components is None or components < getattr(image, "layers", 0)
+
+
+def _first_scan_components(data: bytes) -> int | None:
+    """The component count of a JPEG's first SOS segment, found by walking the header's
+    length-prefixed segments (so a thumbnail inside an APP segment is skipped); ``None`` when
+    the header is not the plain sequence of segments this expects."""
+    pos = 2  # after SOI
+    while pos + 4 < len(data):
+        if data[pos] != 0xFF:
+            return None
+        marker = data[pos + 1]
+        if marker == 0xFF:  # fill byte
+            pos += 1
+        elif marker == 0xDA:
+            return data[pos + 4]
+        elif 0xD0 <= marker <= 0xD8 or marker == 0x01:  # markers without a length
+            pos += 2
+        else:
+            pos += 2 + int.from_bytes(data[pos + 2 : pos + 4], "big")
+    return None
+
+
 def _check_jpeg_scans(data: bytes, label: str) -> None:
     """Refuse a JPEG with more than :data:`MAX_JPEG_SCANS` scans, before decoding.
 
@@ -397,7 +427,11 @@ def _read_path(path: Path, label: str, max_bytes: int) -> bytes:
                 raise ImageLoadError(f"{label} is {kind}, not an image file")
             if info.st_size > max_bytes:
                 raise _too_large(label, info.st_size, max_bytes)
-            data = file.read(max_bytes + 1)  # the file may have grown since the fstat
+            # its stated size and one byte more: a read of max_bytes would allocate that much and
+            # cost 4x the read of a small file; a file that grew since the fstat reads on to the limit
+            data = file.read(info.st_size + 1)
+            if len(data) > info.st_size:
+                data += file.read(max_bytes + 1 - len(data))
     except FileNotFoundError:
         raise ImageLoadError(f"{label} does not exist") from None
     except PermissionError:

@@ -137,6 +137,42 @@ def test_progressive_jpegs_at_the_scan_limit_pass_and_one_more_is_refused(tmp_pa
     assert prism.compare(progressive.getvalue(), EXAMPLES / "coffee.jpg").weighted_score > 0.9
 
 
+def many_scans_baseline_jpeg(scans: int) -> bytes:
+    """A baseline JPEG whose scan is repeated: libjpeg stops at the end of the first one."""
+    out = io.BytesIO()
+    Image.new("RGB", (512, 512), (120, 130, 140)).save(out, "JPEG", quality=90)
+    data = out.getvalue()
+    scan = data[data.rfind(b"\xff\xda"):-2]
+    return data[:-2] + scan * scans + b"\xff\xd9"
+
+
+def test_a_sequential_jpeg_with_repeated_scans_fails_at_the_second() -> None:
+    """A sequential JPEG whose first scan holds every component is not counted (libjpeg refuses
+    a second scan of it): repeated scans make it a broken file, not a slow one."""
+    with pytest.raises(ImageLoadError, match="could not be decoded") as caught:
+        ImagePrism().embed(many_scans_baseline_jpeg(2 * MAX_JPEG_SCANS))
+    assert not isinstance(caught.value, InputTooLargeError)
+
+
+def test_the_scan_count_runs_unless_the_first_scan_holds_every_component() -> None:
+    from imageprism._image import _first_scan_components, _may_have_many_scans
+
+    baseline = many_scans_baseline_jpeg(0)
+    thumbnail = io.BytesIO()
+    Image.new("L", (16, 16), 9).save(thumbnail, "JPEG")  # its own SOS holds 1 component
+    app1 = b"Exif\x00\x00" + thumbnail.getvalue()
+    with_thumbnail = baseline[:2] + b"\xff\xe1" + (len(app1) + 2).to_bytes(2, "big") + app1 + baseline[2:]
+    assert _first_scan_components(baseline) == _first_scan_components(with_thumbnail) == 3
+    assert not _may_have_many_scans(Image.open(io.BytesIO(with_thumbnail)), with_thumbnail)
+    # the same frame with a first scan of one component (a non-interleaved file): counted
+    sos = baseline.find(b"\xff\xda")
+    one_component = baseline[:sos] + b"\xff\xda\x00\x08\x01\x01\x00\x00\x3f\x00" + baseline[sos + 14 :]
+    assert _first_scan_components(one_component) == 1
+    assert _may_have_many_scans(Image.open(io.BytesIO(one_component)), one_component)
+    assert _may_have_many_scans(Image.open(io.BytesIO(many_scans_jpeg(2, side=64))), many_scans_jpeg(2, side=64))
+    assert _first_scan_components(b"\xff\xd8junk") is None
+
+
 def test_every_dev_photo_passes_the_limits(dev_images: list[Path]) -> None:
     photos = dev_images + sorted(EXAMPLES.glob("*.jp*g"))
     batch = ImagePrism().embed_batch(photos, on_error="skip")
@@ -174,3 +210,17 @@ def test_index_add_and_search_take_the_limit_flags(tmp_path: Path) -> None:
     found = run_bounded([sys.executable, "-m", "imageprism", "search", "--max-bytes", "100", str(index), other], timeout=60)
     found.assert_clean()
     assert found.returncode != 0 and "above the limit of 100 bytes" in found.stderr
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="needs Linux's /proc (files that state a size of 0)")
+def test_a_file_longer_than_its_stated_size_is_read_whole_up_to_the_limit() -> None:
+    """Files are read to their stated size and one byte more; one that turns out longer (it grew,
+    or is a /proc file stating 0 bytes) is read on, up to ``max_bytes`` and no further."""
+    from imageprism._image import _read_path
+
+    proc = Path("/proc/self/stat")
+    assert proc.stat().st_size == 0
+    data = _read_path(proc, "stat", 1 << 20)
+    assert data.endswith(b"\n") and data.startswith(str(os.getpid()).encode() + b" ")
+    with pytest.raises(InputTooLargeError, match="more than 5 bytes"):
+        _read_path(proc, "stat", 5)
