@@ -46,6 +46,7 @@ from imageprism.errors import (
     ModelNotCachedError,
     ProfileError,
     UnknownIdError,
+    WorkerCrashError,
 )
 
 __all__ = [
@@ -94,6 +95,7 @@ __all__ = [
     "TableEmbeddings",
     "UnknownIdError",
     "VideoDedup",
+    "WorkerCrashError",
     "__version__",
     "embeddings_from_table",
     "list_profiles",

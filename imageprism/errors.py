@@ -9,7 +9,8 @@ working in code that does not know about imageprism::
     ├── InputError (ValueError)              the caller passed something unusable
     │   ├── ImageLoadError                   an input could not be read as an image
     │   │   ├── DecompressionBombError       declared pixel count above the limit
-    │   │   └── InputTooLargeError           file size or JPEG scan count above the limit
+    │   │   ├── InputTooLargeError           file size or JPEG scan count above the limit
+    │   │   └── WorkerCrashError             the input stopped the worker process embedding it
     │   ├── ConfigError                      unknown dimension, bad weights, bad config
     │   │   ├── ProfileError                 a profile (YAML) is missing or malformed
     │   │   └── DedupBudgetError             a distributed dedup plan is past its budget
@@ -50,6 +51,7 @@ __all__ = [
     "ModelNotCachedError",
     "ProfileError",
     "UnknownIdError",
+    "WorkerCrashError",
 ]
 
 
@@ -71,6 +73,12 @@ class DecompressionBombError(ImageLoadError):
 
 class InputTooLargeError(ImageLoadError):
     """An input is larger than the configured ``max_bytes``, or a JPEG has more scans than allowed."""
+
+
+class WorkerCrashError(ImageLoadError):
+    """An input stopped the worker process embedding it, alone in a fresh process: a crash in a
+    decoder or a model, or the system ending the process (for lack of memory, say). The input is
+    reported as failed; the batch goes on without it."""
 
 
 class ConfigError(InputError):

@@ -19,7 +19,8 @@ from PIL import Image, ImageOps
 
 from imageprism import ImageIndex, ImagePrism, PersistentCache
 from imageprism._image import SourceImage
-from imageprism.errors import ConfigError, ImageLoadError
+from imageprism.dimensions.hash import HashDimension
+from imageprism.errors import ConfigError, ImageLoadError, WorkerCrashError
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -263,3 +264,35 @@ def test_forked_workers_never_destroy_the_callers_objects(tmp_path: Path) -> Non
     assert not record.exists()  # no worker ran the destructor
     gc.collect()
     assert record.read_text().split() == [str(os.getpid())]  # the caller did, once
+
+
+class _Crashing(HashDimension):
+    """The hash dimension, but a native crash (a read at address 0) on images of 97 x 81 pixels:
+    what a decoder or model bug does to the process that meets it."""
+
+    def embed_batch(self, images: Sequence[Image.Image]) -> list[np.ndarray | None]:
+        import ctypes  # noqa: PLC0415
+        import faulthandler  # noqa: PLC0415
+
+        if any(image.size == (97, 81) for image in images):
+            faulthandler.disable()  # pytest's handler would print the worker's stack on the terminal
+            ctypes.string_at(0)  # SIGSEGV
+        return super().embed_batch(images)
+
+
+def test_an_input_that_crashes_its_worker_fails_alone_and_the_batch_goes_on(folder: list[Path], tmp_path: Path) -> None:
+    poison = []
+    for name in ("poison-a.png", "poison-b.png"):
+        Image.new("RGB", (97, 81), (255, 0, 255)).save(tmp_path / name)
+        poison.append(str(tmp_path / name))
+    items = [*map(str, folder[:40]), poison[0], *map(str, folder[40:130]), poison[1], *map(str, folder[130:])]
+    crashing = ImagePrism(dimensions=["hash"], registry={"hash": _Crashing})
+    result = crashing.embed_batch(items, workers=2, on_error="skip")
+    failed = {f.index: f for f in result.failures}
+    assert sorted(failed) == [40, 131]
+    for index, failure in failed.items():
+        assert isinstance(failure.error, WorkerCrashError) and failure.input == repr(items[index])
+        assert "killed by SIGSEGV" in str(failure.error)
+    good = [i for i in range(len(items)) if i not in failed]
+    serial = ImagePrism(dimensions=["hash"]).embed_batch([items[i] for i in good], workers=1)
+    assert _same(tuple(result.embeddings[i] for i in good), tuple(serial.embeddings))
