@@ -187,9 +187,13 @@ def _result(
         pool.shutdown(cancel_futures=True)
         pool = new_pool()
         for i, (other_start, other_chunk, other) in enumerate(pending):
-            if isinstance(other, Future):
+            if isinstance(other, Future) and not _finished(other):  # a chunk done before the break is kept
                 pending[i] = (other_start, other_chunk, pool.submit(_embed_task, other_start, other_chunk))
         return _isolated(build, chunk, start, context), pool
+
+
+def _finished(future: Future[ChunkResult]) -> bool:
+    return future.done() and not future.cancelled() and future.exception() is None
 
 
 def _isolated(build: Callable[[], ChunkEmbedder], items: Sequence[Any], start: int, context: _Context) -> ChunkResult:
