@@ -33,7 +33,7 @@ from typing import Any, Optional
 
 import numpy as np
 
-from imageprism._cache_files import FILES_TABLE, FileIdentity, read_file_keys, write_file_keys
+from imageprism._cache_files import FILES_TABLE, FileIdentity, FileRecord, read_file_records, write_file_record
 from imageprism._sqlite import BUSY_RETRIES, describe, is_busy, is_damaged, retry_busy, text_value
 from imageprism.errors import CacheError, ConfigError
 
@@ -143,15 +143,15 @@ class EmbeddingCache:
             self._data.clear()
             self._bytes = self._hits = self._misses = 0
 
-    #: whether :meth:`file_keys` can answer (the file-identity layer of :class:`PersistentCache`)
+    #: whether :meth:`file_records` can answer (the file-identity layer of :class:`PersistentCache`)
     remembers_files = False
 
-    def file_keys(self, identities: Sequence[FileIdentity], tokens: Sequence[str]) -> list[dict[str, str] | None]:
-        """Per file, token -> pixel key if seen before in this very version, for every token; else ``None``."""
+    def file_records(self, identities: Sequence[FileIdentity], tokens: Sequence[str]) -> list[FileRecord | None]:
+        """Per file, the pixel key of every token and the image size if seen before in this very version; else ``None``."""
         return [None] * len(identities)
 
-    def put_file_keys(self, identity: FileIdentity, keys: Mapping[str, str]) -> None:
-        """Remember the pixel key of each token's embedding of this version of a file."""
+    def put_file_record(self, identity: FileIdentity, keys: Mapping[str, str], size: tuple[int, int]) -> None:
+        """Remember the pixel key of each token's embedding of this version of a file, and its image size."""
 
     @property
     def stats(self) -> CacheStats:
@@ -165,7 +165,7 @@ class EmbeddingCache:
 #: ``PRAGMA application_id`` of an imageprism cache ("IPRC"): any other value is another application's file
 APPLICATION_ID = 0x49505243
 #: bumped when the table layout changes; an older imageprism cache is rebuilt, a newer one refused
-_SCHEMA_VERSION = 3  # 3: the files table (imageprism._cache_files)
+_SCHEMA_VERSION = 4  # 3: the files table (imageprism._cache_files); 4: image sizes in it
 _TABLE = (
     "CREATE TABLE embeddings (pixel_key TEXT NOT NULL, token TEXT NOT NULL, dtype TEXT, "
     "shape TEXT, data BLOB, checksum BLOB NOT NULL, PRIMARY KEY (pixel_key, token)) WITHOUT ROWID"
@@ -269,7 +269,7 @@ class PersistentCache(EmbeddingCache):
             try:
                 version = self._identify(conn)
                 if version != _SCHEMA_VERSION:
-                    if version != 2:  # 2 -> 3 only adds the files table: the embeddings stay
+                    if version not in (2, 3):  # from 2 or 3 only the files table is (re)made: the embeddings stay
                         conn.execute("DROP TABLE IF EXISTS embeddings")
                         conn.execute(_TABLE)
                     conn.execute("DROP TABLE IF EXISTS files")
@@ -398,18 +398,18 @@ class PersistentCache(EmbeddingCache):
 
     remembers_files = True
 
-    def file_keys(self, identities: Sequence[FileIdentity], tokens: Sequence[str]) -> list[dict[str, str] | None]:
+    def file_records(self, identities: Sequence[FileIdentity], tokens: Sequence[str]) -> list[FileRecord | None]:
         if self.disabled is None:
             try:
-                return retry_busy(lambda: read_file_keys(self._connect(), identities, tokens))
+                return retry_busy(lambda: read_file_records(self._connect(), identities, tokens))
             except sqlite3.Error as exc:
                 self._disable(describe(exc))
         return [None] * len(identities)
 
-    def put_file_keys(self, identity: FileIdentity, keys: Mapping[str, str]) -> None:
+    def put_file_record(self, identity: FileIdentity, keys: Mapping[str, str], size: tuple[int, int]) -> None:
         if self.disabled is None:
             try:
-                retry_busy(lambda: write_file_keys(self._connect(), identity, keys))
+                retry_busy(lambda: write_file_record(self._connect(), identity, keys, size))
             except sqlite3.Error as exc:
                 self._disable(describe(exc))
 

@@ -1,8 +1,8 @@
 """The file-identity table of a persistent cache: which pixel key a version of a file had.
 
 One row per (file path, dimension cache token): the file's size, modification time (ns)
-and inode when it was embedded, and the pixel key its embedding is filed under in the
-``embeddings`` table. A lookup answers only when every row still describes the file
+and inode when it was embedded, the image's width and height (EXIF orientation applied),
+and the pixel key its embedding is filed under in the ``embeddings`` table. A lookup answers only when every row still describes the file
 as it is now and its checksum holds; anything else is a miss (the file is decoded
 again and the rows rewritten). See :mod:`imageprism._resume` for how runs use it.
 """
@@ -13,17 +13,19 @@ import dataclasses
 import hashlib
 import sqlite3
 from collections.abc import Mapping, Sequence
+from typing import NamedTuple
 
 from imageprism._sqlite import text_value
 
-__all__ = ["FILES_TABLE", "FileIdentity", "read_file_keys", "write_file_keys"]
+__all__ = ["FILES_TABLE", "FileIdentity", "FileRecord", "read_file_records", "write_file_record"]
 
 #: paths per lookup query (SQLite allows 32766 parameters; small enough to stay quick)
 _QUERY_PATHS = 500
 
 FILES_TABLE = (
     "CREATE TABLE files (path TEXT NOT NULL, token TEXT NOT NULL, size INTEGER NOT NULL, "
-    "mtime_ns INTEGER NOT NULL, inode INTEGER NOT NULL, pixel_key TEXT NOT NULL, checksum BLOB NOT NULL, "
+    "mtime_ns INTEGER NOT NULL, inode INTEGER NOT NULL, width INTEGER NOT NULL, height INTEGER NOT NULL, "
+    "pixel_key TEXT NOT NULL, checksum BLOB NOT NULL, "
     "PRIMARY KEY (path, token)) WITHOUT ROWID"
 )
 
@@ -38,10 +40,17 @@ class FileIdentity:
     inode: int
 
 
-def read_file_keys(
+class FileRecord(NamedTuple):
+    """What the table knows of a file's current version: token -> pixel key, and the image's ``(width, height)``."""
+
+    keys: dict[str, str]
+    size: tuple[int, int]
+
+
+def read_file_records(
     conn: sqlite3.Connection, identities: Sequence[FileIdentity], tokens: Sequence[str]
-) -> list[dict[str, str] | None]:
-    """Per file, token -> pixel key for its current version if every token has a valid row; else ``None``.
+) -> list[FileRecord | None]:
+    """Per file, its record if every token has a valid row for its current version; else ``None``.
 
     One query per :data:`_QUERY_PATHS` files.
     """
@@ -51,36 +60,42 @@ def read_file_keys(
         part = paths[s : s + _QUERY_PATHS]
         marks = ",".join("?" * len(part))
         for row in conn.execute(
-            f"SELECT path, token, size, mtime_ns, inode, pixel_key, checksum FROM files WHERE path IN ({marks})", part
+            f"SELECT path, token, size, mtime_ns, inode, width, height, pixel_key, checksum FROM files WHERE path IN ({marks})",
+            part,
         ):
             path = text_value(row[0])
             if path is not None:
                 rows.setdefault(path, []).append(row[1:])
-    return [_keys(identity, rows.get(identity.path, ()), tokens) for identity in identities]
+    return [_record(identity, rows.get(identity.path, ()), tokens) for identity in identities]
 
 
-def _keys(identity: FileIdentity, rows: Sequence[tuple[object, ...]], tokens: Sequence[str]) -> dict[str, str] | None:
+def _record(identity: FileIdentity, rows: Sequence[tuple[object, ...]], tokens: Sequence[str]) -> FileRecord | None:
     keys: dict[str, str] = {}
-    for token_raw, size, mtime_ns, inode, key_raw, checksum in rows:
+    sizes: set[tuple[int, int]] = set()
+    for token_raw, size, mtime_ns, inode, width, height, key_raw, checksum in rows:
         token, key = text_value(token_raw), text_value(key_raw)
-        if token is None or key is None or not all(isinstance(x, int) for x in (size, mtime_ns, inode)):
+        if token is None or key is None or not all(isinstance(x, int) for x in (size, mtime_ns, inode, width, height)):
             continue  # a tampered row: a miss
+        assert isinstance(width, int) and isinstance(height, int)  # for the type checker: checked just above
         if (size, mtime_ns, inode) == (identity.size, identity.mtime_ns, identity.inode) and checksum == _checksum(
-            identity, token, key
+            identity, token, key, (width, height)
         ):
             keys[token] = key
-    return keys if all(t in keys for t in tokens) else None
+            sizes.add((width, height))
+    if len(sizes) != 1 or not all(t in keys for t in tokens):
+        return None  # a token missing, or rows of one version disagreeing on the size
+    return FileRecord(keys, sizes.pop())
 
 
-def write_file_keys(conn: sqlite3.Connection, identity: FileIdentity, keys: Mapping[str, str]) -> None:
-    """Record the pixel key of each token for this version of the file (one transaction)."""
-    rows = [(identity.path, token, identity.size, identity.mtime_ns, identity.inode, key,
-             _checksum(identity, token, key)) for token, key in keys.items()]
+def write_file_record(conn: sqlite3.Connection, identity: FileIdentity, keys: Mapping[str, str], size: tuple[int, int]) -> None:
+    """Record the pixel key of each token and the image size for this version of the file (one transaction)."""
+    rows = [(identity.path, token, identity.size, identity.mtime_ns, identity.inode, *size, key,
+             _checksum(identity, token, key, size)) for token, key in keys.items()]
     conn.execute("BEGIN")
     try:
         conn.executemany(
-            "INSERT OR REPLACE INTO files (path, token, size, mtime_ns, inode, pixel_key, checksum) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?)", rows,
+            "INSERT OR REPLACE INTO files (path, token, size, mtime_ns, inode, width, height, pixel_key, checksum) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", rows,
         )
         conn.execute("COMMIT")
     except BaseException:
@@ -89,10 +104,10 @@ def write_file_keys(conn: sqlite3.Connection, identity: FileIdentity, keys: Mapp
         raise
 
 
-def _checksum(identity: FileIdentity, token: str, key: str) -> bytes:
+def _checksum(identity: FileIdentity, token: str, key: str, size: tuple[int, int]) -> bytes:
     """BLAKE2b-128 over every field, each length-prefixed: a damaged or edited row never matches."""
     chunks: list[bytes] = []
-    for part in (identity.path, token, str(identity.size), str(identity.mtime_ns), str(identity.inode), key):
+    for part in (identity.path, token, str(identity.size), str(identity.mtime_ns), str(identity.inode), key, str(size[0]), str(size[1])):
         raw = part.encode("utf-8", "surrogateescape")
         chunks += (len(raw).to_bytes(8, "little"), raw)
-    return hashlib.blake2b(b"".join(chunks), digest_size=16, person=b"imageprism-f1").digest()
+    return hashlib.blake2b(b"".join(chunks), digest_size=16, person=b"imageprism-f2").digest()

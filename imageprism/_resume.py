@@ -2,8 +2,9 @@
 
 The embedding cache is keyed by pixel content, which costs a decode to compute. The
 file-identity layer of a :class:`~imageprism._cache.PersistentCache` remembers, for
-each file path and dimension, the pixel key its embedding is filed under, together
-with what identifies the file's version: size, modification time (ns) and inode.
+each file path and dimension, the pixel key its embedding is filed under and the
+image's size, together with what identifies the file's version: size, modification
+time (ns) and inode.
 :func:`resumed_chunks` looks every path up before decoding; a file whose identity
 still matches and whose embeddings are in the cache is answered from the cache, the
 others are computed and their identity recorded (each embedding is committed as it
@@ -24,7 +25,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 from imageprism._cache import EmbeddingCache
-from imageprism._cache_files import FileIdentity
+from imageprism._cache_files import FileIdentity, FileRecord
 from imageprism._results import Failure
 from imageprism._workers import ChunkResult, Embedded
 
@@ -68,8 +69,8 @@ def resumed_chunks(
         window = items[start : start + WINDOW]
         identities = [file_identity(item) for item in window]
         seen = [(k, identity) for k, identity in enumerate(identities) if identity is not None]
-        recorded = cache.file_keys([identity for _, identity in seen], list(tokens.values()))
-        found = _cached(cache, {k: keys for (k, _), keys in zip(seen, recorded) if keys is not None}, tokens)
+        recorded = cache.file_records([identity for _, identity in seen], list(tokens.values()))
+        found = _cached(cache, {k: record for (k, _), record in zip(seen, recorded) if record is not None}, tokens)
         known = iter(sorted(found))
         after = next(known, None)  # the next known position not handed on yet
         todo = [k for k in range(len(window)) if k not in found]
@@ -84,7 +85,7 @@ def resumed_chunks(
                 if isinstance(outcome, Failure):
                     outcome = dataclasses.replace(outcome, index=start + k)
                 elif identity is not None:
-                    cache.put_file_keys(identity, {tokens[name]: key for name, key in outcome.pixel_keys.items()})
+                    cache.put_file_record(identity, {tokens[name]: key for name, key in outcome.pixel_keys.items()}, outcome.size)
                 out.append((start + k, outcome))
             yield out
         rest: ChunkResult = []
@@ -95,12 +96,10 @@ def resumed_chunks(
             yield rest
 
 
-def _cached(
-    cache: EmbeddingCache, recorded: Mapping[int, Mapping[str, str]], tokens: Mapping[str, str]
-) -> dict[int, Embedded]:
-    """The embeddings and pixel keys of the unchanged files (``recorded``: position -> token -> pixel key)
+def _cached(cache: EmbeddingCache, recorded: Mapping[int, FileRecord], tokens: Mapping[str, str]) -> dict[int, Embedded]:
+    """The embeddings, pixel keys and sizes of the unchanged files (``recorded``: position -> record)
     whose every dimension's embedding is cached, in one batched lookup."""
-    wanted = [(k, name, (keys[token], token)) for k, keys in recorded.items() for name, token in tokens.items()]
+    wanted = [(k, name, (record.keys[token], token)) for k, record in recorded.items() for name, token in tokens.items()]
     hits = cache.lookup_many([key for _, _, key in wanted])
     found: dict[int, Embedded] = {}
     missed: set[int] = set()
@@ -108,7 +107,7 @@ def _cached(
         if not hit:
             missed.add(k)
         elif k not in missed:
-            found.setdefault(k, Embedded({}, {}))
+            found.setdefault(k, Embedded({}, {}, recorded[k].size))
             found[k].embeddings[name] = embedding
             found[k].pixel_keys[name] = pixel_key
     return {k: hit for k, hit in found.items() if k not in missed}

@@ -50,15 +50,11 @@ __all__ = [
 
 
 class Embedded(NamedTuple):
-    """One input embedded: its embeddings, ``{dimension: pixel key}`` and ``(width, height)``.
-
-    ``size`` is ``None`` for a file answered from the file-identity records of a
-    persistent cache (see :mod:`imageprism._resume`), which keep no image size.
-    """
+    """One input embedded: its embeddings, ``{dimension: pixel key}`` and ``(width, height)``."""
 
     embeddings: Embeddings
     pixel_keys: dict[str, str]
-    size: tuple[int, int] | None = None
+    size: tuple[int, int]
 
 
 #: one input's outcome: embedded, or why it failed

@@ -264,7 +264,16 @@ def test_killed_parallel_run_leaves_no_output_and_resumes(many: Path, tmp_path: 
     assert 200 <= resumed < 298, resumed  # the files embedded before the kill were not decoded again
     fresh = tmp_path / "fresh.parquet"
     write_parquet(_embedder(), paths, fresh, workers=1)
-    assert out.read_bytes() == fresh.read_bytes()  # sizes of resumed files read from their headers
+    assert out.read_bytes() == fresh.read_bytes()  # sizes of resumed files from their records
     again = ImagePrism(config={"hash": HashConfig.plain()}, cache=PersistentCache(db))
-    write_parquet(ArrowEmbedder.from_prism(again), paths, out, workers=2, overwrite=True)
+    import imageprism._image
+
+    reads: list[object] = []
+    read_path = imageprism._image._read_path
+    imageprism._image._read_path = lambda path, *rest: reads.append(path) or read_path(path, *rest)  # type: ignore[assignment]
+    try:
+        write_parquet(ArrowEmbedder.from_prism(again), paths, out, workers=1, overwrite=True)
+    finally:
+        imageprism._image._read_path = read_path  # type: ignore[assignment]
     assert again.cache.stats.disk_hits == 1 + 298 and out.read_bytes() == fresh.read_bytes()  # the probe, all but the 2 failures
+    assert sorted(Path(p).name for p in reads) == ["100.jpg", "201.jpg"]  # only the 2 failures are read again

@@ -186,19 +186,38 @@ def test_workers_keep_the_callers_limits(folder: list[Path]) -> None:
     assert _same(serial.embeddings, parallel.embeddings)
 
 
-def test_a_schema_2_cache_keeps_its_embeddings_and_gains_the_files_table(folder: list[Path], tmp_path: Path) -> None:
-    path = tmp_path / "v2.sqlite3"
+_FILES_V3 = (  # the files table of schema 3, before image sizes
+    "CREATE TABLE files (path TEXT NOT NULL, token TEXT NOT NULL, size INTEGER NOT NULL, "
+    "mtime_ns INTEGER NOT NULL, inode INTEGER NOT NULL, pixel_key TEXT NOT NULL, checksum BLOB NOT NULL, "
+    "PRIMARY KEY (path, token)) WITHOUT ROWID"
+)
+
+
+@pytest.mark.parametrize("version", [2, 3])
+def test_an_older_cache_keeps_its_embeddings_and_gets_the_new_files_table(
+    folder: list[Path], tmp_path: Path, version: int, decodes: list[str],
+) -> None:
+    path = tmp_path / f"v{version}.sqlite3"
     with PersistentCache(path) as cache:
         cache.put(("px", "t"), np.arange(3, dtype=np.uint8))
-    with sqlite3.connect(path) as conn:  # what imageprism wrote before the files table
+    with sqlite3.connect(path) as conn:  # what imageprism wrote before the files table (2) or its sizes (3)
         conn.execute("DROP TABLE files")
-        conn.execute("PRAGMA user_version = 2")
+        if version == 3:
+            conn.execute(_FILES_V3)
+            conn.execute("INSERT INTO files VALUES (?, 't', 1, 1, 1, 'px', x'00')", (str(folder[0]),))
+        conn.execute(f"PRAGMA user_version = {version}")
     with PersistentCache(path) as cache:
         assert cache.lookup(("px", "t"))[0] and cache.disk_entries() == 1
-        ImagePrism(cache=cache).embed_batch(folder[:3])
+        first = ImagePrism(cache=cache).embed_batch(folder[:3])
     with sqlite3.connect(path) as conn:
-        assert conn.execute("PRAGMA user_version").fetchone()[0] == 3
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == 4
         assert conn.execute("SELECT COUNT(*) FROM files").fetchone()[0] == 3
+        assert conn.execute("SELECT width, height FROM files ORDER BY path").fetchall() == [
+            ImageOps.exif_transpose(Image.open(p)).size for p in sorted(map(str, folder[:3]))
+        ]
+    decodes.clear()
+    again = ImagePrism(cache=PersistentCache(path)).embed_batch(folder[:3])
+    assert decodes == [] and _same(first.embeddings, again.embeddings)
 
 
 def test_workers_leave_with_a_killed_parent(folder: list[Path], tmp_path: Path) -> None:

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from imageprism._image import DEFAULT_MAX_PIXELS, describe_input, open_image
+from imageprism._image import DEFAULT_MAX_PIXELS
 from imageprism._prism import ImagePrism
 from imageprism._results import Failure
 from imageprism._types import Dimension, Profile
@@ -27,7 +27,7 @@ from imageprism.columnar.schema import (
     numpy_to_column,
     pyarrow,
 )
-from imageprism.errors import ImageLoadError, InputError
+from imageprism.errors import InputError
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -179,11 +179,7 @@ class ArrowEmbedder:
         return self._columns(items, paths, [outcome for _, outcome in outcomes])
 
     def _columns(self, items: Sequence[Any], paths: Sequence[str | None], outcomes: Sequence[Outcome]) -> dict[str, pa.Array]:
-        """The embedding columns of ``items`` (``paths`` fill the path column) from their ``outcomes``, one each.
-
-        The image size of a file answered from the file-identity records (``size is None``)
-        is read from its header; a file that no longer opens is an error row.
-        """
+        """The embedding columns of ``items`` (``paths`` fill the path column) from their ``outcomes``, one each."""
         pa = pyarrow()
         prism = self.prism
         n = len(items)
@@ -204,15 +200,9 @@ class ArrowEmbedder:
                     sizes[i], mtimes[i] = st.st_size, st.st_mtime_ns
                 except (OSError, ValueError):
                     pass  # the load failed with a message naming the path
-            if not isinstance(outcome, Failure) and outcome.size is None:
-                try:
-                    outcome = outcome._replace(size=open_image(item, max_pixels=prism.max_pixels, max_bytes=prism.max_bytes).size)
-                except ImageLoadError as exc:
-                    outcome = Failure(i, describe_input(item), exc)
             if isinstance(outcome, Failure):
                 errors[i] = f"{type(outcome.error).__name__}: {outcome.error}"
                 continue
-            assert outcome.size is not None
             widths[i], heights[i] = outcome.size
             keys[i] = outcome.pixel_keys[first]
             for name, value in outcome.embeddings.items():
