@@ -6,7 +6,7 @@ mirror images, 0.1-0.5 MP, JPEG quality 60-95, and one image in ten pure noise),
 side by side, with the load average before and after (the machine may be shared: the
 single- vs multi-worker ratio of the same run is the number to read).
 
-1. ``throughput``: images/s from JPEG paths: bare reduced-size decode (PIL ``draft`` to the
+1. ``throughput`` (``--rounds`` rounds taking turns, medians): images/s from JPEG paths: bare reduced-size decode (PIL ``draft`` to the
    hash's request, ``load``, gray; the floor), imgdd's folder API (dHash only, Rust/rayon,
    all cores), ``ImagePrism().embed_batch(paths, workers=k)`` for 1 and every core, the
    same on a thread pool (threads instead of processes), and the CLI
@@ -128,7 +128,7 @@ def cli(args: list[str], **kw: object) -> subprocess.Popen[bytes]:
                             stdout=subprocess.DEVNULL, **kw)  # type: ignore[call-overload]
 
 
-def throughput(work: Path, count: int) -> None:
+def throughput(work: Path, count: int, rounds: int) -> None:
     folder = work / f"jpegs-{count}"
     paths = generate(folder, count)
     cores = available_cores()
@@ -144,14 +144,21 @@ def throughput(work: Path, count: int) -> None:
         ("CLI embed DIR --json --workers 1", lambda: cli(["embed", str(folder), "--json", "--workers", "1"]).wait()),
         (f"CLI embed DIR --json --workers {cores}", lambda: cli(["embed", str(folder), "--json", "--workers", str(cores)]).wait()),
     ]
-    print(f"\n## throughput: {count} JPEGs (0.1-0.5 MP), {cores} cores, load {load()}")
+    print(f"\n## throughput: {count} JPEGs (0.1-0.5 MP), {cores} cores, load {load()}; "
+          f"median of {rounds} rounds taking turns (each round runs every row once)")
     print("| pipeline | s | images/s | x single-worker embed_batch | CPU s (all processes) | load |")
     print("|---|---|---|---|---|---|")
-    results, cpu, loads = {}, {}, {}
-    for name, run in rows:
-        before = cpu_seconds()
-        results[name] = timed(run)
-        cpu[name], loads[name] = cpu_seconds() - before, load()
+    walls: dict[str, list[float]] = {name: [] for name, _ in rows}
+    cpus: dict[str, list[float]] = {name: [] for name, _ in rows}
+    loads: dict[str, str] = {}
+    for _ in range(rounds):
+        for name, run in rows:
+            before = cpu_seconds()
+            walls[name].append(timed(run))
+            cpus[name].append(cpu_seconds() - before)
+            loads[name] = load()
+    results = {name: float(np.median(w)) for name, w in walls.items()}
+    cpu = {name: float(np.median(c)) for name, c in cpus.items()}
     single = results["embed_batch, default robust hash, workers=1"]
     for name, seconds in results.items():
         print(f"| {name} | {seconds:.2f} | {count / seconds:.0f} | {single / seconds:.2f}x | {cpu[name]:.2f} | {loads[name]} |")
@@ -280,12 +287,12 @@ def main() -> None:
     parser.add_argument("--folder-files", type=int, default=100_000)
     parser.add_argument("--dedup-sizes", default="10000,100000,1000000")
     parser.add_argument("--brute-max", type=int, default=10_000)
-    parser.add_argument("--rounds", type=int, default=2, help="turns of the parquet comparison")
+    parser.add_argument("--rounds", type=int, default=2, help="turns of the throughput and parquet comparisons (median / best reported)")
     args = parser.parse_args()
     parts = args.only.split(",")
     print(f"# benchmarks/scale.py: {available_cores()} cores, load {load()}, Python {sys.version.split()[0]}")
     if "throughput" in parts:
-        throughput(args.work, args.images)
+        throughput(args.work, args.images, args.rounds)
     if "rerun" in parts:
         rerun(args.work, args.rerun_files)
     if "folder" in parts:
