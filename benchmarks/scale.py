@@ -12,7 +12,8 @@ single- vs multi-worker ratio of the same run is the number to read).
    same on a thread pool (threads instead of processes), and the CLI
    ``imageprism embed DIR --json --workers k``; and the single worker's chunks in one thread
    (``workers=1`` decodes the next chunk on a second thread, so it already uses part of a
-   second core). CPU seconds of every process are shown beside the wall times: on a shared
+   second core); and two cheaper hash configurations on every core (no small rotations; the
+   plain hashes), for what each part of the default costs. CPU seconds of every process are shown beside the wall times: on a shared
    machine they are the steadier measure of what the pool costs.
 2. ``rerun``: ``embed_batch`` with a fresh ``PersistentCache`` over ``--rerun-files`` files,
    then again over the unchanged folder (file-identity layer), and the cost of reading and
@@ -50,7 +51,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps
 
-from imageprism import ImagePrism, PersistentCache
+from imageprism import HashConfig, ImagePrism, PersistentCache
 from imageprism._workers import available_cores
 
 HERE = Path(__file__).resolve().parent
@@ -141,6 +142,11 @@ def throughput(work: Path, count: int, rounds: int) -> None:
         ("same, one thread (no decode-ahead thread)", lambda: ImagePrism()._embed_chunk(paths, 0)),
         (f"embed_batch, default robust hash, workers={cores}", lambda: ImagePrism().embed_batch(paths, workers=cores)),
         (f"same chunks on {cores} threads (not processes)", lambda: threads_embed(paths, cores)),
+        # cheaper hash configurations, for the cost of each part of the default (not the default's figures)
+        (f"embed_batch, robust without the small rotations (24 variants), workers={cores}",
+         lambda: ImagePrism(config={"hash": HashConfig(rotations=())}).embed_batch(paths, workers=cores)),
+        (f"embed_batch, plain hashes (3 rows), workers={cores}",
+         lambda: ImagePrism(config={"hash": HashConfig.plain()}).embed_batch(paths, workers=cores)),
         ("CLI embed DIR --json --workers 1", lambda: cli(["embed", str(folder), "--json", "--workers", "1"]).wait()),
         (f"CLI embed DIR --json --workers {cores}", lambda: cli(["embed", str(folder), "--json", "--workers", str(cores)]).wait()),
     ]
