@@ -35,13 +35,17 @@ from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from multiprocessing.connection import Connection
-from multiprocessing.context import ForkContext, SpawnContext
-from typing import Any, NamedTuple, Protocol
+from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 
 from imageprism._image import describe_input
 from imageprism._results import EmbeddedImage, Failure
 from imageprism._types import EmbeddingDict as Embeddings
 from imageprism.errors import ConfigError, WorkerCrashError
+
+if TYPE_CHECKING:
+    from multiprocessing.context import ForkContext, SpawnContext  # ForkContext: not on Windows
+
+    _Context = ForkContext | SpawnContext
 
 __all__ = [
     "TASK_SIZE", "ChunkEmbedder", "ChunkResult", "Embedded", "Outcome", "available_cores", "check_workers", "chunk_result",
@@ -72,7 +76,6 @@ def chunk_result(entries: Sequence[EmbeddedImage | Failure]) -> ChunkResult:
 #: forked workers start in milliseconds and need no ``if __name__ == "__main__"`` guard in the caller's
 #: script (spawned ones re-import it); the parallel path starts no thread of its own before forking
 _START_METHOD = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
-_Context = ForkContext | SpawnContext
 #: inputs per task sent to a worker: large enough that the pickling round trip is noise
 TASK_SIZE = 64
 
