@@ -373,6 +373,8 @@ def _first_scan_components(data: bytes) -> int | None:
             pos += 1
         elif marker == 0xDA:
             return data[pos + 4]
+        elif marker == 0xD9:  # the end of the image before any scan: not a header this expects
+            return None
         elif 0xD0 <= marker <= 0xD8 or marker == 0x01:  # markers without a length
             pos += 2
         else:

@@ -171,6 +171,7 @@ def test_the_scan_count_runs_unless_the_first_scan_holds_every_component() -> No
     assert _may_have_many_scans(Image.open(io.BytesIO(one_component)), one_component)
     assert _may_have_many_scans(Image.open(io.BytesIO(many_scans_jpeg(2, side=64))), many_scans_jpeg(2, side=64))
     assert _first_scan_components(b"\xff\xd8junk") is None
+    assert _first_scan_components(b"\xff\xd8\xff\xd9" + baseline[2:]) is None  # an end before any scan
 
 
 def test_every_dev_photo_passes_the_limits(dev_images: list[Path]) -> None:
