@@ -289,7 +289,8 @@ def per_query(n: int, queries: int = 4096) -> None:
     queries = min(queries, n)
     words, nbits = hamming.packed_words(robust_codes(n), VARIANTS, 64)
     radius = int(np.floor(192 * (1 - THRESHOLD) + 1e-6))
-    plans = {"cost model": hamming.chunk_plan(nbits, radius, len(words), n), "1 flip": ((20, 1),) * 2 + ((19, 1),) * 8}
+    rates = hamming.near_rates(list(words.T.copy()), nbits)  # what ChunkIndex plans with: buckets measured on the table
+    plans = {"cost model": hamming.chunk_plan(nbits, radius, len(words), n, rates), "1 flip": ((20, 1),) * 2 + ((19, 1),) * 8}
     print(f"\n## one table of {n:,} x {VARIANTS} rows, {queries} whole-image queries on one thread, load {os.getloadavg()[0]:.1f}")
     print("| plan | build CPU s | CPU us per query | wall us per query | rows read per query |")
     print("|---|---|---|---|---|")

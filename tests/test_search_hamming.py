@@ -8,7 +8,7 @@ import pytest
 from imageprism._dedup import DedupColumn, connected_labels, greedy_labels, labels_brute_force
 from imageprism._math import popcount
 from imageprism._search import hamming
-from imageprism._search.hamming import MAX_CHUNK_BITS, ChunkIndex, chunk_plan, packed_words
+from imageprism._search.hamming import MAX_CHUNK_BITS, NEAR_MIN_TABLE, ChunkIndex, chunk_plan, near_rates, packed_words
 
 
 def clustered_words(rng: np.random.Generator, n: int, width: int, nbits: int) -> np.ndarray:
@@ -72,6 +72,33 @@ def test_chunk_plan_widens_with_the_table() -> None:
     small, large = chunk_plan(192, 19, 26_000, 1000), chunk_plan(192, 19, 26_000_000, 1_000_000)
     assert small is not None and large is not None
     assert min(b for b, _ in large) > max(b for b, _ in small)
+
+
+def scenes(rng: np.random.Generator, n: int, sources: int) -> np.ndarray:
+    """Rows of ``n`` images of a few ``sources``: each row its source with 2-10% of bits flipped, so
+    rows of one source share chunk values far more often than random codes, and some are within 19 bits."""
+    base = rng.integers(0, 2, (sources, 192), dtype=np.uint8)
+    bits = base[rng.integers(0, sources, n)] ^ (rng.random((n, 192)) < rng.uniform(0.02, 0.1, (n, 1)))
+    return np.packbits(bits, axis=1, bitorder="little").view(np.uint64)
+
+
+def test_a_table_of_alike_rows_gets_a_plan_for_its_real_buckets() -> None:
+    """Chunk plans count the rows a probe finds as measured on the table: rows of a few scenes
+    share chunk values, so wider chunks with more flips pay; random rows keep the random-code plan.
+    The search stays exact."""
+    rng = np.random.default_rng(11)
+    alike = scenes(rng, NEAR_MIN_TABLE + 20_000, 40)
+    rates = near_rates(list(alike.T.copy()), 192)
+    assert rates[20, 1] > 50 * 21 / 2**20  # far above random codes
+    assert chunk_plan(192, 19, len(alike), len(alike), rates) != chunk_plan(192, 19, len(alike), len(alike))
+    random = np.packbits(rng.integers(0, 2, (NEAR_MIN_TABLE + 20_000, 192), dtype=np.uint8), axis=1, bitorder="little").view(np.uint64)
+    plain = near_rates(list(random.T.copy()), 192)
+    assert chunk_plan(192, 19, len(random), len(random), plain) == chunk_plan(192, 19, len(random), len(random))
+    index = ChunkIndex(alike, 192, 19, queries=len(alike))
+    assert index.plan == chunk_plan(192, 19, len(alike), len(alike), rates)
+    queries = np.ascontiguousarray(alike[rng.integers(0, len(alike), 300)])
+    q, r = index.search([queries[:, w].copy() for w in range(3)])
+    assert set(zip(q.tolist(), r.tolist())) == brute_pairs(queries, alike, 19)
 
 
 def test_packed_words_keep_distances_of_odd_row_widths() -> None:

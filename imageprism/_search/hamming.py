@@ -30,7 +30,7 @@ from imageprism._math import popcount
 from imageprism._search.finder import Buffer, Finder, scan, union_pairs
 from imageprism._workers import available_cores
 
-__all__ = ["BitsFinder", "ChunkIndex", "VariantsFinder", "chunk_plan", "multihash_params"]
+__all__ = ["BitsFinder", "ChunkIndex", "VariantsFinder", "chunk_plan", "multihash_params", "near_rates"]
 
 _CHUNK = 65536
 
@@ -195,17 +195,22 @@ _PIECE = 1024
 _PROBE_NS, _CANDIDATE_NS, _BUILD_ROW_NS, _BUCKET_NS, _FLAT_NS = 30.0, 6.0, 60.0, 2.0, 3.0
 
 
-def chunk_plan(nbits: int, radius: int, table: int, queries: int) -> tuple[tuple[int, int], ...] | None:
+def chunk_plan(
+    nbits: int, radius: int, table: int, queries: int, near: np.ndarray | None = None,
+) -> tuple[tuple[int, int], ...] | None:
     """Consecutive chunks ``(bits, flips)`` for an exact search within ``radius``, or ``None`` for a flat scan.
 
     Exactness: the chunks are disjoint, and their ``flips + 1`` add up to more than
     ``radius`` (pigeonhole). The plan minimises a cost model of ``queries`` searches of a
     ``table`` of rows: per query, each chunk's probes (``sum over j <= flips of
-    comb(bits, j)``) and the ``table / 2**bits`` rows each probe finds on random codes,
-    plus the build of each chunk; against a flat popcount scan. Chunks have ``f`` or
-    ``f + 1`` flips, each kind of near-equal width (at most :data:`MAX_CHUNK_BITS`; the
-    chunks with a flip more may be wider), so a larger table gets wider chunks with more
-    flips: buckets stay small as it grows.
+    comb(bits, j)``) and the rows they find, plus the build of each chunk; against a flat
+    popcount scan. A chunk's probes find ``table * near[bits, flips]`` rows: the share of
+    row pairs within ``flips`` bits on a chunk of that width, measured on the table
+    (:func:`near_rates`), or what random codes give without it. Chunks have
+    ``f`` or ``f + 1`` flips, each kind of near-equal width (at most
+    :data:`MAX_CHUNK_BITS`; the chunks with a flip more may be wider), so a larger table,
+    or one whose rows share chunk values more often (near copies, one scene cropped many
+    ways), gets wider chunks with more flips: buckets stay small.
     """
     if radius < 0:
         return ()
@@ -216,7 +221,8 @@ def chunk_plan(nbits: int, radius: int, table: int, queries: int) -> tuple[tuple
         probes = sum(math.comb(bits, j) for j in range(flips + 1))
         if flips > bits or probes > _MAX_PROBES:
             return math.inf
-        return queries * probes * (_PROBE_NS + _CANDIDATE_NS * table / 2.0**bits) + table * _BUILD_ROW_NS + 2.0**bits * _BUCKET_NS
+        found = table * (near[bits, flips] if near is not None else probes / 2.0**bits)
+        return queries * (probes * _PROBE_NS + found * _CANDIDATE_NS) + table * _BUILD_ROW_NS + 2.0**bits * _BUCKET_NS
 
     for flips in range(4):
         for chunks in range(1, radius + 2):
@@ -235,6 +241,47 @@ def chunk_plan(nbits: int, radius: int, table: int, queries: int) -> tuple[tuple
                 if total < best[0]:
                     best = (total, plan)
     return best[1]
+
+
+#: rows of a table sampled by :func:`near_rates` (their pairs: about half a million)
+NEAR_SAMPLE = 1024
+#: tables of fewer rows are planned as random codes (a misplan costs little there; the sample would cost more)
+NEAR_MIN_TABLE = 100_000
+#: most flips :func:`near_rates` measures (``chunk_plan`` tries up to 3, and chunks with one more)
+_MAX_FLIPS = 4
+
+
+def near_rates(columns: list[np.ndarray], nbits: int) -> np.ndarray:
+    """``rates[b, f]``: the share of row pairs of the table (word columns) whose ``b``-bit chunks
+    differ in at most ``f`` bits, for ``b`` up to :data:`MAX_CHUNK_BITS`: what a probe set of
+    ``f`` flips finds, per row of the table.
+
+    Rows that are alike (near copies, one scene cropped many ways) share chunk values far
+    more often than random codes, whose rate is ``sum over j <= f of comb(b, j) / 2**b``. The
+    rate is measured on the pairs of :data:`NEAR_SAMPLE` rows spread over the table, on
+    chunks at three places of the code, and used where the count of such pairs is clearly
+    above what random codes would give (three standard deviations and ten pairs more);
+    elsewhere, and for tables under :data:`NEAR_MIN_TABLE` rows, the random rate.
+    """
+    rates = np.array([[min(1.0, sum(math.comb(b, j) for j in range(f + 1)) / 2.0**b) for f in range(_MAX_FLIPS + 1)]
+                      for b in range(MAX_CHUNK_BITS + 1)])
+    size, width = len(columns[0]), min(MAX_CHUNK_BITS, nbits)
+    if size < NEAR_MIN_TABLE:
+        return rates
+    rows = np.linspace(0, size - 1, NEAR_SAMPLE).astype(np.int64)
+    sample = [c[rows] for c in columns]
+    i, j = np.triu_indices(len(rows), k=1)
+    places = sorted({max(0, min(nbits - width, at)) for at in (0, nbits // 3, 2 * nbits // 3)})
+    counts = np.zeros((MAX_CHUNK_BITS + 1, _MAX_FLIPS + 1))
+    for start in places:
+        apart = _bits_at(sample, start, width)[i] ^ _bits_at(sample, start, width)[j]  # a chunk of width b: its low b bits
+        for b in range(4, width + 1):
+            differ = popcount((apart & ((1 << b) - 1)).view(np.uint64))
+            counts[b] += np.cumsum(np.bincount(np.minimum(differ, _MAX_FLIPS + 1), minlength=_MAX_FLIPS + 2)[: _MAX_FLIPS + 1])
+    pairs = len(i) * len(places)
+    expected = rates * pairs
+    alike = counts > expected + 3.0 * np.sqrt(expected) + 10.0
+    return np.where(alike, counts / pairs, rates)
 
 
 def packed_words(data: np.ndarray, variants: int, bits_per_row: int | None) -> tuple[np.ndarray, int]:
@@ -319,7 +366,7 @@ class ChunkIndex:
         self.columns = list(columns)
         self.size = len(words)
         self.radius = radius
-        self.plan = chunk_plan(nbits, radius, self.size, queries)
+        self.plan = chunk_plan(nbits, radius, self.size, queries, near_rates(self.columns, nbits))
         self.flat = np.ascontiguousarray(words) if self.plan is None else None
         self.index_type = np.int32 if self.size < 2**31 else np.int64
         starts = np.cumsum([0, *(bits for bits, _ in self.plan or ())]).tolist()
