@@ -2,9 +2,9 @@
 
 One row per (file path, dimension cache token): the file's size, modification time (ns)
 and inode when it was embedded, the image's width and height (EXIF orientation applied),
-and the pixel key its embedding is filed under in the ``embeddings`` table. A lookup answers only when every row still describes the file
-as it is now and its checksum holds; anything else is a miss (the file is decoded
-again and the rows rewritten). See :mod:`imageprism._resume` for how runs use it.
+and the pixel key its embedding is filed under in the ``embeddings`` table. A lookup
+answers only when every row still describes the file as it is now and its checksum
+holds; anything else is a miss (the file is decoded again and the rows rewritten). See :mod:`imageprism._resume` for how runs use it.
 """
 
 from __future__ import annotations
@@ -74,9 +74,10 @@ def _record(identity: FileIdentity, rows: Sequence[tuple[object, ...]], tokens: 
     sizes: set[tuple[int, int]] = set()
     for token_raw, size, mtime_ns, inode, width, height, key_raw, checksum in rows:
         token, key = text_value(token_raw), text_value(key_raw)
-        if token is None or key is None or not all(isinstance(x, int) for x in (size, mtime_ns, inode, width, height)):
+        if token is None or key is None or not all(isinstance(x, int) for x in (size, mtime_ns, inode)):
             continue  # a tampered row: a miss
-        assert isinstance(width, int) and isinstance(height, int)  # for the type checker: checked just above
+        if not isinstance(width, int) or not isinstance(height, int):
+            continue
         if (size, mtime_ns, inode) == (identity.size, identity.mtime_ns, identity.inode) and checksum == _checksum(
             identity, token, key, (width, height)
         ):

@@ -340,8 +340,8 @@ class ImagePrism:
         """The outcome of every input, chunk by chunk in input order: the one path of every batch embedding.
 
         Files unchanged since a previous run come from a persistent cache's file-identity
-        records (their ``size`` is ``None``: see :func:`~imageprism._resume.resumed_chunks`),
-        the rest are computed here or on ``workers`` processes. Memory holds one window of
+        records, image size included (see :func:`~imageprism._resume.resumed_chunks`), the
+        rest are computed here or on ``workers`` processes. Memory holds one window of
         results, however many ``items``. ``progress``: as for :meth:`embed_batch`.
         :meth:`embed_batch` collects the chunks; ``imageprism embed --out`` streams them to
         a Parquet table (:func:`~imageprism.columnar.parquet.write_parquet`).

@@ -135,8 +135,9 @@ def test_a_touched_or_tampered_file_row_is_recomputed(folder: list[Path], tmp_pa
     os.utime(files[2], ns=(10**9, 10**9))  # same bytes, another modification time
     with sqlite3.connect(cache_file) as conn:
         conn.execute("UPDATE files SET pixel_key = 'x' || substr(pixel_key, 2) WHERE path = ?", (os.path.abspath(files[7]),))
+        conn.execute("UPDATE files SET width = width + 1 WHERE path = ?", (os.path.abspath(files[4]),))
     again = ImagePrism(cache=PersistentCache(cache_file)).embed_batch(files)
-    assert sorted(decodes) == sorted([repr(str(files[2])), repr(str(files[7]))])
+    assert sorted(decodes) == sorted([repr(str(files[2])), repr(str(files[4])), repr(str(files[7]))])
     assert _same(again.embeddings, ImagePrism().embed_batch(files).embeddings)
 
 

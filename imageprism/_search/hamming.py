@@ -19,6 +19,7 @@ verified with a popcount.
 
 from __future__ import annotations
 
+import functools
 import itertools
 import math
 from concurrent.futures import ThreadPoolExecutor
@@ -221,7 +222,7 @@ def chunk_plan(
         probes = sum(math.comb(bits, j) for j in range(flips + 1))
         if flips > bits or probes > _MAX_PROBES:
             return math.inf
-        found = table * (near[bits, flips] if near is not None else probes / 2.0**bits)
+        found = table * (near if near is not None else _random_rates())[bits, flips]
         return queries * (probes * _PROBE_NS + found * _CANDIDATE_NS) + table * _BUILD_ROW_NS + 2.0**bits * _BUCKET_NS
 
     for flips in range(4):
@@ -251,6 +252,15 @@ NEAR_MIN_TABLE = 100_000
 _MAX_FLIPS = 4
 
 
+@functools.lru_cache(maxsize=1)
+def _random_rates() -> np.ndarray:
+    """``rates[b, f]`` of random codes: ``sum over j <= f of comb(b, j) / 2**b`` (read-only)."""
+    rates = np.array([[min(1.0, sum(math.comb(b, j) for j in range(f + 1)) / 2.0**b) for f in range(_MAX_FLIPS + 1)]
+                      for b in range(MAX_CHUNK_BITS + 1)])
+    rates.flags.writeable = False
+    return rates
+
+
 def near_rates(columns: list[np.ndarray], nbits: int) -> np.ndarray:
     """``rates[b, f]``: the share of row pairs of the table (word columns) whose ``b``-bit chunks
     differ in at most ``f`` bits, for ``b`` up to :data:`MAX_CHUNK_BITS`: what a probe set of
@@ -263,8 +273,7 @@ def near_rates(columns: list[np.ndarray], nbits: int) -> np.ndarray:
     above what random codes would give (three standard deviations and ten pairs more);
     elsewhere, and for tables under :data:`NEAR_MIN_TABLE` rows, the random rate.
     """
-    rates = np.array([[min(1.0, sum(math.comb(b, j) for j in range(f + 1)) / 2.0**b) for f in range(_MAX_FLIPS + 1)]
-                      for b in range(MAX_CHUNK_BITS + 1)])
+    rates = _random_rates()
     size, width = len(columns[0]), min(MAX_CHUNK_BITS, nbits)
     if size < NEAR_MIN_TABLE:
         return rates
@@ -274,7 +283,8 @@ def near_rates(columns: list[np.ndarray], nbits: int) -> np.ndarray:
     places = sorted({max(0, min(nbits - width, at)) for at in (0, nbits // 3, 2 * nbits // 3)})
     counts = np.zeros((MAX_CHUNK_BITS + 1, _MAX_FLIPS + 1))
     for start in places:
-        apart = _bits_at(sample, start, width)[i] ^ _bits_at(sample, start, width)[j]  # a chunk of width b: its low b bits
+        keys = _bits_at(sample, start, width)
+        apart = keys[i] ^ keys[j]  # a chunk of width b: its low b bits
         for b in range(4, width + 1):
             differ = popcount((apart & ((1 << b) - 1)).view(np.uint64))
             counts[b] += np.cumsum(np.bincount(np.minimum(differ, _MAX_FLIPS + 1), minlength=_MAX_FLIPS + 2)[: _MAX_FLIPS + 1])
